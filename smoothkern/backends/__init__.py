@@ -1,0 +1,12 @@
+"""Backends: the registry plus one module per implementation of ``perturb``/``accumulate``.
+
+Importing this package registers every backend; kernel backends whose extension or Triton is
+missing register anyway and report why they are unavailable (``smoothkern.backends_status()``).
+"""
+
+from __future__ import annotations
+
+from . import torch_ref  # noqa: F401  (registers torch, vmap, loop)
+from .registry import Backend, available, names, register, resolve, status
+
+__all__ = ["Backend", "available", "names", "register", "resolve", "status"]

@@ -1,0 +1,32 @@
+"""Base attribution methods under noise, one module each, and the name registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import AttributionMethod
+from .gradient import Gradient
+
+METHODS: dict[str, type[AttributionMethod]] = {
+    Gradient.name: Gradient,
+}
+
+
+def resolve_method(method: str | AttributionMethod, **options: Any) -> AttributionMethod:
+    """A method object from a name plus keyword options, or the given object unchanged."""
+    if isinstance(method, AttributionMethod):
+        if options:
+            raise TypeError(f"options {sorted(options)} given together with a method object; "
+                            "pass them to the method's constructor instead")
+        return method
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a name or an AttributionMethod, got {type(method).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {tuple(METHODS)}")
+    try:
+        return METHODS[method](**options)
+    except TypeError as err:
+        raise TypeError(f"bad options for method {method!r}: {err}") from None
+
+
+__all__ = ["AttributionMethod", "Gradient", "METHODS", "resolve_method"]

@@ -1,0 +1,106 @@
+"""The protocol every base attribution method follows, so the engine never changes for a new one.
+
+A method turns a batch of (noisy) inputs and a target class per row into one attribution per row.
+Rows are independent (the model is in eval mode), so the engine may stack samples, noise levels,
+examples, and (for methods that have them) integration steps in any batch it likes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+class AttributionMethod:
+    """Base class of the methods under noise.
+
+    Subclasses implement :meth:`attribute`; the rest has defaults.
+
+    Attributes:
+        name: the name ``smooth_grad(method=...)`` accepts.
+        rows_per_sample: model rows one noisy input costs (integrated gradients: ``n_steps``);
+            the engine uses it to size passes.
+        supports_vmap: whether :meth:`vmap_attribute` is implemented.
+    """
+
+    name = "method"
+    rows_per_sample = 1
+    supports_vmap = False
+
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+        """Attributions of a batch.
+
+        Args:
+            model: the classifier, in eval mode, parameters frozen by the engine.
+            inputs (Tensor[R, ...]): detached inputs (noisy copies).
+            target (LongTensor[R]): the class to explain, per row.
+
+        Returns:
+            Tensor[R, *self.output_shape(...)]
+        """
+        raise NotImplementedError
+
+    def vmap_attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+        """Same as :meth:`attribute`, computed with ``torch.func.vmap`` over rows."""
+        raise NotImplementedError(f"method {self.name!r} has no torch.func.vmap path")
+
+    def output_shape(self, model: nn.Module, example: Tensor) -> tuple[int, ...]:
+        """Shape of one example's attribution (default: the input's shape).
+
+        Args:
+            example (Tensor[1, ...]): one clean example.
+        """
+        return tuple(example.shape[1:])
+
+    @contextlib.contextmanager
+    def session(self, model: nn.Module) -> Iterator[None]:
+        """Set-up held around all passes (hooks for guided backprop, Grad-CAM, ...).
+
+        Whatever it installs must be removed on exit, also after an exception.
+        """
+        yield
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def logit_of_target(outputs: Tensor, target: Tensor) -> Tensor:
+    """Σ_r outputs[r, target[r]]: one backward gives every row's own-class gradient.
+
+    Args:
+        outputs (Tensor[R, classes]), target (LongTensor[R]).
+    """
+    return outputs.gather(1, target.view(-1, 1)).sum()
+
+
+def input_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    """d logit[target] / d input for each row, by one batched forward and backward.
+
+    Args:
+        inputs (Tensor[R, ...]), target (LongTensor[R]).
+
+    Returns:
+        Tensor[R, ...] shaped like ``inputs``.
+    """
+    with torch.enable_grad():
+        leaf = inputs.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(logit_of_target(model(leaf), target), leaf)
+    return grad
+
+
+def vmap_input_gradient(model: nn.Module, inputs: Tensor, target: Tensor,
+                        classes: int | None = None) -> Tensor:
+    """``input_gradient`` through ``torch.func.vmap(torch.func.grad(...))`` over rows."""
+    if classes is None:
+        with torch.no_grad():
+            classes = model(inputs[:1]).shape[1]
+    one_hot = torch.nn.functional.one_hot(target, classes).to(inputs.dtype)
+
+    def logit(x: Tensor, select: Tensor) -> Tensor:
+        return (model(x.unsqueeze(0))[0] * select).sum()
+
+    with torch.enable_grad():
+        return torch.func.vmap(torch.func.grad(logit))(inputs.detach(), one_hot)

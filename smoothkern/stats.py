@@ -1,0 +1,208 @@
+"""Streaming statistics of attributions: mergeable float32 (or float64) accumulators.
+
+State per element (all of shape ``[N]``, the attribution flattened):
+
+    count   number of samples seen (a Python int, the same for every element)
+    mean    Welford running mean
+    m2      Σ (a - mean)²   (Chan/Welford, so the variance never goes negative)
+    abs_sum Σ |a|
+    log_sum Σ log(|a| + eps)
+
+``finalize`` turns the state into any subset of
+
+    mean    = mean                      SmoothGrad
+    abs     = abs_sum / count
+    sq      = m2 / count + mean²        SmoothGrad², Captum's smoothgrad_sq
+    var     = m2 / count                VarGrad (population variance, like Captum)
+    geomean = exp(log_sum / count)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+AGGREGATES = ("mean", "abs", "sq", "var", "geomean")
+ACCUMULATOR_DTYPES = (torch.float32, torch.float64)
+
+
+def check_aggregates(aggregate: str | Iterable[str]) -> tuple[tuple[str, ...], bool]:
+    """Validates ``aggregate``; returns the names and whether a single name was given."""
+    if isinstance(aggregate, str):
+        names, single = (aggregate,), True
+    else:
+        try:
+            names, single = tuple(aggregate), False
+        except TypeError:
+            raise TypeError(f"aggregate must be a name or a tuple of names, got "
+                            f"{type(aggregate).__name__}") from None
+        if not names:
+            raise ValueError("aggregate is empty; choose from " + ", ".join(AGGREGATES))
+    for name in names:
+        if name not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {name!r}; choose from {AGGREGATES}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"aggregate names repeat: {names}")
+    return names, single
+
+
+def accumulate_reference(state: StreamingStats, chunk: Tensor) -> None:
+    """Adds a chunk of attributions to ``state`` in place (pure torch, several reads).
+
+    Args:
+        state: the running statistics, element shape ``[N]``.
+        chunk (Tensor[k, N]): k attributions, any floating dtype.
+    """
+    a = chunk.to(state.dtype)
+    k = a.shape[0]
+    chunk_mean = a.mean(dim=0)
+    chunk_m2 = (a - chunk_mean).square().sum(dim=0)
+    abs_a = a.abs()
+    state.abs_sum += abs_a.sum(dim=0)
+    state.log_sum += torch.log(abs_a + state.eps).sum(dim=0)
+    state._merge_moments(k, chunk_mean, chunk_m2)
+
+
+@dataclass
+class StreamingStats:
+    """Running mean / |mean| / mean of squares / variance / geometric mean of attributions.
+
+    Mergeable: ``a.merge(b)`` equals one accumulator that saw both streams (Chan et al.), so
+    chunks, devices or dataset shards combine exactly.
+
+    Example:
+        >>> s = StreamingStats.empty(10)
+        >>> s.update(torch.randn(5, 10)); s.update(torch.randn(3, 10))
+        >>> out = s.finalize(("mean", "var"))
+
+    Args:
+        mean, m2, abs_sum, log_sum (Tensor[...]): state, shaped like one attribution.
+        count: samples seen so far.
+        eps: floor inside the geometric mean's log.
+    """
+
+    mean: Tensor
+    m2: Tensor
+    abs_sum: Tensor
+    log_sum: Tensor
+    count: int = 0
+    eps: float = 1e-10
+
+    @classmethod
+    def empty(cls, shape: int | tuple[int, ...], *, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32, eps: float = 1e-10) -> StreamingStats:
+        """A state that has seen no sample, ``shape`` being one attribution's shape."""
+        if dtype not in ACCUMULATOR_DTYPES:
+            raise TypeError(f"accumulator dtype must be float32 or float64, got {dtype}")
+        if not (eps > 0 and eps == eps and eps != float("inf")):
+            raise ValueError(f"eps must be a positive finite number, got {eps}")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+
+        def zeros() -> Tensor:
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        return cls(zeros(), zeros(), zeros(), zeros(), 0, float(eps))
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.mean.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mean.dtype
+
+    def update(self, chunk: Tensor, accumulate=None) -> StreamingStats:
+        """Adds k attributions.
+
+        Args:
+            chunk (Tensor[k, *shape]): attributions (fp32/fp16/bf16/fp64).
+            accumulate: the backend's fused ``accumulate(state, chunk[k, N])``; the torch
+                reference when None.
+        """
+        if chunk.dim() < 1 or tuple(chunk.shape[1:]) != tuple(self.shape):
+            raise ValueError(f"chunk must be [k, {', '.join(map(str, self.shape))}], "
+                             f"got {tuple(chunk.shape)}")
+        if not chunk.is_floating_point():
+            raise TypeError(f"attributions must be floating point, got {chunk.dtype}")
+        if chunk.shape[0] == 0:
+            return self
+        flat_state = self.flat()
+        (accumulate or accumulate_reference)(flat_state, chunk.reshape(chunk.shape[0], -1))
+        self.count = flat_state.count
+        return self
+
+    def flat(self) -> StreamingStats:
+        """A view of this state with element shape ``[N]`` (shares storage)."""
+        return StreamingStats(self.mean.view(-1), self.m2.view(-1), self.abs_sum.view(-1),
+                              self.log_sum.view(-1), self.count, self.eps)
+
+    def _merge_moments(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / n)
+        self.m2 += m2_b + delta.square() * (n_a * n_b / n)
+        self.count = n
+
+    def merge(self, other: StreamingStats) -> StreamingStats:
+        """Adds another accumulator's samples to this one, in place; returns self."""
+        if other.shape != self.shape:
+            raise ValueError(f"cannot merge states of shapes {tuple(self.shape)} and "
+                             f"{tuple(other.shape)}")
+        if other.eps != self.eps:
+            raise ValueError(f"cannot merge states with different eps ({self.eps} vs {other.eps})")
+        if other.count == 0:
+            return self
+        self.abs_sum += other.abs_sum.to(self.dtype)
+        self.log_sum += other.log_sum.to(self.dtype)
+        self._merge_moments(other.count, other.mean.to(self.dtype), other.m2.to(self.dtype))
+        return self
+
+    def clone(self) -> StreamingStats:
+        return StreamingStats(self.mean.clone(), self.m2.clone(), self.abs_sum.clone(),
+                              self.log_sum.clone(), self.count, self.eps)
+
+    def finalize(self, aggregates: str | Iterable[str] = AGGREGATES) -> dict[str, Tensor]:
+        """The requested statistics, each shaped like one attribution, in the state's dtype."""
+        names, _ = check_aggregates(aggregates)
+        if self.count == 0:
+            raise ValueError("no samples have been accumulated")
+        n = self.count
+        out = {}
+        for name in names:
+            if name == "mean":
+                out[name] = self.mean.clone()
+            elif name == "abs":
+                out[name] = self.abs_sum / n
+            elif name == "var":
+                out[name] = (self.m2 / n).clamp_min(0)
+            elif name == "sq":
+                out[name] = (self.m2 / n).clamp_min(0) + self.mean.square()
+            else:
+                out[name] = torch.exp(self.log_sum / n)
+        return out
+
+
+def direct_statistics(samples: Tensor, aggregates: Iterable[str], eps: float) -> dict[str, Tensor]:
+    """Statistics of all m samples held at once, the plain way (used by the loop reference).
+
+    Args:
+        samples (Tensor[m, ...]): every attribution.
+    """
+    a = samples.to(torch.float64)
+    out = {}
+    for name in aggregates:
+        if name == "mean":
+            out[name] = a.mean(0)
+        elif name == "abs":
+            out[name] = a.abs().mean(0)
+        elif name == "sq":
+            out[name] = a.square().mean(0)
+        elif name == "var":
+            out[name] = a.var(0, unbiased=False)
+        else:
+            out[name] = torch.exp(torch.log(a.abs() + eps).mean(0))
+    return out
