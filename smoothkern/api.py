@@ -63,7 +63,7 @@ def smooth_grad(
     snapshots: Sequence[int] | None = None,
     seed: int = 0,
     eps: float = 1e-10,
-    backend: str = "auto",
+    backend: str | backend_registry.Backend = "auto",
     accumulator_dtype: torch.dtype = torch.float32,
     progress: bool = False,
     **method_options: Any,
@@ -93,7 +93,8 @@ def smooth_grad(
         seed: the noise stream (0 ≤ seed < 2**64); the noise is a pure function of
             (seed, example, sample, element).
         eps: floor inside the geometric mean's log(|a| + eps).
-        backend: "auto", "torch", "vmap", "loop", or a kernel backend ("cpp", "triton", "cuda").
+        backend: "auto", "torch", "vmap", "loop", a kernel backend ("cpp", "triton", "cuda"), or
+            a :class:`smoothkern.backends.Backend` object (e.g. a custom noise source).
         accumulator_dtype: float32 (default) or float64 running statistics.
         progress: show a tqdm bar over passes.
 
@@ -218,7 +219,8 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
     x = inputs.detach()
     sigma, sweep = plan_sigma(x, noise_level, stdevs)
     method_obj = resolve_method(method, **method_options)
-    chosen = backend_registry.resolve(backend, x.device)
+    chosen = (backend if isinstance(backend, backend_registry.Backend)
+              else backend_registry.resolve(backend, x.device))
     if chosen.pass_mode == "vmap" and not method_obj.supports_vmap:
         raise ValueError(f"method {method_obj.name!r} cannot run under backend 'vmap'; use "
                          "'auto', 'torch' or 'loop'")
