@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import backends as _backends
+from .backends import status as _backend_status
 from .api import smooth_grad
 from .methods import METHODS, AttributionMethod
 from .noise import perturb_reference
@@ -11,10 +11,13 @@ from .stats import AGGREGATES, StreamingStats
 __version__ = "0.1.0"
 
 
-def backends(device: str = "cpu") -> dict[str, str]:
-    """Every backend and whether it runs on ``device``: ``{name: "available" | reason}``."""
-    return _backends.status(device)
+def backend_status(device: str = "cpu") -> dict[str, str]:
+    """Every backend and whether it runs on ``device``: ``{name: "available" | reason}``.
+
+    (A function, not ``smoothkern.backends``, which is the subpackage of backend modules.)
+    """
+    return _backend_status(device)
 
 
-__all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backends",
+__all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
            "perturb_reference", "smooth_grad", "__version__"]

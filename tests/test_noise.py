@@ -1,0 +1,124 @@
+"""The torch Philox reference and the noise contract; σ planning."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smoothkern import noise
+
+
+def _words(*values):
+    return [torch.tensor(v, dtype=torch.int64) for v in values]
+
+
+@pytest.mark.parametrize("counter, key, expected", [
+    # Known-answer vectors of Random123's Philox4x32-10 (kat_vectors).
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_known_answers(counter, key, expected):
+    seed = key[0] | (key[1] << 32)
+    out = noise.philox4x32(*_words(*counter), seed)
+    assert tuple(int(w) for w in out) == expected
+
+
+@pytest.mark.parametrize("kind", noise.NOISE_KINDS)
+def test_standard_noise_has_unit_variance(kind):
+    z = noise.standard_noise(3, torch.tensor(1), torch.arange(40).view(-1, 1),
+                             torch.arange(5000).view(1, -1), kind)
+    assert z.dtype == torch.float32
+    assert abs(float(z.mean())) < 0.01
+    assert abs(float(z.std()) - 1) < 0.01
+    if kind == "uniform":
+        assert float(z.abs().max()) <= math.sqrt(3)
+    else:
+        assert float(z.abs().max()) > 3.5  # tails exist
+
+
+def test_noise_depends_on_every_counter_word():
+    base = noise.standard_noise(5, torch.tensor(2), torch.tensor(3), torch.arange(64))
+    for seed, b, i in [(6, 2, 3), (5, 1, 3), (5, 2, 4), (5 + 2**32, 2, 3)]:
+        other = noise.standard_noise(seed, torch.tensor(b), torch.tensor(i), torch.arange(64))
+        assert not torch.equal(base, other)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), rest=st.tuples(st.integers(1, 5), st.integers(1, 6)),
+       levels=st.integers(1, 3), start=st.integers(0, 100), count=st.integers(1, 6),
+       split=st.integers(1, 5), seed=st.integers(0, 2**64 - 1),
+       kind=st.sampled_from(noise.NOISE_KINDS))
+def test_perturb_is_chunk_invariant_and_follows_the_contract(batch, rest, levels, start, count,
+                                                             split, seed, kind):
+    x = torch.randn(batch, *rest)
+    sigma = torch.rand(levels, batch)
+    whole = noise.perturb_reference(x, sigma, seed, start, count, kind)
+    assert whole.shape == (count * levels * batch, *rest)
+    split = min(split, count)
+    parts = torch.cat([noise.perturb_reference(x, sigma, seed, start, split, kind),
+                       noise.perturb_reference(x, sigma, seed, start + split, count - split, kind)])
+    torch.testing.assert_close(parts, whole, rtol=0, atol=0)
+    # Row (i*S + s)*B + b is x[b] + sigma[s, b] * z(seed, b, start + i, j).
+    i, s, b = count - 1, levels - 1, batch - 1
+    z = noise.standard_noise(seed, torch.tensor(b), torch.tensor(start + i),
+                             torch.arange(x[b].numel()), kind)
+    row = whole[(i * levels + s) * batch + b]
+    torch.testing.assert_close(row, x[b] + sigma[s, b] * z.view(rest))
+
+
+def test_sweep_levels_share_the_draw():
+    x = torch.rand(2, 3, 4)
+    sweep = noise.perturb_reference(x, torch.tensor([[0.1, 0.2], [0.3, 0.4]]), 7, 0, 2)
+    alone = noise.perturb_reference(x, torch.tensor([[0.3, 0.4]]), 7, 0, 2)
+    torch.testing.assert_close(sweep.view(2, 2, 2, 3, 4)[:, 1], alone.view(2, 2, 3, 4))
+
+
+def test_perturb_keeps_dtype():
+    x = torch.rand(2, 5, dtype=torch.float64)
+    assert noise.perturb_reference(x, torch.ones(1, 2), 0, 0, 3).dtype == torch.float64
+
+
+def test_plan_sigma_relative_to_each_examples_range():
+    x = torch.stack([torch.linspace(0, 1, 10), torch.linspace(-2, 2, 10)])
+    sigma, sweep = noise.plan_sigma(x, 0.1, None)
+    assert not sweep
+    torch.testing.assert_close(sigma, torch.tensor([[0.1, 0.4]]))
+    sigma, sweep = noise.plan_sigma(x, (0.0, 0.5), None)
+    assert sweep and sigma.shape == (2, 2)
+    torch.testing.assert_close(sigma[1], torch.tensor([0.5, 2.0]))
+
+
+def test_plan_sigma_absolute():
+    x = torch.zeros(3, 4)
+    assert noise.plan_sigma(x, None, 0.2)[0].tolist() == [[pytest.approx(0.2)] * 3]
+    per_example, sweep = noise.plan_sigma(x, None, torch.tensor([0.1, 0.2, 0.3]))
+    assert per_example.shape == (1, 3) and not sweep
+    grid, sweep = noise.plan_sigma(x, None, torch.rand(2, 3))
+    assert grid.shape == (2, 3) and sweep
+    seq, sweep = noise.plan_sigma(x, None, [0.1, 0.2])
+    assert seq.shape == (2, 3) and sweep
+
+
+@pytest.mark.parametrize("level, stdevs, error", [
+    (-0.1, None, ValueError), (float("nan"), None, ValueError), (float("inf"), None, ValueError),
+    ((0.1, -1.0), None, ValueError), (0.1, 0.1, ValueError), (None, -1.0, ValueError),
+    (None, torch.ones(5), ValueError), ("0.1", None, TypeError), ((), None, ValueError),
+    (True, None, TypeError),
+])
+def test_plan_sigma_rejects(level, stdevs, error):
+    with pytest.raises(error):
+        noise.plan_sigma(torch.zeros(3, 4), level, stdevs)
+
+
+def test_checks():
+    assert noise.check_noise_kind("uniform") == "uniform"
+    with pytest.raises(ValueError, match="unknown noise"):
+        noise.check_noise_kind("laplace")
+    with pytest.raises(ValueError):
+        noise.check_seed(-1)
+    with pytest.raises(TypeError):
+        noise.check_seed(1.5)
