@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from . import backends as backend_registry
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, perturb_reference, plan_sigma
-from .planning import choose_samples_per_pass
+from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .state import check_eval_mode, preserved
 from .stats import ACCUMULATOR_DTYPES, StreamingStats, check_aggregates, direct_statistics
 
@@ -46,6 +46,7 @@ class Plan:
     method: AttributionMethod
     backend: backend_registry.Backend
     samples_per_pass: int | None
+    row_bytes: int
 
 
 def smooth_grad(
@@ -183,15 +184,15 @@ def _check_snapshots(snapshots: Iterable[int] | None, n_samples: int) -> tuple[i
     return counts
 
 
-def clean_logits(model: nn.Module, inputs: Tensor) -> Tensor:
-    """The model's output for the clean inputs, checked to be [B, classes]."""
-    with torch.no_grad():
-        out = model(inputs.detach())
+def clean_logits(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
+    """The model's output for the clean inputs, checked to be [B, classes], and the bytes
+    autograd saves per row (for sizing passes)."""
+    out, row_bytes = forward_measuring_saved_bytes(model, inputs)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits shaped [B, classes] = "
                          f"[{inputs.shape[0]}, classes], got {shape}")
-    return out
+    return out, row_bytes
 
 
 def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
@@ -225,7 +226,7 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
         raise ValueError(f"method {method_obj.name!r} cannot run under backend 'vmap'; use "
                          "'auto', 'torch' or 'loop'")
     check_eval_mode(model)
-    logits = clean_logits(model, x)
+    logits, row_bytes = clean_logits(model, x)
     target = logits.argmax(dim=1) if target is None else target
     target = _check_target(target, x.shape[0], logits.shape[1], x.device)
     extra = () if counts[-1] == n_samples else (n_samples,)
@@ -233,7 +234,7 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
                 snapshots=counts + extra, returned_snapshots=len(counts) if snapshots is not None else 0, aggregates=names,
                 single_aggregate=single, noise=noise, seed=seed, eps=float(eps),
                 accumulator_dtype=accumulator_dtype, method=method_obj, backend=chosen,
-                samples_per_pass=samples_per_pass)
+                samples_per_pass=samples_per_pass, row_bytes=row_bytes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def run_chunks(model: nn.Module, plan: Plan, progress: bool = False) -> list[dic
     state = StreamingStats.empty((levels, batch, *attr_shape), device=x.device,
                                  dtype=plan.accumulator_dtype, eps=plan.eps)
     per_pass = plan.samples_per_pass or choose_samples_per_pass(
-        model, plan.method, x, levels, plan.n_samples)
+        plan.method, x, plan.row_bytes, levels, plan.n_samples)
     bar = _progress_bar(plan.n_samples, progress)
     results, start = [], 0
     for boundary in plan.snapshots:

@@ -24,11 +24,16 @@ GPU_MEMORY_FRACTION = 0.5
 CPU_MEMORY_BUDGET = 2 * 1024**3
 
 
-def saved_bytes_per_row(model: nn.Module, example: Tensor) -> int:
-    """Bytes autograd saves for one row's forward (a one-row probe pass, no backward).
+def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, int]:
+    """The model's output for ``x`` and the bytes autograd saves per row for it.
+
+    One forward serves both the clean logits the engine needs anyway and the memory probe.
 
     Args:
-        example (Tensor[1, ...]): one clean example.
+        x (Tensor[B, ...]): clean inputs.
+
+    Returns:
+        (logits detached, saved bytes per row)
     """
     total = 0
 
@@ -38,9 +43,9 @@ def saved_bytes_per_row(model: nn.Module, example: Tensor) -> int:
         return t
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        leaf = example.detach().requires_grad_(True)
-        model(leaf)
-    return max(total, example.numel() * example.element_size())
+        out = model(x.detach().requires_grad_(True))
+    per_row = total // x.shape[0]
+    return out.detach(), max(per_row, x[0].numel() * x.element_size())
 
 
 def memory_budget(device: torch.device) -> int:
@@ -54,7 +59,7 @@ def memory_budget(device: torch.device) -> int:
     return CPU_MEMORY_BUDGET
 
 
-def choose_samples_per_pass(model: nn.Module, method: AttributionMethod, x: Tensor,
+def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,
                             levels: int, n_samples: int) -> int:
     """Sample indices per pass: fills the memory budget (and, on CPU, the cache sweet spot).
 
@@ -63,11 +68,11 @@ def choose_samples_per_pass(model: nn.Module, method: AttributionMethod, x: Tens
 
     Args:
         x (Tensor[B, ...]): the clean inputs.
+        row_bytes: activations autograd saves per model row (``forward_measuring_saved_bytes``).
         levels: noise levels S in the sweep.
     """
     rows_per_sample = levels * x.shape[0] * max(1, method.rows_per_sample)
-    row_bytes = saved_bytes_per_row(model, x[:1]) * max(1, method.rows_per_sample)
-    max_rows = memory_budget(x.device) // row_bytes
+    max_rows = memory_budget(x.device) // (row_bytes * max(1, method.rows_per_sample))
     if x.device.type == "cpu":
         max_rows = min(max_rows, int(os.environ.get("SMOOTHKERN_CPU_ROWS", CPU_ROWS)))
     per_pass = max(1, min(n_samples, max_rows // rows_per_sample))

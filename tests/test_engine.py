@@ -178,10 +178,12 @@ def test_out_of_memory_at_one_sample_is_raised(resnet, monkeypatch):
 
 
 def test_auto_chunking_is_balanced(resnet):
-    from smoothkern.planning import choose_samples_per_pass
+    from smoothkern.planning import choose_samples_per_pass, forward_measuring_saved_bytes
 
     x = torch.rand(1, 3, 8, 8)
-    k = choose_samples_per_pass(resnet, sk.methods.Gradient(), x, 1, 50)
+    _, row_bytes = forward_measuring_saved_bytes(resnet, x)
+    assert row_bytes > x.numel() * 4
+    k = choose_samples_per_pass(sk.methods.Gradient(), x, row_bytes, 1, 50)
     passes = math.ceil(50 / k)
     assert 1 <= k <= 50 and passes * k - 50 < passes
 
