@@ -70,7 +70,6 @@ def plain_passes(model: nn.Module, x: Tensor, target: Tensor, n_samples: int,
     Args:
         x (Tensor[B, ...]), target (LongTensor[B]).
     """
-    batch = x.shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:  # the engine freezes parameters too; compare like with like
         p.requires_grad_(False)

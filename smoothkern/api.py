@@ -231,7 +231,8 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
     target = _check_target(target, x.shape[0], logits.shape[1], x.device)
     extra = () if counts[-1] == n_samples else (n_samples,)
     return Plan(x=x, target=target, sigma=sigma, sweep=sweep, n_samples=n_samples,
-                snapshots=counts + extra, returned_snapshots=len(counts) if snapshots is not None else 0, aggregates=names,
+                snapshots=counts + extra,
+                returned_snapshots=len(counts) if snapshots is not None else 0, aggregates=names,
                 single_aggregate=single, noise=noise, seed=seed, eps=float(eps),
                 accumulator_dtype=accumulator_dtype, method=method_obj, backend=chosen,
                 samples_per_pass=samples_per_pass, row_bytes=row_bytes)

@@ -131,7 +131,8 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
     example = torch.arange(batch, dtype=torch.int64, device=dev).view(1, batch, 1)
     element = torch.arange(n, dtype=torch.int64, device=dev).view(1, 1, n)
     z = standard_noise(seed, example, sample, element, noise)            # [k, B, N] float32
-    noisy = flat.float().unsqueeze(0).unsqueeze(0) + sigma.float().view(1, levels, batch, 1) * z.unsqueeze(1)
+    scale = sigma.float().view(1, levels, batch, 1)
+    noisy = flat.float().view(1, 1, batch, n) + scale * z.unsqueeze(1)   # [k, S, B, N]
     return noisy.to(x.dtype).reshape(count * levels * batch, *x.shape[1:])
 
 

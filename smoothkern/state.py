@@ -21,8 +21,9 @@ def check_eval_mode(model: nn.Module) -> None:
                  if module.training and isinstance(module, _BATCH_DEPENDENT)]
     if offenders:
         shown = ", ".join(offenders[:3]) + (" ..." if len(offenders) > 3 else "")
-        raise ValueError(f"the model is in training mode and has BatchNorm/Dropout layers ({shown}): "
-                         "results would depend on the batch and on chance. Call model.eval() first.")
+        raise ValueError(f"the model is in training mode and has BatchNorm/Dropout layers "
+                         f"({shown}): results would depend on the batch and on chance. "
+                         "Call model.eval() first.")
 
 
 @contextlib.contextmanager

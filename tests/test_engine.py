@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
+from helpers import Quadratic, assert_close_results, tiny_mlp, tiny_resnet
 
 import smoothkern as sk
 import smoothkern.methods
 from smoothkern import backends as registry
 from smoothkern.stats import AGGREGATES
-
-from helpers import Quadratic, assert_close_results, tiny_mlp, tiny_resnet
 
 FAST_BACKENDS = [name for name in registry.available("cpu") if name != "loop"]
 

@@ -3,11 +3,11 @@ they went in, after success and after an exception."""
 
 import pytest
 import torch
+from helpers import tiny_mlp, tiny_resnet
 from torch import nn
 
 import smoothkern as sk
 import smoothkern.methods
-from helpers import tiny_mlp, tiny_resnet
 
 
 @pytest.fixture()
