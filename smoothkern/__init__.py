@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .backends import status as _backend_status
 from .api import smooth_grad
-from .methods import METHODS, AttributionMethod
+from .methods import (METHODS, AttributionMethod, GradCam, Gradient, GuidedBackprop,
+                      GuidedGradCam, InputXGradient, IntegratedGradients, Saliency)
 from .noise import perturb_reference
 from .stats import AGGREGATES, StreamingStats
 
@@ -20,4 +21,6 @@ def backend_status(device: str = "cpu") -> dict[str, str]:
 
 
 __all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
+           "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam", "InputXGradient",
+           "IntegratedGradients", "Saliency",
            "perturb_reference", "smooth_grad", "__version__"]

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from .base import AttributionMethod
+from .grad_cam import GradCam
 from .gradient import Gradient
+from .guided_backprop import GuidedBackprop
+from .guided_grad_cam import GuidedGradCam
+from .input_x_gradient import InputXGradient
+from .integrated_gradients import IntegratedGradients
+from .saliency import Saliency
 
 METHODS: dict[str, type[AttributionMethod]] = {
-    Gradient.name: Gradient,
+    cls.name: cls for cls in (Gradient, Saliency, InputXGradient, IntegratedGradients,
+                              GuidedBackprop, GradCam, GuidedGradCam)
 }
 
 
@@ -20,7 +27,8 @@ def resolve_method(method: str | AttributionMethod, **options: Any) -> Attributi
                             "pass them to the method's constructor instead")
         return method
     if not isinstance(method, str):
-        raise TypeError(f"method must be a name or an AttributionMethod, got {type(method).__name__}")
+        raise TypeError(f"method must be a name or an AttributionMethod, got "
+                        f"{type(method).__name__}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {tuple(METHODS)}")
     try:
@@ -29,4 +37,5 @@ def resolve_method(method: str | AttributionMethod, **options: Any) -> Attributi
         raise TypeError(f"bad options for method {method!r}: {err}") from None
 
 
-__all__ = ["AttributionMethod", "Gradient", "METHODS", "resolve_method"]
+__all__ = ["METHODS", "AttributionMethod", "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam",
+           "InputXGradient", "IntegratedGradients", "Saliency", "resolve_method"]
