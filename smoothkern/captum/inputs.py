@@ -1,0 +1,209 @@
+"""Captum-style arguments (tensor or tuple inputs, targets, additional forward args, baselines)
+turned into what smoothkern's engine takes: one ``[B, ...]`` tensor and a module returning
+``[R, classes]``.
+
+Several inputs are flattened and concatenated per example (``[B, N1 + N2 + ...]``);
+:class:`FlatModel` splits the rows again before calling the user's forward function. Rows reach
+it in the engine's order, where row ``r`` belongs to example ``r mod B``, so per-example
+additional arguments are gathered with ``arange(R) % B``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
+    """(the inputs as a tuple, whether they came as a tuple), checked."""
+    is_tuple = isinstance(inputs, tuple)
+    items = inputs if is_tuple else (inputs,)
+    if not items:
+        raise ValueError("inputs is an empty tuple")
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"inputs[{i}] must be a Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"inputs[{i}] must be floating point, got {t.dtype}")
+        if t.dim() < 1 or t.shape[0] != items[0].shape[0]:
+            raise ValueError(f"every input must be [B, ...] with the same B; got shapes "
+                             f"{[tuple(x.shape) for x in items]}")
+        if t.dtype != items[0].dtype or t.device != items[0].device:
+            raise ValueError("all inputs must share one dtype and device")
+    return tuple(items), is_tuple
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a tuple of inputs maps to one tensor per example.
+
+    Attributes:
+        shapes: each input's per-example shape.
+        flat: whether the inputs are flattened and concatenated (several inputs), or the single
+            input is passed as it is (so spatial methods keep its shape).
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    flat: bool
+
+    @classmethod
+    def of(cls, inputs: tuple[Tensor, ...]) -> Layout:
+        return cls(tuple(tuple(t.shape[1:]) for t in inputs), len(inputs) > 1)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(torch.Size(s).numel()) for s in self.shapes)
+
+    def join(self, parts: Sequence[Tensor]) -> Tensor:
+        """Tensors [R, *shape_k] → one Tensor[R, ...]."""
+        if not self.flat:
+            return parts[0]
+        return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
+
+    def split(self, rows: Tensor) -> tuple[Tensor, ...]:
+        """One Tensor[R, ...] → views [R, *shape_k] per input."""
+        if not self.flat:
+            return (rows,)
+        pieces = torch.split(rows, list(self.sizes), dim=1)
+        return tuple(p.reshape(rows.shape[0], *s) for p, s in zip(pieces, self.shapes))
+
+
+def as_extra_args(additional_forward_args: Any) -> tuple:
+    if additional_forward_args is None:
+        return ()
+    return additional_forward_args if isinstance(additional_forward_args, tuple) else (
+        additional_forward_args,)
+
+
+class FlatModel(nn.Module):
+    """The user's forward function on the engine's rows.
+
+    Args:
+        forward_func: the model (an nn.Module is registered as a submodule, so the engine sees
+            and restores its flags, hooks and parameters) or any callable.
+        layout: how rows split into the function's inputs.
+        extra: additional forward args; tensors with a batch dim are per example.
+        batch: B, the number of examples.
+    """
+
+    def __init__(self, forward_func: Callable[..., Tensor], layout: Layout, extra: tuple,
+                 batch: int) -> None:
+        super().__init__()
+        if isinstance(forward_func, nn.Module):
+            self.forward_func = forward_func
+        else:
+            self._func = forward_func
+        self.layout = layout
+        self.batch = batch
+        for i, arg in enumerate(extra):
+            if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] != batch:
+                raise ValueError(f"additional_forward_args[{i}] has {arg.shape[0]} rows; tensors "
+                                 f"with a batch dim must have one row per example ({batch})")
+        self.extra = extra
+
+    def call(self) -> Callable[..., Tensor]:
+        return self.forward_func if "forward_func" in self._modules else self._func
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """rows (Tensor[R, ...]) → outputs (Tensor[R, classes]); a [R] output becomes [R, 1]."""
+        index = torch.arange(rows.shape[0], device=rows.device) % self.batch
+        extra = tuple(a[index.to(a.device)] if isinstance(a, Tensor) and a.dim() > 0 else a
+                      for a in self.extra)
+        out = self.call()(*self.layout.split(rows), *extra)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the forward function must return a Tensor, got {type(out).__name__}")
+        if out.dim() == 1:
+            out = out.unsqueeze(1)
+        if out.dim() != 2:
+            raise ValueError(f"outputs must be [B] or [B, classes]; got {tuple(out.shape)} "
+                             "(targets into outputs with more dims are not supported)")
+        return out
+
+
+def format_target(target: Any, batch: int, classes: int) -> Tensor:
+    """Captum's targets as a LongTensor[B]: one per example (Captum repeats them per sample).
+
+    None is allowed for a model with one output per example (``[B]`` or ``[B, 1]``).
+    """
+    if target is None:
+        if classes != 1:
+            raise ValueError(f"target is required: the model returns {classes} outputs per "
+                             "example (Captum's target=None only works for one output)")
+        return torch.zeros(batch, dtype=torch.int64)
+    if isinstance(target, Tensor):
+        if target.numel() == 1:
+            return torch.full((batch,), int(target.item()), dtype=torch.int64)
+        if target.dim() != 1 or target.shape[0] != batch:
+            raise ValueError(f"a target tensor must have one entry per example ({batch}), got "
+                             f"shape {tuple(target.shape)}")
+        return target.detach().to("cpu", torch.int64)
+    if isinstance(target, list):
+        if len(target) != batch:
+            raise ValueError(f"a target list must have one entry per example ({batch}), "
+                             f"got {len(target)}")
+        if any(isinstance(t, tuple) for t in target):
+            raise NotImplementedError("tuple targets (outputs with more than 2 dims) are not "
+                                      "supported")
+        return torch.tensor(target, dtype=torch.int64)
+    if isinstance(target, tuple):
+        raise NotImplementedError("tuple targets (outputs with more than 2 dims) are not "
+                                  "supported")
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.full((batch,), target, dtype=torch.int64)
+    raise TypeError(f"target must be None, an int, a list of ints or a Tensor, got "
+                    f"{type(target).__name__}")
+
+
+def format_baselines(baselines: Any, inputs: tuple[Tensor, ...], layout: Layout
+                     ) -> float | Tensor:
+    """Captum's ``baselines`` as one baseline the IG method takes (see ``expand_baseline``).
+
+    Returns a number (one input, scalar baseline), or a Tensor shaped like the joined inputs with
+    a first dim of 1 (shared) or B (per example).
+    """
+    items = (0,) * len(inputs) if baselines is None else (
+        baselines if isinstance(baselines, tuple) else (baselines,))
+    if len(items) != len(inputs):
+        raise ValueError(f"baselines must have one entry per input ({len(inputs)}), got "
+                         f"{len(items)}")
+    if not layout.flat and not isinstance(items[0], Tensor):
+        return _number(items[0])
+    batch = inputs[0].shape[0]
+    per_example = any(isinstance(b, Tensor) and b.dim() == x.dim() and b.shape[0] == batch > 1
+                      for b, x in zip(items, inputs))
+    rows = batch if per_example else 1
+    parts = []
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        if not isinstance(b, Tensor):
+            parts.append(torch.full((rows, *x.shape[1:]), _number(b), dtype=x.dtype,
+                                    device=x.device))
+            continue
+        if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or \
+                b.shape[0] not in (1, batch):
+            raise ValueError(f"baselines[{i}] of shape {tuple(b.shape)} must be [1 or B, ...] "
+                             f"like inputs[{i}] {tuple(x.shape)}")
+        parts.append(b.to(device=x.device).expand(rows, *x.shape[1:]))
+    return layout.join(parts)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a baseline must be a number or a Tensor, got {type(value).__name__}")
+    return value
+
+
+def format_stdevs(stdevs: Any, count: int) -> tuple[float, ...]:
+    """One σ per input (Captum: a float, or a tuple with one float per input)."""
+    values = stdevs if isinstance(stdevs, tuple) else (stdevs,) * count
+    if len(values) != count:
+        raise ValueError(f"stdevs must be a number or a tuple of {count} numbers (one per "
+                         f"input), got {stdevs!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 \
+                or v == float("inf"):
+            raise ValueError(f"stdevs must be finite non-negative numbers, got {stdevs!r}")
+    return tuple(float(v) for v in values)
