@@ -18,4 +18,5 @@ setup(
                  "scikit-learn", "scikit-image"],
     },
     entry_points={"console_scripts": ["smoothkern=smoothkern.cli:main"]},
+    package_data={"smoothkern.models": ["weights/*.pt"]},  # bundled digits CNN
 )

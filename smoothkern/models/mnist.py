@@ -27,7 +27,8 @@ class MnistCNN(nn.Module):
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * w * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+            nn.Flatten(), nn.Linear(2 * w * 7 * 7, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:

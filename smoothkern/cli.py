@@ -1,0 +1,245 @@
+"""The ``smoothkern`` command: ``demo``, ``figure`` and ``bench``.
+
+Errors a user can cause (paths, image files, model names, options) end in one line on stderr
+and exit status 2; ``SMOOTHKERN_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error to report in one line, without a traceback."""
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    out = Path(args.out)
+    progress = not args.quiet
+    start = time.perf_counter()
+    steps = demo.digits_figures(out, args.samples, progress)
+    photo = None if args.no_photos else demo.photo_figure(out, args.photo_samples, progress)
+    if photo is not None:
+        steps.append(photo)
+    bar = _bar(len(steps), "figures", progress)
+    for name, draw in steps:
+        draw()
+        bar.set_postfix_str(name) if bar else None
+        bar.update(1) if bar else None
+    if bar:
+        bar.close()
+    for name, _ in steps:
+        print(f"wrote {out / name}")
+    if photo is None and not args.no_photos:
+        print("photos skipped: torchvision is not installed (pip install 'smoothkern[vision]')")
+    print(demo.benchmark_line(args.samples))
+    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# figure
+
+FIGURE_KINDS = ("noise-levels", "samples", "noise-kinds", "aggregates")
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from . import viz
+    from .data import load_images
+    from .models import load_named_model
+
+    model, spec = load_named_model(args.model, args.weights)
+    images = load_images(args.images, channels=spec.channels, size=spec.size)
+    labels = viz.predicted_labels(model, images, spec.classes)
+    rows = [f"{Path(p).name}\n{label}" for p, label in zip(args.images, labels)]
+    target = args.target
+    if target is not None and len(target) == 1:
+        target = target[0]
+    elif target is not None and len(target) != len(images):
+        raise CliError(f"--target needs 1 or {len(images)} classes, got {len(target)}")
+    weights = args.weights or ("bundled" if args.model == "digits" else "random weights")
+    title = args.title or f"{args.model} ({Path(weights).name}), {args.method}"
+    options = dict(row_labels=rows, title=title, signed=args.signed, method=args.method,
+                   seed=args.seed, progress=not args.quiet, backend=args.backend)
+    m = args.samples
+    if args.kind == "noise-levels":
+        figure = viz.noise_level_figure(model, images, target, noise_levels=args.noise_levels,
+                                        n_samples=m, noise=args.noise,
+                                        aggregate=args.aggregate, **options)
+    elif args.kind == "samples":
+        from .demo import sample_counts
+
+        figure = viz.sample_count_figure(model, images, target, counts=sample_counts(m),
+                                         noise_level=args.noise_levels[-1], noise=args.noise,
+                                         aggregate=args.aggregate, **options)
+    elif args.kind == "noise-kinds":
+        figure = viz.noise_kind_figure(model, images, target, noise_levels=args.noise_levels,
+                                       n_samples=m, aggregate=args.aggregate, **options)
+    else:
+        figure = viz.aggregate_figure(model, images, target, noise_level=args.noise_levels[-1],
+                                      n_samples=m, noise=args.noise, **options)
+    path = viz.save_figure(figure, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# bench
+
+
+def find_engine_table():
+    """``benchmarks.engine_table`` from the source checkout (not an installed package), or None."""
+    candidates = [Path(__file__).resolve().parents[1], Path.cwd()]
+    for root in candidates:
+        if (root / "benchmarks" / "engine_table.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return importlib.import_module("benchmarks.engine_table")
+    return None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module = find_engine_table()
+    if module is None or not hasattr(module, "main"):
+        raise CliError("the benchmark table lives in benchmarks/engine_table.py of the source "
+                       "checkout; run `python -m benchmarks.engine_table` from the repository "
+                       "root (or `smoothkern bench` inside it)")
+    module.main(list(args.bench_args))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser and entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smoothkern", description="Fast SmoothGrad: figures, demo and benchmarks.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"smoothkern {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser("demo", help="the assignment's figures on bundled models and data",
+                          description="Writes the SmoothGrad figures (noise levels, sample "
+                          "counts, noise kinds, aggregates) for the bundled digits CNN on real "
+                          "digits, and photos through a random-weight ResNet18 if torchvision "
+                          "is installed; prints a loop-vs-batched timing.")
+    demo.add_argument("--out", default="smoothkern-demo", help="output folder (default: "
+                      "./smoothkern-demo)")
+    demo.add_argument("--samples", type=_positive, default=50, help="noise samples m for the "
+                      "digits figures (default 50)")
+    demo.add_argument("--photo-samples", type=_positive, default=10, help="m for the photo "
+                      "figure (default 10: a 224×224 ResNet18 is slow on a CPU)")
+    demo.add_argument("--no-photos", action="store_true", help="skip the ImageNet-size figure")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
+
+    fig = sub.add_parser("figure", help="a SmoothGrad figure for your model and images",
+                         description="Draws rows = images, columns = the image then one "
+                         "heatmap per setting, and writes it as PNG.")
+    fig.add_argument("--model", required=True, help="digits, mnist, cifar10_resnet18, or a "
+                     "torchvision architecture (resnet18, resnet50, squeezenet1_1, vgg16, ...)")
+    fig.add_argument("--weights", help="local state dict file (optional for digits: bundled; "
+                     "without it other models have random weights)")
+    fig.add_argument("--images", nargs="+", required=True, metavar="FILE",
+                     help="image files (resized and centre-cropped to the model's input)")
+    fig.add_argument("--out", required=True, metavar="FILE.png", help="output PNG")
+    fig.add_argument("--kind", choices=FIGURE_KINDS, default="noise-levels",
+                     help="columns: noise levels (default), sample counts, Gaussian vs "
+                     "uniform, or aggregates")
+    fig.add_argument("--noise-levels", type=_fraction, nargs="+",
+                     default=[0.0, 0.05, 0.10, 0.20, 0.30, 0.50], metavar="LEVEL",
+                     help="σ as fractions of the pixel range (default 0 .05 .1 .2 .3 .5; the "
+                     "other kinds use the last one, or all for noise-kinds)")
+    fig.add_argument("--samples", type=_positive, default=50, help="noise samples m (default 50)")
+    fig.add_argument("--method", default="gradient", help="base attribution method (default "
+                     "gradient)")
+    fig.add_argument("--aggregate", default="mean", choices=("mean", "abs", "sq", "var",
+                                                              "geomean"))
+    fig.add_argument("--noise", default="gaussian", choices=("gaussian", "uniform"))
+    fig.add_argument("--target", type=int, nargs="+", help="class to explain (one, or one per "
+                     "image; default: the predicted class)")
+    fig.add_argument("--signed", action="store_true", help="diverging signed heatmaps")
+    fig.add_argument("--seed", type=int, default=0)
+    fig.add_argument("--backend", default="auto")
+    fig.add_argument("--title")
+    fig.add_argument("--quiet", action="store_true", help="no progress bars")
+    fig.set_defaults(func=cmd_figure)
+
+    bench = sub.add_parser("bench", help="the engine benchmark table (source checkout)",
+                           description="Runs benchmarks/engine_table.py from the source "
+                           "checkout; further arguments go to it (e.g. --quick).")
+    bench.add_argument("bench_args", nargs="*", metavar="ARG",
+                       help="arguments for the table script, e.g. --quick (see its --help: "
+                       "python -m benchmarks.engine_table --help)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 10:
+        raise argparse.ArgumentTypeError(f"noise level must be a fraction >= 0, got {text}")
+    return value
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="fig")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``smoothkern`` and ``python -m smoothkern``; returns the exit status."""
+    parser = build_parser()
+    # The bench subcommand forwards options it does not know to the table script.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bench":
+        args.bench_args = [*args.bench_args, *extra]
+    if os.environ.get("SMOOTHKERN_DEBUG"):
+        return args.func(args)
+    from .data import DataError
+    from .models import WeightsError
+
+    try:
+        return args.func(args)
+    except (CliError, DataError, WeightsError, ValueError, TypeError, ImportError,
+            OSError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"smoothkern {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

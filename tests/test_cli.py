@@ -1,0 +1,107 @@
+"""The ``smoothkern`` command end to end, into temporary folders, and its error paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+from smoothkern import cli
+
+
+def _png_ok(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and min(image.size) > 100
+
+
+def test_demo_writes_the_figures(tmp_path, capsys):
+    pytest.importorskip("torchvision")
+    status = cli.main(["demo", "--out", str(tmp_path), "--samples", "3", "--photo-samples", "1",
+                       "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0
+    names = ["digits_noise_levels.png", "digits_noise_levels_signed.png",
+             "digits_sample_counts.png", "digits_noise_kinds.png", "digits_aggregates.png",
+             "photos_noise_levels.png"]
+    for name in names:
+        assert _png_ok(tmp_path / name), name
+    assert "benchmark (digits CNN" in out and "loop" in out and "batched" in out
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory):
+    from PIL import Image
+
+    from smoothkern.data import digit_examples
+
+    folder = tmp_path_factory.mktemp("digits")
+    images, labels = digit_examples()
+    paths = []
+    for image, label in list(zip(images, labels))[:2]:
+        path = folder / f"digit{label}.png"
+        Image.fromarray((image[0].numpy() * 255).astype("uint8")).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["noise-levels", "samples", "aggregates"])
+def test_figure(tmp_path, digit_files, kind, capsys):
+    out = tmp_path / "fig.png"
+    status = cli.main(["figure", "--model", "digits", "--images", *digit_files, "--out",
+                       str(out), "--samples", "2", "--noise-levels", "0", "10%", "--kind", kind,
+                       "--quiet"])
+    assert status == 0 and _png_ok(out)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "digits", "--images", "missing.png"], "image not found"),
+    (["--model", "lenet", "--images", "IMG"], "unknown model 'lenet'"),
+    (["--model", "mnist", "--weights", "nope.pt", "--images", "IMG"], "weights file not found"),
+    (["--model", "digits", "--images", "BAD"], "not a readable image"),
+    (["--model", "digits", "--images", "IMG", "--target", "12"], "target out of range"),
+])
+def test_figure_errors_are_one_line(tmp_path, digit_files, capsys, args, message):
+    bad = tmp_path / "bad.png"
+    bad.write_text("no image here")
+    args = [str(bad) if a == "BAD" else digit_files[0] if a == "IMG" else a for a in args]
+    status = cli.main(["figure", *args, "--out", str(tmp_path / "x.png"), "--samples", "1",
+                       "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "smoothkern", "figure", "--model", "digits",
+                             "--images", str(tmp_path / "none.png"), "--out",
+                             str(tmp_path / "x.png")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "image not found" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["figure"], ["bench"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: smoothkern" in capsys.readouterr().out
+
+
+def test_bench_calls_the_table_script(monkeypatch):
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv))
+    monkeypatch.setattr(cli, "find_engine_table", lambda: fake)
+    assert cli.main(["bench", "--quick"]) == 0
+    assert calls == [["--quick"]]
+
+
+def test_bench_without_the_source_checkout(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "find_engine_table", lambda: None)
+    assert cli.main(["bench"]) == 2
+    assert "python -m benchmarks.engine_table" in capsys.readouterr().err
