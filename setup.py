@@ -1,6 +1,18 @@
-"""Builds smoothkern; the C++/CUDA extension is added in setup_ext.py when a toolchain exists."""
+"""Builds smoothkern; the optional C++/CUDA extension comes from setup_ext.py.
+
+    pip install -e . --no-build-isolation          # C++ CPU op (+ CUDA op with nvcc)
+    SMOOTHKERN_SKIP_EXT=1 pip install -e .         # pure Python
+"""
+
+import os
+import sys
 
 from setuptools import find_packages, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from setup_ext import extensions  # noqa: E402
+
+ext_modules, cmdclass = extensions()
 
 setup(
     name="smoothkern",
@@ -19,4 +31,6 @@ setup(
     },
     entry_points={"console_scripts": ["smoothkern=smoothkern.cli:main"]},
     package_data={"smoothkern.models": ["weights/*.pt"]},  # bundled digits CNN
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

@@ -6,7 +6,7 @@ missing register anyway and report why they are unavailable (``smoothkern.backen
 
 from __future__ import annotations
 
-from . import torch_ref  # noqa: F401  (registers torch, vmap, loop)
+from . import cpp, cuda, torch_ref, triton  # noqa: F401  (each registers its backends)
 from .registry import Backend, available, names, register, resolve, status
 
 __all__ = ["Backend", "available", "names", "register", "resolve", "status"]

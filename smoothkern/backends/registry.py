@@ -37,6 +37,8 @@ class Backend:
         pass_mode: "batched", "vmap" or "loop".
         auto_priority: higher wins under ``backend="auto"``; negative never auto-picked.
         why_unavailable: returns None when usable, else a one-line reason.
+        auto_device_types: device types "auto" may pick it on (None: all of device_types);
+            e.g. Triton runs on the CPU under its interpreter but is never the fastest there.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Backend:
     auto_priority: int = -1
     why_unavailable: Callable[[], str | None] = lambda: None
     description: str = ""
+    auto_device_types: tuple[str, ...] | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -92,8 +95,10 @@ def resolve(name: str, device: torch.device | str) -> Backend:
         raise TypeError(f"backend must be a name, got {type(name).__name__}")
     usable = available(device)
     if name == "auto":
+        kind = torch.device(device).type
         ranked = sorted((b for b in _REGISTRY.values()
-                         if b.name in usable and b.pass_mode == "batched" and b.auto_priority >= 0),
+                         if b.name in usable and b.pass_mode == "batched" and b.auto_priority >= 0
+                         and kind in (b.auto_device_types or b.device_types)),
                         key=lambda b: -b.auto_priority)
         if not ranked:
             raise RuntimeError(f"no batched backend is available on {device}")

@@ -1,0 +1,23 @@
+// Operator schemas of the smoothkern library; the kernels live in cpu/ and cuda/.
+//
+// Seeds are uint64 in Python; schemas carry int64, so callers pass the seed reinterpreted as
+// signed and kernels cast it back (static_cast<uint64_t>).
+#include <Python.h>
+#include <torch/library.h>
+
+// `import smoothkern._C` loads this library (and runs the registrations below).
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(smoothkern, m) {
+  // x[B, ...], sigma[S, B] float32 -> noisy[count*S*B, ...] in x.dtype, row (i*S + s)*B + b.
+  m.def("perturb(Tensor x, Tensor sigma, int seed, int start, int count, str noise) -> Tensor");
+  // Welford/Chan update of the running statistics with chunk[k, N]; count = samples seen before.
+  m.def(
+      "accumulate_(Tensor(a!) mean, Tensor(b!) m2, Tensor(c!) abs_sum, Tensor(d!) log_sum, "
+      "Tensor chunk, int count, float eps) -> ()");
+  // The four Philox words (int64 holding uint32) for counters (element, sample, example, 0).
+  m.def("philox_bits(int seed, Tensor example, Tensor sample, Tensor element) -> Tensor");
+}

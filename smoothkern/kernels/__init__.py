@@ -1,0 +1,1 @@
+"""Triton kernels. Import only when triton is importable (see smoothkern.backends.triton)."""

@@ -1,0 +1,186 @@
+"""The fused perturb ops (C++, Triton; CUDA on a GPU) against the pure-torch Philox reference.
+
+Raw Philox words must be identical everywhere; floats agree to float32 rounding of log/cos.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smoothkern import _ext, noise
+from smoothkern.backends import registry
+
+needs_ext = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
+TRITON_REASON = registry.status("cpu").get("triton")
+needs_triton = pytest.mark.skipif(TRITON_REASON != "available",
+                                  reason=f"triton on cpu: {TRITON_REASON}")
+
+SEEDS = [0, 7, 2**32 + 5, 2**63, 2**64 - 1]
+
+
+def perturb_of(name: str):
+    if name == "cpp":
+        from smoothkern import ops
+
+        return ops.perturb
+    from smoothkern.kernels import perturb
+
+    return perturb.perturb
+
+
+def bits_of(name: str):
+    if name == "cpp":
+        from smoothkern import ops
+
+        return ops.philox_bits
+    from smoothkern.kernels import perturb
+
+    return perturb.philox_bits
+
+
+KERNELS = [pytest.param("cpp", marks=needs_ext), pytest.param("triton", marks=needs_triton)]
+
+
+def reference_bits(seed, example, sample, element):
+    zero = torch.zeros((), dtype=torch.int64)
+    return torch.stack(noise.philox4x32(element, sample, example, zero, seed), dim=-1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_philox_known_answer(kernel):
+    # Random123's kat_vectors: philox4x32_10, counter 0 and key 0.
+    zero = torch.zeros(1, dtype=torch.int64)
+    got = bits_of(kernel)(0, zero, zero, zero)
+    assert got.tolist() == [[0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=8, deadline=None)
+@given(seed=st.one_of(st.sampled_from(SEEDS), st.integers(0, 2**64 - 1)),
+       size=st.integers(1, 300))
+def test_raw_bits_identical_to_reference(kernel, seed, size):
+    gen = torch.Generator().manual_seed(size)
+    example = torch.randint(0, 2**16, (size,), generator=gen)
+    sample = torch.randint(0, 2**32, (size,), generator=gen)
+    element = torch.randint(0, 2**32, (size,), generator=gen)
+    got = bits_of(kernel)(seed, example, sample, element)
+    assert torch.equal(got, reference_bits(seed, example, sample, element))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kind", ["gaussian", "uniform"])
+@pytest.mark.parametrize("seed", [3, 2**63 + 17])
+def test_float32_matches_reference(kernel, kind, seed):
+    x = torch.randn(3, 3, 7, 11)           # 231 elements: not a multiple of any block
+    sigma = torch.rand(2, 3) + 0.1          # a sweep of two levels
+    got = perturb_of(kernel)(x, sigma, seed, 5, 4, kind)
+    want = noise.perturb_reference(x, sigma, seed, 5, 4, kind)
+    assert got.shape == want.shape == (4 * 2 * 3, 3, 7, 11)
+    # |noisy| < ~10 and z is within a few ulp: float32 rounding of log/cos, scaled by sigma.
+    torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+    if kind == "uniform":  # no transcendental: bit-identical
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_dtypes_match_reference(kernel, dtype):
+    x = torch.randn(2, 5, 13).to(dtype)
+    sigma = torch.tensor([[0.3, 0.7]])
+    got = perturb_of(kernel)(x, sigma, 11, 0, 3, "gaussian")
+    want = noise.perturb_reference(x, sigma, 11, 0, 3, "gaussian")
+    assert got.dtype == dtype
+    # Computed in float32, then cast: at most one ulp of the output dtype apart.
+    ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
+    torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 4), n=st.integers(1, 1500), levels=st.integers(1, 3),
+       start=st.integers(0, 2**20), count=st.integers(1, 5),
+       seed=st.one_of(st.sampled_from(SEEDS), st.integers(0, 2**64 - 1)),
+       kind=st.sampled_from(["gaussian", "uniform"]))
+def test_property_matches_reference(kernel, batch, n, levels, start, count, seed, kind):
+    x = torch.rand(batch, n) * 4 - 2
+    sigma = torch.rand(levels, batch)
+    got = perturb_of(kernel)(x, sigma, seed, start, count, kind)
+    want = noise.perturb_reference(x, sigma, seed, start, count, kind)
+    torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_chunks_concatenate_to_one_call(kernel):
+    # Noise is a function of the sample index: 0..9 in one call equals 0..3 then 4..9.
+    x = torch.randn(1, 3, 5, 5)             # B = 1
+    sigma = torch.full((1, 1), 0.5)
+    fn = perturb_of(kernel)
+    whole = fn(x, sigma, 2**64 - 2, 0, 10, "gaussian")
+    parts = torch.cat([fn(x, sigma, 2**64 - 2, 0, 4, "gaussian"),
+                       fn(x, sigma, 2**64 - 2, 4, 6, "gaussian")])
+    assert torch.equal(whole, parts)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_many_samples_have_unit_variance(kernel):
+    # Large k: 60 samples of one example. The draw, not only the reference, is checked.
+    x = torch.zeros(1, 2003)
+    sigma = torch.ones(1, 1)
+    for kind in ("gaussian", "uniform"):
+        z = perturb_of(kernel)(x, sigma, 99, 0, 60, kind).flatten()
+        assert abs(z.mean().item()) < 0.01 and abs(z.var().item() - 1.0) < 0.02
+        want = noise.perturb_reference(x, sigma, 99, 0, 60, kind).flatten()
+        torch.testing.assert_close(z, want, rtol=0, atol=4e-6)
+    assert z.abs().max() <= 3**0.5
+
+
+@needs_ext
+def test_opcheck_perturb_and_philox_bits():
+    x = torch.randn(2, 3, 5)
+    sigma = torch.rand(3, 2)
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default, (x, sigma, -5, 2, 3, "gaussian"))
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default,
+                          (x.half(), sigma, 1, 0, 2, "uniform"))
+    idx = torch.arange(6)
+    torch.library.opcheck(torch.ops.smoothkern.philox_bits.default, (-1, idx, idx, idx))
+
+
+@needs_ext
+def test_cpp_rejects_bad_arguments():
+    from smoothkern import ops
+
+    with pytest.raises(RuntimeError, match="sigma"):
+        ops.perturb(torch.randn(2, 3), torch.rand(1, 3), 0, 0, 1)
+    with pytest.raises(ValueError, match="seed"):
+        ops.perturb(torch.randn(2, 3), torch.rand(1, 2), 2**64, 0, 1)
+    with pytest.raises(ValueError, match="noise"):
+        ops.perturb(torch.randn(2, 3), torch.rand(1, 2), 0, 0, 1, "laplace")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_matches_reference(name, dtype):
+    backend = registry.resolve(name, "cuda")
+    x = torch.randn(3, 3, 17, 19, device="cuda").to(dtype)  # odd: scalar path
+    x4 = torch.randn(2, 3, 32, 32, device="cuda").to(dtype)  # aligned: vector path
+    for inp in (x, x4):
+        sigma = torch.rand(2, inp.shape[0], device="cuda")
+        for kind in ("gaussian", "uniform"):
+            got = backend.perturb(inp, sigma, 2**63 + 1, 3, 5, kind)
+            want = noise.perturb_reference(inp, sigma, 2**63 + 1, 3, 5, kind)
+            torch.testing.assert_close(got.double(), want.double(), rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_raw_bits_identical():
+    from smoothkern import ops
+
+    if not _ext.has_cuda_ops():
+        pytest.skip(f"CUDA op: {_ext.why_no_cuda_ops()}")
+    idx = torch.randint(0, 2**32, (3, 1000))
+    got = ops.philox_bits(2**64 - 9, *(t.cuda() for t in idx)).cpu()
+    assert torch.equal(got, reference_bits(2**64 - 9, *idx))
