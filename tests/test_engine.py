@@ -90,7 +90,9 @@ def test_float64_model_and_accumulator():
     x = torch.rand(3, 7, dtype=torch.float64)
     kwargs = dict(n_samples=5, aggregate=AGGREGATES, accumulator_dtype=torch.float64)
     want = sk.smooth_grad(model, x, backend="loop", **kwargs)
-    got = sk.smooth_grad(model, x, samples_per_pass=2, **kwargs)
+    # The torch backend draws the loop's noise bit for bit; kernel backends agree only to the
+    # float32 rounding of log/cos, which a float64 tolerance this tight would see.
+    got = sk.smooth_grad(model, x, samples_per_pass=2, backend="torch", **kwargs)
     assert got["mean"].dtype == torch.float64
     assert_close_results(got, want, rtol=1e-10, atol=1e-12)
 
