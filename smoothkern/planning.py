@@ -35,16 +35,20 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
     Returns:
         (logits detached, saved bytes per row)
     """
-    total = 0
+    # Count each storage once (a conv's output saved by the next BatchNorm and ReLU is one
+    # buffer) and leave out parameters: they do not grow with the batch.
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
 
     def pack(t: Tensor) -> Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(x.detach().requires_grad_(True))
-    per_row = total // x.shape[0]
+    per_row = sum(seen.values()) // x.shape[0]
     return out.detach(), max(per_row, x[0].numel() * x.element_size())
 
 
