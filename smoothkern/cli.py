@@ -7,6 +7,7 @@ and exit status 2; ``SMOOTHKERN_DEBUG=1`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import os
 import sys
@@ -36,14 +37,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if photo is not None:
         steps.append(photo)
     bar = _bar(len(steps), "figures", progress)
-    for name, draw in steps:
+    for names, draw in steps:
+        if bar:
+            bar.set_postfix_str(names[0])
         draw()
-        bar.set_postfix_str(name) if bar else None
-        bar.update(1) if bar else None
+        if bar:
+            bar.update(1)
     if bar:
         bar.close()
-    for name, _ in steps:
-        print(f"wrote {out / name}")
+    for names, _ in steps:
+        for name in names:
+            print(f"wrote {out / name}")
     if photo is None and not args.no_photos:
         print("photos skipped: torchvision is not installed (pip install 'smoothkern[vision]')")
     print(demo.benchmark_line(args.samples))
@@ -74,23 +78,28 @@ def cmd_figure(args: argparse.Namespace) -> int:
     weights = args.weights or ("bundled" if args.model == "digits" else "random weights")
     title = args.title or f"{args.model} ({Path(weights).name}), {args.method}"
     options = dict(row_labels=rows, title=title, signed=args.signed, method=args.method,
-                   seed=args.seed, progress=not args.quiet, backend=args.backend)
-    m = args.samples
+                   seed=args.seed, progress=not args.quiet, backend=args.backend,
+                   **dict(args.option))
+    m, levels = args.samples, args.noise_levels
     if args.kind == "noise-levels":
-        figure = viz.noise_level_figure(model, images, target, noise_levels=args.noise_levels,
+        figure = viz.noise_level_figure(model, images, target,
+                                        noise_levels=levels or viz.NOISE_LEVELS,
                                         n_samples=m, noise=args.noise,
                                         aggregate=args.aggregate, **options)
     elif args.kind == "samples":
         from .demo import sample_counts
 
         figure = viz.sample_count_figure(model, images, target, counts=sample_counts(m),
-                                         noise_level=args.noise_levels[-1], noise=args.noise,
+                                         noise_level=levels[-1] if levels else 0.15,
+                                         noise=args.noise,
                                          aggregate=args.aggregate, **options)
     elif args.kind == "noise-kinds":
-        figure = viz.noise_kind_figure(model, images, target, noise_levels=args.noise_levels,
+        figure = viz.noise_kind_figure(model, images, target,
+                                       noise_levels=levels or (0.10, 0.20),
                                        n_samples=m, aggregate=args.aggregate, **options)
     else:
-        figure = viz.aggregate_figure(model, images, target, noise_level=args.noise_levels[-1],
+        figure = viz.aggregate_figure(model, images, target,
+                                      noise_level=levels[-1] if levels else 0.15,
                                       n_samples=m, noise=args.noise, **options)
     path = viz.save_figure(figure, args.out)
     print(f"wrote {path}")
@@ -143,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "./smoothkern-demo)")
     demo.add_argument("--samples", type=_positive, default=50, help="noise samples m for the "
                       "digits figures (default 50)")
-    demo.add_argument("--photo-samples", type=_positive, default=10, help="m for the photo "
-                      "figure (default 10: a 224×224 ResNet18 is slow on a CPU)")
+    demo.add_argument("--photo-samples", type=_positive, default=8, help="m for the photo "
+                      "figure (default 8: a 224×224 ResNet18 is slow on a CPU)")
     demo.add_argument("--no-photos", action="store_true", help="skip the ImageNet-size figure")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
@@ -162,13 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--kind", choices=FIGURE_KINDS, default="noise-levels",
                      help="columns: noise levels (default), sample counts, Gaussian vs "
                      "uniform, or aggregates")
-    fig.add_argument("--noise-levels", type=_fraction, nargs="+",
-                     default=[0.0, 0.05, 0.10, 0.20, 0.30, 0.50], metavar="LEVEL",
-                     help="σ as fractions of the pixel range (default 0 .05 .1 .2 .3 .5; the "
-                     "other kinds use the last one, or all for noise-kinds)")
+    fig.add_argument("--noise-levels", type=_fraction, nargs="+", metavar="LEVEL",
+                     help="σ as fractions of the pixel range, or percentages (10%%); default "
+                     "0 .05 .1 .2 .3 .5 for noise-levels, .1 .2 for noise-kinds, .15 for "
+                     "samples and aggregates (which use the last level given)")
     fig.add_argument("--samples", type=_positive, default=50, help="noise samples m (default 50)")
     fig.add_argument("--method", default="gradient", help="base attribution method (default "
                      "gradient)")
+    fig.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     type=_method_option, help="a keyword option of the method, repeatable, "
+                     "e.g. --option layer=net.features.8 --option upsample=True (grad_cam)")
     fig.add_argument("--aggregate", default="mean", choices=("mean", "abs", "sq", "var",
                                                               "geomean"))
     fig.add_argument("--noise", default="gaussian", choices=("gaussian", "uniform"))
@@ -209,6 +221,16 @@ def _fraction(text: str) -> float:
     if not 0 <= value < 10:
         raise argparse.ArgumentTypeError(f"noise level must be a fraction >= 0, got {text}")
     return value
+
+
+def _method_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:  # numbers, booleans, tuples; anything else stays a string (e.g. a layer path)
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -105,3 +105,14 @@ def test_bench_without_the_source_checkout(monkeypatch, capsys):
     monkeypatch.setattr(cli, "find_engine_table", lambda: None)
     assert cli.main(["bench"]) == 2
     assert "python -m benchmarks.engine_table" in capsys.readouterr().err
+
+
+def test_figure_passes_method_options(tmp_path, digit_files):
+    out = tmp_path / "cam.png"
+    status = cli.main(["figure", "--model", "digits", "--images", digit_files[0], "--out",
+                       str(out), "--samples", "2", "--method", "grad_cam", "--option",
+                       "layer=net.features.8", "--option", "upsample=True", "--quiet"])
+    assert status == 0 and _png_ok(out)
+    with pytest.raises(SystemExit):
+        cli.main(["figure", "--model", "digits", "--images", digit_files[0], "--out",
+                  str(out), "--option", "no-equals-sign"])

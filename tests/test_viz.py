@@ -58,7 +58,7 @@ def test_noise_level_figure(tmp_path, model_and_images):
     fig = noise_level_figure(model, x, noise_levels=(0, 0.1, 0.3), n_samples=2,
                              row_labels=["a", "b"], title="t", out=tmp_path / "n.png")
     _check_png(tmp_path / "n.png", fig, 2, 4)
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["input", "0% (gradient)", "σ = 10%",
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["input", "σ = 0 (no noise)", "σ = 10%",
                                                        "σ = 30%"]
 
 

@@ -10,6 +10,7 @@ from .figures import (
     aggregate_figure,
     noise_kind_figure,
     noise_level_figure,
+    noise_level_titles,
     predicted_labels,
     sample_count_figure,
 )
@@ -18,4 +19,4 @@ from .heatmap import heatmap
 
 __all__ = ["AGGREGATES", "NOISE_KINDS", "NOISE_LEVELS", "SAMPLE_COUNTS", "aggregate_figure",
            "attribution_grid", "heatmap", "noise_kind_figure", "noise_level_figure",
-           "predicted_labels", "sample_count_figure", "save_figure"]
+           "noise_level_titles", "predicted_labels", "sample_count_figure", "save_figure"]

@@ -47,9 +47,14 @@ def noise_level_figure(model: nn.Module, images: Tensor, target=None, *,
     levels = tuple(float(v) for v in noise_levels)
     maps = smooth_grad(model, images, target, n_samples=n_samples, noise_level=levels,
                        **options)                             # [S, B, C, H, W]
-    titles = [f"σ = {v:.0%}" if v else "0% (gradient)" for v in levels]
-    figure = attribution_grid(images, list(maps), titles, row_labels, title, signed)
+    figure = attribution_grid(images, list(maps), noise_level_titles(levels), row_labels, title,
+                              signed)
     return _finish(figure, out)
+
+
+def noise_level_titles(levels: Sequence[float]) -> list[str]:
+    """Column titles of the noise-level figure: '0% (gradient)', 'σ = 5%', ..."""
+    return [f"σ = {v:.0%}" if v else "σ = 0 (no noise)" for v in levels]
 
 
 def sample_count_figure(model: nn.Module, images: Tensor, target=None, *,
@@ -103,4 +108,5 @@ def predicted_labels(model: nn.Module, images: Tensor,
         probs = model(images).softmax(1)
     conf, pred = probs.max(1)
     name = (lambda i: classes[i]) if classes else str
-    return [f"pred {name(p)} ({c:.0%})" for p, c in zip(pred.tolist(), conf.tolist())]
+    return [f"pred {name(p)} ({c:.0%})" if c >= 0.01 else f"pred {name(p)} ({c:.1%})"
+            for p, c in zip(pred.tolist(), conf.tolist())]
