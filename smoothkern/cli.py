@@ -243,13 +243,12 @@ def _bar(total: int, desc: str, enabled: bool):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``smoothkern`` and ``python -m smoothkern``; returns the exit status."""
-    parser = build_parser()
-    # The bench subcommand forwards options it does not know to the table script.
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "bench":
-        args.bench_args = [*args.bench_args, *extra]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv):
+        # Everything after "bench" goes to the table script verbatim (its options, not ours).
+        args = argparse.Namespace(command="bench", func=cmd_bench, bench_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     if os.environ.get("SMOOTHKERN_DEBUG"):
         return args.func(args)
     from .data import DataError

@@ -97,8 +97,8 @@ def test_bench_calls_the_table_script(monkeypatch):
     calls = []
     fake = types.SimpleNamespace(main=lambda argv: calls.append(argv))
     monkeypatch.setattr(cli, "find_engine_table", lambda: fake)
-    assert cli.main(["bench", "--quick"]) == 0
-    assert calls == [["--quick"]]
+    assert cli.main(["bench", "--quick", "--models", "mnist_cnn", "--batches", "1"]) == 0
+    assert calls == [["--quick", "--models", "mnist_cnn", "--batches", "1"]]
 
 
 def test_bench_without_the_source_checkout(monkeypatch, capsys):
