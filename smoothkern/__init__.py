@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from .backends import status as _backend_status
 from .api import smooth_grad
-from .methods import (METHODS, AttributionMethod, GradCam, Gradient, GuidedBackprop,
-                      GuidedGradCam, InputXGradient, IntegratedGradients, Saliency)
+from .backends import status as _backend_status
+from .methods import (
+    METHODS,
+    AttributionMethod,
+    GradCam,
+    Gradient,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+)
 from .noise import perturb_reference
 from .stats import AGGREGATES, StreamingStats
 
