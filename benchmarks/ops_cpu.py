@@ -1,0 +1,66 @@
+"""C++ CPU ops vs the pure-torch reference ops: perturb and accumulate, one table of ratios.
+
+    python -m benchmarks.ops_cpu             # m = 50, B in {1, 8}, 3x32x32 and 3x224x224
+    python -m benchmarks.ops_cpu --quick     # 32x32 only, 3 repeats
+
+perturb: all m noisy copies of x[B, 3, H, W] in one call (gaussian, one noise level).
+accumulate: one chunk of m attributions [m, B*3*H*W] into float32 state (all five statistics'
+state: mean, m2, abs_sum, log_sum). Variants run interleaved; times are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from smoothkern import _ext, noise, ops
+from smoothkern.stats import StreamingStats, accumulate_reference
+
+from .common import interleaved_medians, machine
+
+SHAPES = [(3, 32, 32), (3, 224, 224)]
+BATCHES = [1, 8]
+M = 50
+
+
+def perturb_variants(batch: int, shape: tuple[int, ...], m: int) -> dict:
+    x = torch.rand(batch, *shape)
+    sigma = torch.full((1, batch), 0.15)
+    return {"torch": lambda: noise.perturb_reference(x, sigma, 1, 0, m, "gaussian"),
+            "cpp": lambda: ops.perturb(x, sigma, 1, 0, m, "gaussian")}
+
+
+def accumulate_variants(batch: int, shape: tuple[int, ...], m: int) -> dict:
+    n = batch * torch.Size(shape).numel()
+    chunk = torch.randn(m, n)
+    states = {name: StreamingStats.empty(n) for name in ("torch", "cpp")}
+    return {"torch": lambda: accumulate_reference(states["torch"], chunk),
+            "cpp": lambda: ops.accumulate(states["cpp"], chunk)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="32x32 only, 3 repeats")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    if not _ext.has_ops():
+        raise SystemExit(f"the C++ op is not available: {_ext.why_no_ops()}")
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    repeats = 3 if args.quick else args.repeats
+    print(f"# Kernel ops (CPU): {machine()}; m = {M}, median of {repeats} interleaved runs")
+    print("| op | B | input | torch (ms) | cpp (ms) | speedup |")
+    print("|---|---|---|---|---|---|")
+    for op, make in (("perturb", perturb_variants), ("accumulate", accumulate_variants)):
+        for shape in shapes:
+            for batch in BATCHES:
+                # The 224x224 reference perturb holds ~4 GB of int64 temporaries: fewer repeats.
+                reps = max(3, repeats // 2) if shape[-1] > 64 and op == "perturb" else repeats
+                t = interleaved_medians(make(batch, shape, M), reps)
+                print(f"| {op} | {batch} | {'x'.join(map(str, shape))} | "
+                      f"{t['torch'] * 1e3:.1f} | {t['cpp'] * 1e3:.2f} | "
+                      f"{t['torch'] / t['cpp']:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
