@@ -26,6 +26,7 @@ setup(
         "data": ["scikit-learn", "scikit-image"],
         "vision": ["torchvision"],
         "captum": ["captum"],
+        "all": ["matplotlib", "pillow", "scikit-learn", "scikit-image", "torchvision", "captum"],
         "test": ["pytest", "hypothesis", "pytest-benchmark", "captum", "matplotlib", "pillow",
                  "scikit-learn", "scikit-image"],
     },
