@@ -22,7 +22,7 @@ from ..noise import check_noise_kind, check_seed
 GPU_BLOCK = 1024
 GPU_WARPS = 4
 INTERPRETER_MAX_BLOCK = 1 << 16
-SQRT3 = 1.7320508075688772
+SQRT3 = tl.constexpr(1.7320508075688772)  # a constexpr: jit code may not read plain globals
 
 
 def interpreted() -> bool:
