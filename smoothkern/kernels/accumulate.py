@@ -66,5 +66,6 @@ def accumulate(state: StreamingStats, chunk: Tensor) -> None:
     block = min(triton.next_power_of_2(n), INTERPRETER_MAX_BLOCK) if interpreted() else GPU_BLOCK
     _accumulate_kernel[(triton.cdiv(n, block),)](
         chunk, state.mean, state.m2, state.abs_sum, state.log_sum, k, n, k / total,
-        seen * k / total, state.eps, BLOCK=block, num_warps=GPU_WARPS)
+        seen * k / total, state.eps, BLOCK=block, num_warps=GPU_WARPS,
+        enable_fp_fusion=False)  # the reference's rounding, like the C++ and CUDA kernels
     state.count = total

@@ -112,8 +112,10 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         return out
     block = block_size(n)
     grid = (count * batch, triton.cdiv(n, block))
+    # No fused multiply-add: float(x) + sigma * z rounds like the reference (uniform: bit-equal).
     _perturb_kernel[grid](x, sigma, out, n, batch, levels, seed, start, BLOCK=block,
-                          GAUSSIAN=noise == "gaussian", num_warps=GPU_WARPS)
+                          GAUSSIAN=noise == "gaussian", num_warps=GPU_WARPS,
+                          enable_fp_fusion=False)
     return out
 
 
