@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+import time
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +25,9 @@ from smoothkern.stats import AGGREGATES
 
 from .common import interleaved_medians, limit_candidates, machine, make_model, plain_passes
 
+# Cheap rows are noisy on a shared 2-core machine: repeat them until each variant has run for
+# about this long (medians of 3 repeats of the MNIST rows moved efficiency by ±0.15 between runs).
+ROW_SECONDS = 3.0
 # Interpreted Triton on the CPU is a correctness tool, not a contender.
 NOT_TIMED_ON_CPU = ("loop", "triton")
 
@@ -49,6 +54,10 @@ def run_row(model_name: str, batch: int, n_samples: int, repeats: int,
     for k in limit_candidates(n_samples, batch):
         variants[f"limit@{k}"] = functools.partial(plain_passes, model, x, target, n_samples, k)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if repeats <= 0:  # auto: about ROW_SECONDS of loop time per variant, at least 3 repeats
+        start = time.perf_counter()
+        variants["loop"]()
+        repeats = max(3, min(25, math.ceil(ROW_SECONDS / (time.perf_counter() - start))))
     return interleaved_medians(variants, repeats, sync)
 
 
@@ -74,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="m = 10, one repeat, smoke run")
     parser.add_argument("--samples", type=int, default=50, help="noise samples m (default 50)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="interleaved repeats (median); 0: enough for ~3 s of loop time")
     parser.add_argument("--models", nargs="+", default=["mnist_cnn", "cifar_resnet18"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     n_samples, repeats = (10, 1) if args.quick else (args.samples, args.repeats)
+    shown_repeats = repeats or "3-25 (auto)"
     rows = []
     for model_name in args.models:
         for batch in args.batches:
@@ -87,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> str:
                                                     args.device)))
             print(f"done {model_name} B={batch}", flush=True)
     table = format_table(rows)
-    print(f"\nmachine: {machine()}\nm = {n_samples}, all five aggregates, median of {repeats}\n")
+    print(f"\nmachine: {machine()}\nm = {n_samples}, all five aggregates, "
+          f"median of {shown_repeats} interleaved repeats\n")
     print(table)
     return table
 
