@@ -1,27 +1,30 @@
 """How many noise samples go into one forward/backward pass (``samples_per_pass=None``).
 
-The cost of a pass is dominated by the activations autograd saves, so we measure them once with
-a one-row probe and fill a memory budget. On CPUs a second limit applies: past a few dozen rows,
-a larger batch no longer runs faster and falls out of cache (2 cores: ResNet18/CIFAR took
-5.5 s at 16–40 rows per pass vs 7.1 s at 200 and 8.6 s at 400 for m·B = 400 rows).
+The cost of a pass is dominated by the activations autograd saves, so we measure them on the
+clean forward and fill a memory budget: half the free memory on a GPU; on a CPU a small budget,
+because past a few hundred MiB a larger batch no longer runs faster and falls out of cache.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .methods import AttributionMethod
+if TYPE_CHECKING:
+    from .methods import AttributionMethod
 
-# Rows per pass on the CPU: the measured sweet spot above (16–80 rows best for the MNIST CNN and
-# ResNet18/CIFAR on 2 cores; 200+ rows slower). Override with SMOOTHKERN_CPU_ROWS.
-CPU_ROWS = 48
 # Share of free GPU memory one pass may fill with saved activations.
 GPU_MEMORY_FRACTION = 0.5
-CPU_MEMORY_BUDGET = 2 * 1024**3
+# Saved activations per pass on a CPU. Measured on 2 cores (AMD EPYC), m·B = 400 rows, input
+# gradients: ResNet18/CIFAR (4.5 MiB/row) took 5.2 s at 48 rows per pass (216 MiB), 5.5 s at
+# 24, 5.9 s at 80, 6.9 s at 136 and 8.1 s at 200 (900 MiB); the MNIST CNN (0.4 MiB/row) was
+# flat from 24 to 200 rows (0.23-0.26 s), and larger passes suffer less when other processes
+# share the cores. 256 MiB lands on ResNet18's best and lets small models run large passes.
+CPU_MEMORY_BUDGET = 256 * 1024**2
 
 
 def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, int]:
@@ -52,6 +55,11 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
     return out.detach(), max(per_row, x[0].numel() * x.element_size())
 
 
+def rows_in_budget(row_bytes: int, device: torch.device) -> int:
+    """How many model rows of ``row_bytes`` saved activations fit the budget (at least 1)."""
+    return max(1, memory_budget(device) // max(1, row_bytes))
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes of saved activations one pass may use (``SMOOTHKERN_MEMORY_BUDGET`` overrides)."""
     override = os.environ.get("SMOOTHKERN_MEMORY_BUDGET")
@@ -65,7 +73,7 @@ def memory_budget(device: torch.device) -> int:
 
 def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,
                             levels: int, n_samples: int) -> int:
-    """Sample indices per pass: fills the memory budget (and, on CPU, the cache sweet spot).
+    """Sample indices per pass: fills the memory budget.
 
     Chunks are balanced so the last pass is not a sliver: 50 samples at a limit of 48 become
     two passes of 25, not 48 + 2.
@@ -75,10 +83,7 @@ def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int
         row_bytes: activations autograd saves per model row (``forward_measuring_saved_bytes``).
         levels: noise levels S in the sweep.
     """
-    rows_per_sample = levels * x.shape[0] * max(1, method.rows_per_sample)
-    max_rows = memory_budget(x.device) // (row_bytes * max(1, method.rows_per_sample))
-    if x.device.type == "cpu":
-        max_rows = min(max_rows, int(os.environ.get("SMOOTHKERN_CPU_ROWS", CPU_ROWS)))
-    per_pass = max(1, min(n_samples, max_rows // rows_per_sample))
+    model_rows_per_sample = levels * x.shape[0] * max(1, method.rows_per_sample)
+    per_pass = max(1, min(n_samples, rows_in_budget(row_bytes, x.device) // model_rows_per_sample))
     passes = math.ceil(n_samples / per_pass)
     return math.ceil(n_samples / passes)

@@ -25,10 +25,6 @@ CAPTUM_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 AGGREGATE_OF = {"smoothgrad": "mean", "smoothgrad_sq": "sq", "vargrad": "var", "abs": "abs",
                 "geomean": "geomean"}
 RNG_MODES = ("smoothkern", "captum")
-# Model rows per pass when nt_samples_batch_size is None (CPU). Measured on 2 shared cores, MNIST
-# CNN input gradients: 40 rows 6.6-10 ms/row, 128-200 rows 1.6-2.7 ms/row, 400-1000 rows
-# 2.0-3.0 ms/row; small passes suffer most when other processes load the cores.
-DROPIN_CPU_ROWS = 192
 
 
 class NoiseTunnel:
@@ -108,8 +104,6 @@ class NoiseTunnel:
             params = {**params, "internal_batch_size": "auto"}  # bounded memory
         problem = build_problem(attribution.forward_func, inputs, target, extra)
         method = attribution.make_method(problem, params, record_delta=want_delta)
-        if rng == "smoothkern" and batch_size is None:
-            batch_size = auto_samples_per_pass(problem, method, nt_samples)
         common = dict(target=problem.target, n_samples=nt_samples, method=method,
                       accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
                       else torch.float32)
@@ -175,21 +169,6 @@ class NoiseTunnel:
                 value = res[AGGREGATE_OF[t]] if isinstance(res, dict) else res
                 out[t] = value.to(problem.x.dtype)
         return out
-
-
-def auto_samples_per_pass(problem: Problem, method: Any, nt_samples: int) -> int:
-    """Samples per pass for the drop-in: about ``DROPIN_CPU_ROWS`` model rows on the CPU (all
-    samples on a GPU), within ``CPU_MEMORY_BUDGET`` of saved activations."""
-    from ..planning import CPU_MEMORY_BUDGET, forward_measuring_saved_bytes
-
-    rows_per_sample = problem.x.shape[0] * max(1, method.rows_per_sample)
-    if problem.x.device.type != "cpu":
-        return nt_samples
-    _, row_bytes = forward_measuring_saved_bytes(problem.model, problem.x[:1])
-    rows = min(DROPIN_CPU_ROWS, CPU_MEMORY_BUDGET // max(1, row_bytes))
-    per_pass = max(1, min(nt_samples, rows // rows_per_sample))
-    passes = -(-nt_samples // per_pass)
-    return -(-nt_samples // passes)
 
 
 def _input_shaped(method: Any, problem: Problem) -> bool:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor, nn
 
+from ..planning import forward_measuring_saved_bytes, rows_in_budget
 from .base import AttributionMethod, input_gradient
 from .quadrature import check_rule, steps_and_alphas
-
-# Model rows per pass on the CPU when internal_batch_size="auto". Measured on 2 shared cores,
-# MNIST CNN input gradients: 40 rows 6.6-10 ms/row, 128-200 rows 1.6-2.7 ms/row, 400-1000 rows
-# 2.0-3.0 ms/row. Whole steps, so a pass holds at least one step of every row.
-AUTO_CPU_ROWS = 192
 
 
 def expand_baseline(baseline: float | Tensor | None, inputs: Tensor) -> float | Tensor:
@@ -63,8 +57,9 @@ class IntegratedGradients(AttributionMethod):
             Tensor[B, ...] (one per example).
         multiply_by_inputs: multiply the path-averaged gradient by ``x - baseline`` (global IG);
             False gives the local variant.
-        internal_batch_size: model rows per pass; None: all steps in one pass; "auto": about
-            ``AUTO_CPU_ROWS`` rows on the CPU (whole steps, at least one), one pass on GPUs.
+        internal_batch_size: model rows per pass; None: all steps in one pass; "auto": as many
+            as the engine's memory budget holds (``planning.rows_in_budget``; whole steps, at
+            least one).
         record_delta: keep the completeness error of each call in ``self.deltas`` (Tensor[R]),
             ``sum(attribution) - (f(x)[t] - f(baseline)[t])`` per row.
     """
@@ -89,23 +84,30 @@ class IntegratedGradients(AttributionMethod):
         self.record_delta = bool(record_delta)
         self.deltas: list[Tensor] = []
         self.rows_per_sample = n_steps
+        self._probed: tuple | None = None
+        self._row_bytes = 0
 
-    def _steps_per_pass(self, rows: int, device: torch.device) -> int:
+    def _steps_per_pass(self, model: nn.Module, x: Tensor) -> int:
         size = self.internal_batch_size
-        if size == "auto":
-            if device.type != "cpu":
-                return self.n_steps
-            size = int(os.environ.get("SMOOTHKERN_CPU_ROWS", AUTO_CPU_ROWS))
         if size is None:
             return self.n_steps
-        return max(1, size // rows)  # Captum's rule: whole steps, at least one
+        if size == "auto":
+            size = self._rows_in_budget(model, x)
+        return max(1, size // x.shape[0])  # Captum's rule: whole steps, at least one
+
+    def _rows_in_budget(self, model: nn.Module, x: Tensor) -> int:
+        """Model rows that fit the engine's memory budget (one probe per model and shape)."""
+        key = (id(model), tuple(x.shape[1:]), x.dtype, x.device)
+        if self._probed != key:
+            _, self._row_bytes = forward_measuring_saved_bytes(model, x[:1])
+            self._probed = key
+        return rows_in_budget(self._row_bytes, x.device)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         x = inputs.detach()
-        rows = x.shape[0]
         baseline = expand_baseline(self.baseline, x)
         sizes, alphas = steps_and_alphas(self.integration, self.n_steps)
-        per_pass = self._steps_per_pass(rows, x.device)
+        per_pass = self._steps_per_pass(model, x)
         total = None
         for start in range(0, self.n_steps, per_pass):
             part = self._partial(model, x, baseline, target, sizes[start:start + per_pass],
