@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,6 +27,10 @@ import time
 import warnings
 
 import torch
+
+from smoothkern.planning import forward_measuring_saved_bytes
+
+from .common import machine
 
 N_SAMPLES = 50
 CHUNK = 10
@@ -52,16 +55,8 @@ def build(model_name: str, batch: int):
 
 
 def saved_mib_per_row(model, x) -> float:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x[:1].clone().requires_grad_(True))
-    return total / 2**20
+    """Activations autograd saves per row (the engine's own probe: storages counted once)."""
+    return forward_measuring_saved_bytes(model, x[:1])[1] / 2**20
 
 
 def rows_per_pass(variant: str, method: str, batch: int) -> int:
@@ -114,17 +109,6 @@ def measure(model_name: str, method: str, batch: int, variant: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -144,7 +128,7 @@ def main() -> None:
     models = ["mnist"] if args.quick else args.models.split(",")
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
     skip = set(filter(None, args.skip.split(",")))
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores visible, torch {torch.__version__}, "
+    print(f"machine: {machine()}, {os.cpu_count()} cores visible, "
           f"threads {torch.get_num_threads()}; nt_samples={N_SAMPLES}, IG n_steps={N_STEPS}, "
           f"Captum chunk={CHUNK}")
     print("| model | method | B | smoothkern s | Captum chunked s | Captum unchunked s | "

@@ -53,8 +53,12 @@ def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int,
     for fn in variants.values():  # warm-up: allocator, lazy init, kernel builds
         fn()
     sync()
-    for _ in range(repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    for r in range(repeats):
+        # Rotate the order each repeat: a variant's cost can leak into the next one (allocator,
+        # caches, thread pools), so no variant should always follow the same neighbour.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = variants[name]
             start = time.perf_counter()
             fn()
             sync()

@@ -1,8 +1,8 @@
 """How many noise samples go into one forward/backward pass (``samples_per_pass=None``).
 
 The cost of a pass is dominated by the activations autograd saves, so we measure them on the
-clean forward and fill a memory budget: half the free memory on a GPU; on a CPU a small budget,
-because past a few hundred MiB a larger batch no longer runs faster and falls out of cache.
+clean forward and fill a memory budget (half the free memory on a GPU). On a CPU a second limit
+applies: past a few dozen rows a larger batch no longer runs faster and falls out of cache.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 
 # Share of free GPU memory one pass may fill with saved activations.
 GPU_MEMORY_FRACTION = 0.5
-# Saved activations per pass on a CPU. Measured on 2 cores (AMD EPYC), m·B = 400 rows, input
-# gradients: ResNet18/CIFAR (4.5 MiB/row) took 5.2 s at 48 rows per pass (216 MiB), 5.5 s at
-# 24, 5.9 s at 80, 6.9 s at 136 and 8.1 s at 200 (900 MiB); the MNIST CNN (0.4 MiB/row) was
-# flat from 24 to 200 rows (0.23-0.26 s), and larger passes suffer less when other processes
-# share the cores. 256 MiB lands on ResNet18's best and lets small models run large passes.
-CPU_MEMORY_BUDGET = 256 * 1024**2
+# Model rows per pass on a CPU. Measured on 2 cores (AMD EPYC), m·B = 400 rows, input gradients,
+# interleaved medians: ResNet18/CIFAR took 5.2 s at 48 rows per pass, 5.5 s at 24, 5.9 s at 80,
+# 6.9 s at 136 and 8.1 s at 200; the MNIST CNN was flat from 24 to 200 rows (0.23-0.26 s) but
+# took 0.57 s in one pass of 400 rows against 0.30 s at 80. A byte budget alone (256 MiB) sent
+# the MNIST CNN to 400 rows, so the cache limit is a row count. SMOOTHKERN_CPU_ROWS overrides.
+CPU_ROWS = 48
+# Saved activations per pass on a CPU: a memory bound for models with very large rows.
+CPU_MEMORY_BUDGET = 2 * 1024**3
 
 
 def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, int]:
@@ -56,8 +58,15 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
 
 
 def rows_in_budget(row_bytes: int, device: torch.device) -> int:
-    """How many model rows of ``row_bytes`` saved activations fit the budget (at least 1)."""
-    return max(1, memory_budget(device) // max(1, row_bytes))
+    """Model rows one pass may hold: the memory budget, and on a CPU the cache limit CPU_ROWS.
+
+    Args:
+        row_bytes: activations autograd saves per model row.
+    """
+    rows = memory_budget(device) // max(1, row_bytes)
+    if device.type == "cpu":
+        rows = min(rows, int(os.environ.get("SMOOTHKERN_CPU_ROWS", CPU_ROWS)))
+    return max(1, rows)
 
 
 def memory_budget(device: torch.device) -> int:
