@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../checks.h"
 #include "vec_math.h"
 
 namespace smoothkern {
@@ -84,21 +85,12 @@ void accumulate_impl(const scalar_t* chunk, acc_t* mean, acc_t* m2, acc_t* abs_s
 
 void accumulate_cpu(at::Tensor& mean, at::Tensor& m2, at::Tensor& abs_sum, at::Tensor& log_sum,
                     const at::Tensor& chunk, int64_t count, double eps) {
-  TORCH_CHECK(chunk.dim() == 2, "accumulate_: chunk must be [k, N], got ", chunk.sizes());
-  TORCH_CHECK(chunk.is_floating_point(), "accumulate_: chunk must be floating point");
-  TORCH_CHECK(count >= 0, "accumulate_: count must be non-negative");
+  check_accumulate_args(mean, m2, abs_sum, log_sum, chunk, count);
+  for (const at::Tensor* t : {&mean, &m2, &abs_sum, &log_sum, &chunk}) {
+    TORCH_CHECK(t->device().is_cpu(), "accumulate_: tensors must be on CPU");
+  }
   const int64_t k = chunk.size(0);
   const int64_t n = chunk.size(1);
-  for (const at::Tensor* t : {&mean, &m2, &abs_sum, &log_sum}) {
-    TORCH_CHECK(t->device().is_cpu() && chunk.device().is_cpu(),
-                "accumulate_: tensors must be on CPU");
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == n && t->is_contiguous(),
-                "accumulate_: state tensors must be contiguous [N] with N = chunk.size(1)");
-    TORCH_CHECK(t->scalar_type() == mean.scalar_type(),
-                "accumulate_: state tensors must share one dtype");
-  }
-  TORCH_CHECK(mean.scalar_type() == at::kFloat || mean.scalar_type() == at::kDouble,
-              "accumulate_: state must be float32 or float64");
   if (k == 0 || n == 0) return;
   const at::Tensor c = chunk.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "accumulate_cpu", [&] {

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "../checks.h"
 #include "vec.cuh"
 
 namespace smoothkern {
@@ -164,20 +165,12 @@ void launch_accumulate(const at::Tensor& chunk, at::Tensor& mean, at::Tensor& m2
 
 void accumulate_cuda(at::Tensor& mean, at::Tensor& m2, at::Tensor& abs_sum, at::Tensor& log_sum,
                      const at::Tensor& chunk, int64_t count, double eps) {
-  TORCH_CHECK(chunk.dim() == 2, "accumulate_: chunk must be [k, N], got ", chunk.sizes());
-  TORCH_CHECK(chunk.is_floating_point(), "accumulate_: chunk must be floating point");
-  TORCH_CHECK(count >= 0, "accumulate_: count must be non-negative");
-  const int64_t k = chunk.size(0), n = chunk.size(1);
+  check_accumulate_args(mean, m2, abs_sum, log_sum, chunk, count);
   for (const at::Tensor* t : {&mean, &m2, &abs_sum, &log_sum}) {
     TORCH_CHECK(t->device() == chunk.device() && chunk.is_cuda(),
                 "accumulate_: tensors must be on the chunk's CUDA device");
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == n && t->is_contiguous(),
-                "accumulate_: state tensors must be contiguous [N] with N = chunk.size(1)");
-    TORCH_CHECK(t->scalar_type() == mean.scalar_type(),
-                "accumulate_: state tensors must share one dtype");
   }
-  TORCH_CHECK(mean.scalar_type() == at::kFloat || mean.scalar_type() == at::kDouble,
-              "accumulate_: state must be float32 or float64");
+  const int64_t k = chunk.size(0), n = chunk.size(1);
   if (k == 0 || n == 0) return;
   const c10::cuda::CUDAGuard guard(chunk.device());
   const at::Tensor c = chunk.contiguous();
