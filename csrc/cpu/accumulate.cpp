@@ -86,8 +86,9 @@ void accumulate_impl(const scalar_t* chunk, acc_t* mean, acc_t* m2, acc_t* abs_s
 void accumulate_cpu(at::Tensor& mean, at::Tensor& m2, at::Tensor& abs_sum, at::Tensor& log_sum,
                     const at::Tensor& chunk, int64_t count, double eps) {
   check_accumulate_args(mean, m2, abs_sum, log_sum, chunk, count);
-  for (const at::Tensor* t : {&mean, &m2, &abs_sum, &log_sum, &chunk}) {
-    TORCH_CHECK(t->device().is_cpu(), "accumulate_: tensors must be on CPU");
+  for (const at::Tensor* t : {&mean, &m2, &abs_sum, &log_sum}) {
+    TORCH_CHECK(t->device().is_cpu() && chunk.device().is_cpu(),
+                "accumulate_: tensors must be on CPU");
   }
   const int64_t k = chunk.size(0);
   const int64_t n = chunk.size(1);
