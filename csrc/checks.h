@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string_view>
+
 namespace smoothkern {
 
 // accumulate_: chunk [k, N] floating point; four contiguous [N] state tensors of one dtype,
@@ -23,6 +25,30 @@ inline void check_accumulate_args(const at::Tensor& mean, const at::Tensor& m2,
   }
   TORCH_CHECK(mean.scalar_type() == at::kFloat || mean.scalar_type() == at::kDouble,
               "accumulate_: state must be float32 or float64");
+}
+
+// perturb: x [B, ...] floating point with B >= 1, sigma float32 [S, B], a known noise kind,
+// start/count >= 0, at most 2**32 elements per example (the Philox element counter is 32-bit).
+inline void check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int64_t start,
+                               int64_t count, std::string_view noise) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(0) >= 1, "perturb: x must be [B, ...] with B >= 1");
+  TORCH_CHECK(x.is_floating_point(), "perturb: x must be floating point, got ", x.scalar_type());
+  TORCH_CHECK(sigma.scalar_type() == at::kFloat && sigma.dim() == 2 && sigma.size(1) == x.size(0),
+              "perturb: sigma must be float32 [S, B] with B = x.size(0)");
+  TORCH_CHECK(noise == "gaussian" || noise == "uniform", "perturb: unknown noise kind");
+  TORCH_CHECK(start >= 0 && count >= 0, "perturb: start and count must be non-negative");
+  TORCH_CHECK(x.numel() / x.size(0) <= (int64_t(1) << 32),
+              "perturb: more than 2**32 elements per example");
+}
+
+// philox_bits: three int64 index tensors of one shape.
+inline void check_philox_bits_args(const at::Tensor& example, const at::Tensor& sample,
+                                   const at::Tensor& element) {
+  TORCH_CHECK(example.scalar_type() == at::kLong && sample.scalar_type() == at::kLong &&
+                  element.scalar_type() == at::kLong,
+              "philox_bits: indices must be int64");
+  TORCH_CHECK(example.sizes() == sample.sizes() && sample.sizes() == element.sizes(),
+              "philox_bits: indices must have the same shape");
 }
 
 }  // namespace smoothkern

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <string_view>
 
+#include "../checks.h"
 #include "../philox.h"
 #include "vec_math.h"
 
@@ -82,16 +83,10 @@ void perturb_impl(const scalar_t* x, const float* sigma, scalar_t* out, int64_t 
 at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
                        int64_t count, std::string_view noise) {
   TORCH_CHECK(x.device().is_cpu() && sigma.device().is_cpu(), "perturb: tensors must be on CPU");
-  TORCH_CHECK(x.dim() >= 1 && x.size(0) >= 1, "perturb: x must be [B, ...] with B >= 1");
-  TORCH_CHECK(x.is_floating_point(), "perturb: x must be floating point, got ", x.scalar_type());
-  TORCH_CHECK(sigma.scalar_type() == at::kFloat && sigma.dim() == 2 && sigma.size(1) == x.size(0),
-              "perturb: sigma must be float32 [S, B] with B = x.size(0)");
-  TORCH_CHECK(noise == "gaussian" || noise == "uniform", "perturb: unknown noise kind");
-  TORCH_CHECK(start >= 0 && count >= 0, "perturb: start and count must be non-negative");
+  check_perturb_args(x, sigma, start, count, noise);
   const int64_t batch = x.size(0);
   const int64_t levels = sigma.size(0);
   const int64_t n = x.numel() / batch;
-  TORCH_CHECK(n <= (int64_t(1) << 32), "perturb: more than 2**32 elements per example");
   const at::Tensor xc = x.contiguous();
   const at::Tensor sc = sigma.contiguous();
   std::vector<int64_t> shape = x.sizes().vec();
@@ -108,11 +103,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
 
 at::Tensor philox_bits_cpu(int64_t seed, const at::Tensor& example, const at::Tensor& sample,
                            const at::Tensor& element) {
-  TORCH_CHECK(example.scalar_type() == at::kLong && sample.scalar_type() == at::kLong &&
-                  element.scalar_type() == at::kLong,
-              "philox_bits: indices must be int64");
-  TORCH_CHECK(example.sizes() == sample.sizes() && sample.sizes() == element.sizes(),
-              "philox_bits: indices must have the same shape");
+  check_philox_bits_args(example, sample, element);
   const uint64_t key = static_cast<uint64_t>(seed);
   const at::Tensor e = example.contiguous(), s = sample.contiguous(), j = element.contiguous();
   std::vector<int64_t> shape = example.sizes().vec();

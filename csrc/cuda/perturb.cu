@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "../checks.h"
 #include "../philox.h"
 #include "vec.cuh"
 
@@ -98,15 +99,9 @@ at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t se
                         int64_t count, std::string_view noise) {
   TORCH_CHECK(x.is_cuda() && sigma.device() == x.device(),
               "perturb: x and sigma must be on the same CUDA device");
-  TORCH_CHECK(x.dim() >= 1 && x.size(0) >= 1, "perturb: x must be [B, ...] with B >= 1");
-  TORCH_CHECK(x.is_floating_point(), "perturb: x must be floating point, got ", x.scalar_type());
-  TORCH_CHECK(sigma.scalar_type() == at::kFloat && sigma.dim() == 2 && sigma.size(1) == x.size(0),
-              "perturb: sigma must be float32 [S, B] with B = x.size(0)");
-  TORCH_CHECK(noise == "gaussian" || noise == "uniform", "perturb: unknown noise kind");
-  TORCH_CHECK(start >= 0 && count >= 0, "perturb: start and count must be non-negative");
+  check_perturb_args(x, sigma, start, count, noise);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t batch = x.size(0), levels = sigma.size(0), n = x.numel() / batch;
-  TORCH_CHECK(n <= (int64_t(1) << 32), "perturb: more than 2**32 elements per example");
   const at::Tensor xc = x.contiguous(), sc = sigma.contiguous();
   std::vector<int64_t> shape = x.sizes().vec();
   shape[0] = count * levels * batch;
@@ -142,11 +137,7 @@ __global__ void philox_bits_kernel(const int64_t* example, const int64_t* sample
 
 at::Tensor philox_bits_cuda(int64_t seed, const at::Tensor& example, const at::Tensor& sample,
                             const at::Tensor& element) {
-  TORCH_CHECK(example.scalar_type() == at::kLong && sample.scalar_type() == at::kLong &&
-                  element.scalar_type() == at::kLong,
-              "philox_bits: indices must be int64");
-  TORCH_CHECK(example.sizes() == sample.sizes() && sample.sizes() == element.sizes(),
-              "philox_bits: indices must have the same shape");
+  check_philox_bits_args(example, sample, element);
   const c10::cuda::CUDAGuard guard(example.device());
   const at::Tensor e = example.contiguous(), s = sample.contiguous(), j = element.contiguous();
   std::vector<int64_t> shape = example.sizes().vec();
