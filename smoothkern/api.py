@@ -11,12 +11,14 @@ from torch import Tensor, nn
 
 from . import backends as backend_registry
 from .methods import AttributionMethod, resolve_method
-from .noise import check_noise_kind, check_seed, perturb_reference, plan_sigma
+from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .state import check_eval_mode, preserved
 from .stats import ACCUMULATOR_DTYPES, StreamingStats, check_aggregates, direct_statistics
 
 DEFAULT_NOISE_LEVEL = 0.15
+# How allocation failures read when they surface as plain RuntimeErrors (CPU allocator, MPS).
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,9 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
 def is_out_of_memory(err: BaseException) -> bool:
     """A CUDA OOM, or a CPU allocator failure (both surface as RuntimeError subclasses)."""
     oom_type = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    if isinstance(err, oom_type):
+    if isinstance(err, (oom_type, MemoryError)):
         return True
-    text = str(err)
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text
-        or "not enough memory" in text or isinstance(err, MemoryError))
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_MESSAGES)
 
 
 def _attribute(model: nn.Module, plan: Plan, noisy: Tensor, rows_target: Tensor) -> Tensor:
@@ -302,13 +301,14 @@ def run_chunks(model: nn.Module, plan: Plan, progress: bool = False) -> list[dic
 def run_loop_reference(model: nn.Module, plan: Plan) -> list[dict[str, Tensor]]:
     """The naive reference, as the assignments wrote it: one forward/backward per noise sample.
 
-    Keeps all m attributions and computes the statistics directly in float64.
+    Keeps all m attributions and computes the statistics directly in float64. The noise comes
+    from the backend's ``perturb`` (for "loop", the pure-torch Philox reference).
     """
     levels, _ = plan.sigma.shape
     rows_target = plan.target.repeat(levels)
     samples = []
     for i in range(plan.n_samples):
-        noisy = perturb_reference(plan.x, plan.sigma, plan.seed, i, 1, plan.noise)
+        noisy = plan.backend.perturb(plan.x, plan.sigma, plan.seed, i, 1, plan.noise)
         samples.append(plan.method.attribute(model, noisy, rows_target))
     stacked = torch.stack(samples)                       # [m, S*B, *attr]
     stacked = stacked.reshape(plan.n_samples, levels, plan.x.shape[0], *stacked.shape[2:])
