@@ -72,6 +72,18 @@ class FunctionalReluNet(nn.Module):
         return self.fc(F.relu(self.relu(self.conv(x))).flatten(1))
 
 
+class GridOutputNet(nn.Module):
+    """3×9×9 → outputs [B, 3, 2] (a target is a tuple of two indices, as in Captum)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = SmallCNN()
+        self.grid = nn.Linear(5, 6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.grid(self.body(x)).view(-1, 3, 2)
+
+
 def make(cls: type[nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return cls().eval()
@@ -79,5 +91,6 @@ def make(cls: type[nn.Module], seed: int = 0) -> nn.Module:
 
 def inputs_for(model: nn.Module, batch: int, seed: int = 1) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
-    shape = {SmallCNN: (3, 9, 9), BNNet: (1, 10, 10), FunctionalReluNet: (1, 6, 6)}[type(model)]
+    shape = {SmallCNN: (3, 9, 9), BNNet: (1, 10, 10), FunctionalReluNet: (1, 6, 6),
+             GridOutputNet: (3, 9, 9)}[type(model)]
     return torch.rand(batch, *shape, generator=gen)

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
-from attr_models import BNNet, FunctionalReluNet, SmallCNN, TwoInputNet, inputs_for, make
+from attr_models import (
+    BNNet,
+    FunctionalReluNet,
+    GridOutputNet,
+    SmallCNN,
+    TwoInputNet,
+    inputs_for,
+    make,
+)
+from torch import Tensor
 
 import smoothkern as sk
 import smoothkern.captum as skc
@@ -36,8 +46,10 @@ def pair(name: str, model):
 
 def run_both(ours, theirs, inputs, seed=3, **kwargs):
     torch.manual_seed(seed)
+    np.random.seed(seed)  # Captum draws baselines from numpy (draw_baseline_from_distrib)
     got = skc.NoiseTunnel(ours).attribute(inputs, rng="captum", **kwargs)
     torch.manual_seed(seed)
+    np.random.seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want = ca.NoiseTunnel(theirs).attribute(inputs, **kwargs)
@@ -146,6 +158,118 @@ def test_scalar_output_needs_no_target():
 
     got, want = run_both(skc.Saliency(score), ca.Saliency(score), x, nt_samples=3, stdevs=0.1)
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("chunk", [None, 2, 3])
+def test_baselines_drawn_from_distribution_equal_captum(chunk):
+    model = make(BNNet)
+    x = inputs_for(model, 3)
+    distribution = torch.rand(7, *x.shape[1:], generator=torch.Generator().manual_seed(5))
+    got, want = run_both(skc.IntegratedGradients(model), ca.IntegratedGradients(model), x,
+                         nt_samples=5, nt_samples_batch_size=chunk, stdevs=0.1,
+                         target=[0, 1, 2], baselines=distribution, n_steps=5,
+                         draw_baseline_from_distrib=True, return_convergence_delta=True)
+    assert_same(got[0], want[0], exact=False)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)
+    # several inputs: a distribution for one, a number for the other
+    two = make(TwoInputNet)
+    gen = torch.Generator().manual_seed(6)
+    inputs = (torch.rand(3, 2, 6, 7, generator=gen), torch.rand(3, 4, generator=gen))
+    baselines = (torch.rand(4, 2, 6, 7, generator=gen), 0.25)
+    got, want = run_both(skc.IntegratedGradients(two), ca.IntegratedGradients(two), inputs,
+                         nt_samples=5, nt_samples_batch_size=chunk, stdevs=(0.2, 0.05),
+                         target=[0, 2, 1], baselines=baselines, n_steps=4,
+                         draw_baseline_from_distrib=True)
+    assert_same(got, want, exact=False)
+
+
+def test_baselines_drawn_by_the_counter_stream_are_chunk_invariant():
+    model = make(BNNet)
+    x = inputs_for(model, 3)
+    distribution = torch.rand(7, *x.shape[1:], generator=torch.Generator().manual_seed(5))
+    nt = skc.NoiseTunnel(skc.IntegratedGradients(model))
+
+    def run(**kwargs):
+        return nt.attribute(x, nt_samples=6, stdevs=0.1, target=0, n_steps=4,
+                            **{"baselines": distribution, "draw_baseline_from_distrib": True,
+                               **kwargs})
+
+    one_pass = run()
+    for other in (run(nt_samples_batch_size=1), run(nt_samples_batch_size=4),
+                  run(backend="loop")):
+        torch.testing.assert_close(other, one_pass, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(run(seed=1), one_pass)                 # the draws follow the seed
+    fixed = run(baselines=distribution[:1], draw_baseline_from_distrib=False)
+    assert not torch.allclose(fixed, one_pass)                       # rows really are drawn
+    # every drawn row is one of the distribution's rows, each of them used
+    from smoothkern.captum.baseline_draws import counter_indices
+    rows = counter_indices(0, 0, 7, 0, 200, 3)
+    assert rows.shape == (200, 3) and set(rows.unique().tolist()) == set(range(7))
+    with pytest.raises(ValueError, match="must be \\[M, ...\\] rows shaped like inputs"):
+        run(baselines=torch.rand(4, 1, 3, 3))
+
+
+@pytest.mark.parametrize("target", [(1, 0), (-1, 1), [(0, 1), (2, 0), (1, 1)],
+                                    torch.tensor(2)])
+def test_tuple_targets_into_outputs_with_more_dims_equal_captum(target):
+    model = make(GridOutputNet)
+    x = inputs_for(model, 3)
+    if isinstance(target, Tensor):   # one index for [B, 3, 2] outputs picks a row, not a scalar
+        with pytest.raises(ValueError, match="give 2 index"):
+            skc.NoiseTunnel(skc.Saliency(model)).attribute(x, target=target)
+        return
+    for nt_type in NT_TYPES:
+        got, want = run_both(skc.Saliency(model), ca.Saliency(model), x, nt_type=nt_type,
+                             nt_samples=4, nt_samples_batch_size=3, stdevs=0.1, target=target)
+        assert_same(got, want)
+    ours = skc.NoiseTunnel(skc.Saliency(model)).attribute(x, nt_samples=3, target=target)
+    assert ours.shape == x.shape
+
+
+def test_bad_tuple_targets_raise():
+    model = make(GridOutputNet)
+    x = inputs_for(model, 2)
+    nt = skc.NoiseTunnel(skc.Saliency(model))
+    with pytest.raises(ValueError, match="out of range"):
+        nt.attribute(x, target=(3, 0))
+    with pytest.raises(ValueError, match="give 2 index"):
+        nt.attribute(x, target=[(0,), (1,)])
+    with pytest.raises(TypeError, match="an int or a tuple of ints"):
+        nt.attribute(x, target=(0, 1.5))
+
+
+def test_guided_grad_cam_on_several_inputs_equals_captum():
+    model = make(TwoInputNet)
+    gen = torch.Generator().manual_seed(4)
+    inputs = (torch.rand(3, 2, 6, 7, generator=gen), torch.rand(3, 4, generator=gen))
+    ours = skc.GuidedGradCam(model, model.conv)
+    theirs = ca.GuidedGradCam(model, model.conv)
+    for nt_type in NT_TYPES:
+        with pytest.warns(UserWarning, match="cannot be interpolated to inputs \\[1\\]"):
+            got, want = run_both(ours, theirs, inputs, nt_type=nt_type, nt_samples=4,
+                                 nt_samples_batch_size=3, stdevs=(0.2, 0.05), target=[0, 2, 1])
+        # the vector input cannot take the image-shaped map: empty, as in Captum
+        assert got[1].shape == want[1].shape == (0,)
+        assert_same(got[0], want[0])
+        assert got[0].abs().sum() > 0
+    with pytest.warns(UserWarning):
+        plain = ours.attribute(inputs, target=[0, 2, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs.attribute(inputs, target=[0, 2, 1])
+    assert_same(plain[0], expected[0])
+
+
+def test_layer_grad_cam_passes_grad_kwargs_to_autograd():
+    model = make(SmallCNN)
+    x = inputs_for(model, 2)
+    layer = model.features[2]
+    got = skc.LayerGradCam(model, layer).attribute(x, target=1, grad_kwargs={"retain_graph": True})
+    want = ca.LayerGradCam(model, layer).attribute(x, target=1, grad_kwargs={"retain_graph": True})
+    assert_same(got, want)
+    with pytest.raises(TypeError, match="not_an_autograd_option"):
+        skc.NoiseTunnel(skc.LayerGradCam(model, layer)).attribute(
+            x, target=1, grad_kwargs={"not_an_autograd_option": True})
 
 
 # -------------------------------------------------------------------------------------------------

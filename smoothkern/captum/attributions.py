@@ -8,6 +8,7 @@ smoothkern method that runs under noise.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,9 @@ def build_problem(forward_func: Callable[..., Tensor], inputs: Any, target: Any,
     check_eval_mode(model)
     x = layout.join([t.detach() for t in items])
     with torch.no_grad():
-        classes = model(x).shape[1]
+        model(x)  # records the per-example output shape the targets index into
     return Problem(items, is_tuple, layout, model, x,
-                   format_target(target, batch, classes).to(x.device))
+                   format_target(target, batch, model.output_shape).to(x.device))
 
 
 class Attribution:
@@ -92,8 +93,8 @@ class Attribution:
         """Method options from ``kwargs`` (removed from it), defaults filled in."""
         return {name: kwargs.pop(name, default) for name, default in self.method_params.items()}
 
-    def format_result(self, problem: Problem, result: Tensor | tuple[Tensor, ...]
-                      ) -> Tensor | tuple[Tensor, ...]:
+    def format_result(self, problem: Problem, result: Tensor | tuple[Tensor, ...],
+                      method: AttributionMethod) -> Tensor | tuple[Tensor, ...]:
         """Tensor[B, ...] (joined) or a tuple of parts → Captum's output structure."""
         if isinstance(result, Tensor):
             parts = problem.layout.split(result) if self.input_shaped else (result,)
@@ -107,7 +108,7 @@ class Attribution:
         method = self.make_method(problem, params, record_delta=return_convergence_delta)
         with preserved(problem.model, problem.x), method.session(problem.model):
             out = method.attribute(problem.model, problem.x, problem.target)
-        result = self.format_result(problem, out)
+        result = self.format_result(problem, out, method)
         if return_convergence_delta:
             return result, method.deltas[0]
         return result
@@ -198,7 +199,7 @@ class LayerGradCam(Attribution):
     """Captum's ``LayerGradCam(forward_func, layer)``; ``layer`` must be inside forward_func."""
 
     method_params = {"attribute_to_layer_input": False, "relu_attributions": False,
-                     "attr_dim_summation": True}
+                     "attr_dim_summation": True, "grad_kwargs": None}
     input_shaped = False
 
     def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module,
@@ -211,11 +212,9 @@ class LayerGradCam(Attribution):
                   additional_forward_args: Any = None, attribute_to_layer_input: bool = False,
                   relu_attributions: bool = False, attr_dim_summation: bool = True,
                   grad_kwargs: dict | None = None) -> Tensor:
-        if grad_kwargs:
-            raise NotImplementedError("grad_kwargs is not supported")
         params = {"attribute_to_layer_input": attribute_to_layer_input,
                   "relu_attributions": relu_attributions,
-                  "attr_dim_summation": attr_dim_summation}
+                  "attr_dim_summation": attr_dim_summation, "grad_kwargs": grad_kwargs}
         return self._attribute(inputs, target, additional_forward_args, params)
 
     def make_method(self, problem, params, record_delta=False):
@@ -223,7 +222,12 @@ class LayerGradCam(Attribution):
 
 
 class GuidedGradCam(Attribution):
-    """Captum's ``GuidedGradCam(model, layer)`` (single-tensor inputs)."""
+    """Captum's ``GuidedGradCam(model, layer)``.
+
+    With several inputs, each input's guided gradient is multiplied by the Grad-CAM map
+    interpolated to that input's spatial size; an input the map cannot be interpolated to (a
+    different number of spatial dims) gets an empty tensor and a warning, as in Captum.
+    """
 
     method_params = {"interpolate_mode": "nearest", "attribute_to_layer_input": False}
 
@@ -243,9 +247,45 @@ class GuidedGradCam(Attribution):
 
     def make_method(self, problem, params, record_delta=False):
         if problem.layout.flat:
-            raise NotImplementedError("GuidedGradCam with a tuple of several inputs is not "
-                                      "supported; pass one image tensor")
+            return GuidedGradCamPerInput(problem.layout, self.layer, **params)
         return methods.GuidedGradCam(self.layer, **params)
+
+    def format_result(self, problem, result, method):
+        out = super().format_result(problem, result, method)
+        empty = getattr(method, "uninterpolated", set())
+        if not empty:
+            return out
+        warnings.warn(f"Grad-CAM's map cannot be interpolated to inputs {sorted(empty)} (other "
+                      "spatial dims); their attributions are empty tensors, as in Captum",
+                      stacklevel=3)
+        return tuple(torch.empty(0, device=t.device) if i in empty else t
+                     for i, t in enumerate(out))
+
+
+class GuidedGradCamPerInput(methods.GuidedGradCam):
+    """Guided Grad-CAM on several inputs joined into flat rows (``Layout``): one guided pass,
+    then each input's part times the map interpolated to it.
+
+    Parts the map cannot be interpolated to are zeros here (the engine needs fixed shapes);
+    their indices are in ``uninterpolated`` and the drop-in returns them empty.
+    """
+
+    def __init__(self, layout: Layout, layer: nn.Module, **params: Any) -> None:
+        super().__init__(layer, **params)
+        self.layout = layout
+        self.uninterpolated: set[int] = set()
+
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+        cam = self.grad_cam.layer_map(model, inputs, target)
+        guided = self.guided.attribute(model, inputs, target)
+        parts = []
+        for i, part in enumerate(self.layout.split(guided)):
+            if part.dim() == cam.dim() and 3 <= cam.dim() <= 5:
+                parts.append(self.combine(part, cam))
+            else:
+                self.uninterpolated.add(i)
+                parts.append(torch.zeros_like(part))
+        return self.layout.join(parts)
 
 
 _CAPTUM_NAMES = {"Saliency": Saliency, "InputXGradient": InputXGradient,

@@ -1,15 +1,17 @@
 """Captum-style arguments (tensor or tuple inputs, targets, additional forward args, baselines)
 turned into what smoothkern's engine takes: one ``[B, ...]`` tensor and a module returning
-``[R, classes]``.
+``[R, outputs]``.
 
 Several inputs are flattened and concatenated per example (``[B, N1 + N2 + ...]``);
 :class:`FlatModel` splits the rows again before calling the user's forward function. Rows reach
 it in the engine's order, where row ``r`` belongs to example ``r mod B``, so per-example
-additional arguments are gathered with ``arange(R) % B``.
+additional arguments are gathered with ``arange(R) % B``. Outputs with more than two dims are
+flattened per row, and tuple targets become indices into the flattened outputs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,58 +106,84 @@ class FlatModel(nn.Module):
                 raise ValueError(f"additional_forward_args[{i}] has {arg.shape[0]} rows; tensors "
                                  f"with a batch dim must have one row per example ({batch})")
         self.extra = extra
+        self.output_shape: tuple[int, ...] | None = None
 
     def call(self) -> Callable[..., Tensor]:
         return self.forward_func if "forward_func" in self._modules else self._func
 
     def forward(self, rows: Tensor) -> Tensor:
-        """rows (Tensor[R, ...]) → outputs (Tensor[R, classes]); a [R] output becomes [R, 1]."""
+        """rows (Tensor[R, ...]) → outputs (Tensor[R, outputs]): each row's outputs flattened.
+
+        A ``[R]`` output becomes ``[R, 1]``; ``[R, d1, d2, ...]`` becomes ``[R, d1·d2·...]`` and
+        its per-row shape is kept in ``output_shape`` (for tuple targets).
+        """
         index = torch.arange(rows.shape[0], device=rows.device) % self.batch
         extra = tuple(a[index.to(a.device)] if isinstance(a, Tensor) and a.dim() > 0 else a
                       for a in self.extra)
         out = self.call()(*self.layout.split(rows), *extra)
         if not isinstance(out, Tensor):
             raise TypeError(f"the forward function must return a Tensor, got {type(out).__name__}")
-        if out.dim() == 1:
-            out = out.unsqueeze(1)
-        if out.dim() != 2:
-            raise ValueError(f"outputs must be [B] or [B, classes]; got {tuple(out.shape)} "
-                             "(targets into outputs with more dims are not supported)")
-        return out
+        if out.dim() == 0 or out.shape[0] != rows.shape[0]:
+            raise ValueError(f"the forward function must return one output row per input row "
+                             f"({rows.shape[0]}), got shape {tuple(out.shape)}")
+        self.output_shape = tuple(out.shape[1:])
+        return out.reshape(out.shape[0], -1) if out.dim() != 2 else out
 
 
-def format_target(target: Any, batch: int, classes: int) -> Tensor:
-    """Captum's targets as a LongTensor[B]: one per example (Captum repeats them per sample).
+def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Tensor:
+    """Captum's targets as a LongTensor[B] of indices into each example's flattened outputs.
 
-    None is allowed for a model with one output per example (``[B]`` or ``[B, 1]``).
+    Like Captum, a target must pick one scalar output per example: None for one output per
+    example, an int (or one-element tensor) for ``[B, classes]`` outputs, a tuple of ints for
+    outputs with more dims (``[B, C, H]`` → ``(c, h)``), or one of these per example (a list or
+    a LongTensor[B]). Negative indices count from the end, as in Python.
+
+    Args:
+        output_shape: the shape of one example's outputs (``()`` for ``[B]`` outputs).
     """
+    shape = tuple(output_shape) or (1,)
     if target is None:
-        if classes != 1:
-            raise ValueError(f"target is required: the model returns {classes} outputs per "
-                             "example (Captum's target=None only works for one output)")
+        if math.prod(shape) != 1:
+            raise ValueError(f"target is required: the model returns {math.prod(shape)} outputs "
+                             "per example (Captum's target=None only works for one output)")
         return torch.zeros(batch, dtype=torch.int64)
     if isinstance(target, Tensor):
         if target.numel() == 1:
-            return torch.full((batch,), int(target.item()), dtype=torch.int64)
+            return _repeat(_flat_index(int(target.item()), shape), batch)
         if target.dim() != 1 or target.shape[0] != batch:
             raise ValueError(f"a target tensor must have one entry per example ({batch}), got "
                              f"shape {tuple(target.shape)}")
-        return target.detach().to("cpu", torch.int64)
+        return torch.tensor([_flat_index(int(t), shape) for t in target.tolist()],
+                            dtype=torch.int64)
     if isinstance(target, list):
         if len(target) != batch:
             raise ValueError(f"a target list must have one entry per example ({batch}), "
                              f"got {len(target)}")
-        if any(isinstance(t, tuple) for t in target):
-            raise NotImplementedError("tuple targets (outputs with more than 2 dims) are not "
-                                      "supported")
-        return torch.tensor(target, dtype=torch.int64)
-    if isinstance(target, tuple):
-        raise NotImplementedError("tuple targets (outputs with more than 2 dims) are not "
-                                  "supported")
-    if isinstance(target, int) and not isinstance(target, bool):
-        return torch.full((batch,), target, dtype=torch.int64)
-    raise TypeError(f"target must be None, an int, a list of ints or a Tensor, got "
-                    f"{type(target).__name__}")
+        return torch.tensor([_flat_index(t, shape) for t in target], dtype=torch.int64)
+    return _repeat(_flat_index(target, shape), batch)
+
+
+def _repeat(index: int, batch: int) -> Tensor:
+    return torch.full((batch,), index, dtype=torch.int64)
+
+
+def _flat_index(target: Any, shape: tuple[int, ...]) -> int:
+    """One example's target (int or tuple of ints) → index into its flattened outputs."""
+    is_int = isinstance(target, int) and not isinstance(target, bool)
+    if not (is_int or (isinstance(target, tuple) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in target))):
+        raise TypeError(f"a target must be an int or a tuple of ints (one per output dim), "
+                        f"got {target!r}")
+    index = (target,) if is_int else target
+    if len(index) != len(shape):
+        raise ValueError(f"target {target!r} must pick one output of each example's "
+                         f"{shape} outputs: give {len(shape)} index(es)")
+    flat = 0
+    for i, size in zip(index, shape):
+        if not -size <= i < size:
+            raise ValueError(f"target {target!r} is out of range for outputs of shape {shape}")
+        flat = flat * size + i % size
+    return flat
 
 
 def format_baselines(baselines: Any, inputs: tuple[Tensor, ...], layout: Layout

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 
 from ..api import smooth_grad
+from ..backends import resolve as resolve_backend
 from .attributions import Attribution, IntegratedGradients, Problem, adopt, build_problem
+from .baseline_draws import BaselineDraws, with_baseline_draws
 from .inputs import format_stdevs
 from .noise_sources import (
     CaptumNoise,
@@ -65,7 +67,10 @@ class NoiseTunnel:
             nt_samples_batch_size: samples per pass. With rng="captum" Captum's chunking (and
                 memory); otherwise None lets smoothkern choose, and results do not depend on it.
             stdevs: σ of the Gaussian noise, one float or one per input.
-            draw_baseline_from_distrib: not supported with baselines (raises).
+            draw_baseline_from_distrib: give each noisy row a baseline drawn at random from the
+                rows of ``baselines`` (Tensor[M, ...] per input, any M), like Captum; with the
+                default rng the draws come from the counter-based stream (``seed``), with
+                rng="captum" from numpy's global generator exactly as Captum draws them.
             noise: "gaussian" or "uniform" (same σ). Not with rng="captum".
             noise_level: σ relative to each example's range (max - min) per input, instead of
                 ``stdevs``; a float or one per input. Not with rng="captum".
@@ -92,8 +97,9 @@ class NoiseTunnel:
             raise ValueError(f"{type(self.attribution_method).__name__} has no convergence delta")
         target = kwargs.pop("target", None)
         extra = kwargs.pop("additional_forward_args", None)
-        if draw_baseline_from_distrib and kwargs.get("baselines") is not None:
-            raise NotImplementedError("draw_baseline_from_distrib=True is not supported")
+        takes_baselines = "baselines" in self.attribution_method.method_params
+        drawn = kwargs.pop("baselines", None) if (
+            draw_baseline_from_distrib and takes_baselines) else None
         params = self.attribution_method.split_params(kwargs)
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.attribution_method).__name__}"
@@ -104,16 +110,22 @@ class NoiseTunnel:
             params = {**params, "internal_batch_size": "auto"}  # bounded memory
         problem = build_problem(attribution.forward_func, inputs, target, extra)
         method = attribution.make_method(problem, params, record_delta=want_delta)
+        draws = None
+        if drawn is not None:
+            draws = BaselineDraws(drawn, problem.inputs, problem.layout,
+                                  0 if seed is None or rng == "captum" else seed,
+                                  captum_chunks(nt_samples, batch_size) if rng == "captum"
+                                  else None)
         common = dict(target=problem.target, n_samples=nt_samples, method=method,
                       accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
                       else torch.float32)
         if rng == "captum":
             results = self._captum_rng(problem, method, types, nt_samples, batch_size, stdevs,
-                                       noise, noise_level, seed, backend, common)
+                                       noise, noise_level, seed, backend, common, draws)
         else:
             results = self._smoothkern_rng(problem, types, batch_size, stdevs, noise,
-                                           noise_level, seed, backend, common)
-        out = {t: attribution.format_result(problem, results[t]) for t in types}
+                                           noise_level, seed, backend, common, draws)
+        out = {t: attribution.format_result(problem, results[t], method) for t in types}
         out = out[types[0]] if single else out
         if want_delta:
             return out, _captum_order_deltas(method.deltas, problem.x.shape[0])
@@ -124,7 +136,8 @@ class NoiseTunnel:
     @staticmethod
     def _smoothkern_rng(problem: Problem, types: tuple[str, ...], batch_size: int | None,
                         stdevs: Any, noise: str, noise_level: Any, seed: int | None,
-                        backend: str, common: dict) -> dict[str, Tensor]:
+                        backend: str, common: dict, draws: BaselineDraws | None
+                        ) -> dict[str, Tensor]:
         sigma = _sigma_per_input(problem, stdevs, noise_level)                   # [B, K]
         same = bool((sigma == sigma[:, :1]).all())
         per_pass = batch_size
@@ -134,6 +147,10 @@ class NoiseTunnel:
             engine_backend = counter_backend(element_sigma(sigma, problem.layout))
             engine_stdevs = sigma[:, 0]
             per_pass = 1 if backend == "loop" else batch_size
+        if draws is not None:
+            if isinstance(engine_backend, str):
+                engine_backend = resolve_backend(engine_backend, problem.x.device)
+            engine_backend = with_baseline_draws(engine_backend, common["method"], draws)
         names = tuple(AGGREGATE_OF[t] for t in types)
         res = smooth_grad(problem.model, problem.x, stdevs=engine_stdevs, noise=noise,
                           aggregate=names, samples_per_pass=per_pass,
@@ -143,7 +160,8 @@ class NoiseTunnel:
     @staticmethod
     def _captum_rng(problem: Problem, method: Any, types: tuple[str, ...], nt_samples: int,
                     batch_size: int | None, stdevs: Any, noise: str, noise_level: Any,
-                    seed: int | None, backend: str, common: dict) -> dict[str, Any]:
+                    seed: int | None, backend: str, common: dict,
+                    draws: BaselineDraws | None) -> dict[str, Any]:
         if noise != "gaussian" or noise_level is not None or seed is not None:
             raise ValueError("rng='captum' draws Captum's Gaussian noise from torch's global "
                              "generator: noise, noise_level and seed are not available (seed "
@@ -158,9 +176,11 @@ class NoiseTunnel:
         sums = CaptumSums(problem.x.shape[0], shapes)
         source = CaptumNoise(problem.inputs, sds, problem.layout, chunks)
         extras = tuple(AGGREGATE_OF[t] for t in types if t not in CAPTUM_TYPES)
+        engine_backend = captum_backend(source, sums)
+        if draws is not None:
+            engine_backend = with_baseline_draws(engine_backend, method, draws)
         res = smooth_grad(problem.model, problem.x, stdevs=max(sds), aggregate=extras or "mean",
-                          samples_per_pass=chunks[0], backend=captum_backend(source, sums),
-                          **common)
+                          samples_per_pass=chunks[0], backend=engine_backend, **common)
         out: dict[str, Any] = {}
         for t in types:
             if t in CAPTUM_TYPES:

@@ -46,13 +46,16 @@ class GradCam(AttributionMethod):
         relu_attributions: ReLU on each sample's map (Grad-CAM paper; Captum's default is off).
         attribute_to_layer_input: use the layer's input instead of its output.
         attr_dim_summation: sum over channels (False keeps one map per channel).
+        grad_kwargs: extra keyword arguments for ``torch.autograd.grad`` (Captum's
+            ``grad_kwargs``).
     """
 
     name = "grad_cam"
 
     def __init__(self, layer: str | nn.Module, upsample: bool = False,
                  interpolate_mode: str = "nearest", relu_attributions: bool = False,
-                 attribute_to_layer_input: bool = False, attr_dim_summation: bool = True) -> None:
+                 attribute_to_layer_input: bool = False, attr_dim_summation: bool = True,
+                 grad_kwargs: dict | None = None) -> None:
         if not isinstance(layer, (str, nn.Module)):
             raise TypeError(f"layer must be a dotted module path or an nn.Module, got "
                             f"{type(layer).__name__}")
@@ -62,12 +65,15 @@ class GradCam(AttributionMethod):
         self.relu_attributions = bool(relu_attributions)
         self.attribute_to_layer_input = bool(attribute_to_layer_input)
         self.attr_dim_summation = bool(attr_dim_summation)
+        if grad_kwargs is not None and not isinstance(grad_kwargs, dict):
+            raise TypeError(f"grad_kwargs must be a dict, got {type(grad_kwargs).__name__}")
+        self.grad_kwargs = dict(grad_kwargs or {})
 
     def layer_map(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         """The map at the layer's resolution, Tensor[R, 1 or C, *layer_spatial]."""
         layer = resolve_layer(model, self.layer)
         act, grad = layer_activation_and_gradient(model, layer, inputs, target,
-                                                  self.attribute_to_layer_input)
+                                                  self.attribute_to_layer_input, self.grad_kwargs)
         return grad_cam_map(act, grad, self.relu_attributions, self.attr_dim_summation)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:

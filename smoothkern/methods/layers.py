@@ -66,11 +66,13 @@ def _check_tensor(value: object, what: str) -> None:
 
 
 def layer_activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: Tensor,
-                                  target: Tensor, use_input: bool = False) -> tuple[Tensor, Tensor]:
+                                  target: Tensor, use_input: bool = False,
+                                  grad_kwargs: dict | None = None) -> tuple[Tensor, Tensor]:
     """The layer's activation and d logit[target] / d activation, one forward and backward.
 
     Args:
         inputs (Tensor[R, ...]), target (LongTensor[R]).
+        grad_kwargs: extra keyword arguments for ``torch.autograd.grad``.
 
     Returns:
         (activation, gradient), both Tensor[R, *layer_shape].
@@ -81,5 +83,5 @@ def layer_activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: Te
         if len(seen) != 1:
             raise ValueError(f"the layer ran {len(seen)} times in one forward pass; Grad-CAM "
                              "needs a layer that runs exactly once")
-        (grad,) = torch.autograd.grad(selected, seen[0])
+        (grad,) = torch.autograd.grad(selected, seen[0], **(grad_kwargs or {}))
     return seen[0].detach(), grad
