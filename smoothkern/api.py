@@ -109,6 +109,12 @@ def smooth_grad(
                      samples_per_pass=samples_per_pass, snapshots=snapshots, seed=seed, eps=eps,
                      backend=backend, accumulator_dtype=accumulator_dtype,
                      method_options=method_options)
+    return run_plan(model, inputs, plan, progress)
+
+
+def run_plan(model: nn.Module, inputs: Tensor, plan: Plan, progress: bool = False
+             ) -> Tensor | dict[str, Tensor]:
+    """Runs a :func:`make_plan` plan with the caller's state preserved; shapes the results."""
     with preserved(model, inputs), plan.method.session(model):
         if plan.backend.pass_mode == "loop":
             results = run_loop_reference(model, plan)
@@ -186,10 +192,11 @@ def _check_snapshots(snapshots: Iterable[int] | None, n_samples: int) -> tuple[i
     return counts
 
 
-def clean_logits(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
+def clean_logits(model: nn.Module, inputs: Tensor,
+                 measured: tuple[Tensor, int] | None = None) -> tuple[Tensor, int]:
     """The model's output for the clean inputs, checked to be [B, classes], and the bytes
-    autograd saves per row (for sizing passes)."""
-    out, row_bytes = forward_measuring_saved_bytes(model, inputs)
+    autograd saves per row (for sizing passes); ``measured`` if given, else one forward."""
+    out, row_bytes = measured or forward_measuring_saved_bytes(model, inputs)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits shaped [B, classes] = "
@@ -200,8 +207,15 @@ def clean_logits(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
 def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
               noise_level: Any, stdevs: Any, noise: str, aggregate: Any, method: Any,
               samples_per_pass: int | None, snapshots: Any, seed: int, eps: float, backend: str,
-              accumulator_dtype: torch.dtype, method_options: dict[str, Any]) -> Plan:
-    """Checks every argument (before any work) and derives σ, targets and snapshots."""
+              accumulator_dtype: torch.dtype, method_options: dict[str, Any],
+              clean_forward: tuple[Tensor, int] | None = None) -> Plan:
+    """Checks every argument (before any work) and derives σ, targets and snapshots.
+
+    Args:
+        clean_forward: ``(logits, saved bytes per row)`` of the clean inputs when the caller
+            has already run :func:`~smoothkern.planning.forward_measuring_saved_bytes` (the
+            Captum drop-in does, to read the output shape); None runs it here.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_inputs(inputs)
@@ -228,7 +242,7 @@ def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
         raise ValueError(f"method {method_obj.name!r} cannot run under backend 'vmap'; use "
                          "'auto', 'torch' or 'loop'")
     check_eval_mode(model)
-    logits, row_bytes = clean_logits(model, x)
+    logits, row_bytes = clean_logits(model, x, clean_forward)
     target = logits.argmax(dim=1) if target is None else target
     target = _check_target(target, x.shape[0], logits.shape[1], x.device)
     extra = () if counts[-1] == n_samples else (n_samples,)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .. import methods
 from ..methods import AttributionMethod
+from ..planning import forward_measuring_saved_bytes
 from ..state import check_eval_mode, preserved
 from .inputs import FlatModel, Layout, as_extra_args, as_tuple, format_baselines, format_target
 
@@ -33,6 +34,7 @@ class Problem:
         model: the forward function on joined rows.
         x (Tensor[B, ...]): the joined clean inputs, detached.
         target (LongTensor[B]): the output index per example.
+        clean: the clean forward's (logits detached, saved bytes per row), for the engine.
     """
 
     inputs: tuple[Tensor, ...]
@@ -41,6 +43,7 @@ class Problem:
     model: FlatModel
     x: Tensor
     target: Tensor
+    clean: tuple[Tensor, int]
 
 
 def build_problem(forward_func: Callable[..., Tensor], inputs: Any, target: Any,
@@ -51,10 +54,11 @@ def build_problem(forward_func: Callable[..., Tensor], inputs: Any, target: Any,
     model = FlatModel(forward_func, layout, as_extra_args(additional_forward_args), batch)
     check_eval_mode(model)
     x = layout.join([t.detach() for t in items])
-    with torch.no_grad():
-        model(x)  # records the per-example output shape the targets index into
+    # The engine needs this forward too (its logits and the memory probe): run it once here,
+    # where it also records the per-example output shape the targets index into.
+    clean = forward_measuring_saved_bytes(model, x)
     return Problem(items, is_tuple, layout, model, x,
-                   format_target(target, batch, model.output_shape).to(x.device))
+                   format_target(target, batch, model.output_shape).to(x.device), clean)
 
 
 class Attribution:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..api import smooth_grad
+from ..api import make_plan, run_plan
 from ..backends import resolve as resolve_backend
 from .attributions import Attribution, IntegratedGradients, Problem, adopt, build_problem
 from .baseline_draws import BaselineDraws, with_baseline_draws
@@ -152,9 +152,9 @@ class NoiseTunnel:
                 engine_backend = resolve_backend(engine_backend, problem.x.device)
             engine_backend = with_baseline_draws(engine_backend, common["method"], draws)
         names = tuple(AGGREGATE_OF[t] for t in types)
-        res = smooth_grad(problem.model, problem.x, stdevs=engine_stdevs, noise=noise,
-                          aggregate=names, samples_per_pass=per_pass,
-                          seed=0 if seed is None else seed, backend=engine_backend, **common)
+        res = _engine(problem, stdevs=engine_stdevs, noise=noise, aggregate=names,
+                      samples_per_pass=per_pass, seed=0 if seed is None else seed,
+                      backend=engine_backend, **common)
         return {t: res[AGGREGATE_OF[t]].to(problem.x.dtype) for t in types}
 
     @staticmethod
@@ -179,8 +179,8 @@ class NoiseTunnel:
         engine_backend = captum_backend(source, sums)
         if draws is not None:
             engine_backend = with_baseline_draws(engine_backend, method, draws)
-        res = smooth_grad(problem.model, problem.x, stdevs=max(sds), aggregate=extras or "mean",
-                          samples_per_pass=chunks[0], backend=engine_backend, **common)
+        res = _engine(problem, stdevs=max(sds), aggregate=extras or "mean",
+                      samples_per_pass=chunks[0], backend=engine_backend, **common)
         out: dict[str, Any] = {}
         for t in types:
             if t in CAPTUM_TYPES:
@@ -189,6 +189,15 @@ class NoiseTunnel:
                 value = res[AGGREGATE_OF[t]] if isinstance(res, dict) else res
                 out[t] = value.to(problem.x.dtype)
         return out
+
+
+def _engine(problem: Problem, **options: Any) -> Tensor | dict[str, Tensor]:
+    """``smooth_grad`` on the problem's joined inputs, reusing the problem's clean forward."""
+    settings = {"noise_level": None, "noise": "gaussian", "snapshots": None, "seed": 0,
+                "eps": 1e-10, "method_options": {}, **options}
+    target = settings.pop("target")
+    plan = make_plan(problem.model, problem.x, target, clean_forward=problem.clean, **settings)
+    return run_plan(problem.model, problem.x, plan)
 
 
 def _input_shaped(method: Any, problem: Problem) -> bool:
