@@ -3,13 +3,15 @@
     python -m benchmarks.captum_compare            # the full grid (long on a CPU)
     python -m benchmarks.captum_compare --quick    # MNIST only, B=1
 
-Each measurement runs in a fresh subprocess with both libraries already imported. Memory is the
-peak resident set size (``ru_maxrss``) after the first call minus the resident size just before
-it (model, inputs and one clean forward already in memory): what the call itself added, as the
-OS saw it (autograd's saved activations, noisy copies, allocator slack, first-call buffers).
-Time is a second, warm call in the same process. Variants of one row run
-interleaved (smoothkern, Captum chunked, Captum unchunked, then again), and each row reports
-time ratios within that row, because other work shares the CPU.
+Time: all variants of one row (smoothkern, Captum chunked, Captum unchunked) run in one
+process, interleaved with the order rotated every repeat, after one warm-up call each; the
+table gives the median, and ratios within the row, because other work shares the CPU.
+
+Memory: each variant's first call in a fresh subprocess with both libraries already imported.
+It is the peak resident set size during the call (``VmHWM``, reset just before it) minus the
+resident size just before it (model and inputs in memory, one forward and backward of one row
+already run, so torch's one-time set-up is not counted): what the call itself added, as the OS
+saw it (autograd's saved activations, noisy copies, allocator slack).
 
 Captum runs whose saved activations alone would exceed ``--max-gb`` (estimated from a one-row
 probe) are not run and say so: on a CPU box they would swap or be killed.
@@ -20,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -31,12 +31,13 @@ import torch
 
 from smoothkern.planning import forward_measuring_saved_bytes
 
-from .common import machine
+from .common import interleaved_medians, machine
 
 N_SAMPLES = 50
 CHUNK = 10
 N_STEPS = 20
 SIGMA = 0.15
+ROW_SECONDS = 5.0
 
 
 def build(model_name: str, batch: int):
@@ -66,20 +67,14 @@ def rows_per_pass(variant: str, method: str, batch: int) -> int:
     return samples * batch * (N_STEPS if method == "ig" else 1)
 
 
-def run_one(model_name: str, method: str, batch: int, variant: str) -> dict:
-    """Two calls in this process: the peak RSS the first one added (MiB), the time of the
-    second (warm) one."""
+def make_call(model_name: str, method: str, batch: int, variant: str):
+    """A no-argument call of one variant on its own model and inputs."""
     warnings.simplefilter("ignore")
     import captum.attr as ca
 
     import smoothkern.captum as skc
 
     model, x, target = build(model_name, batch)
-    with torch.no_grad():
-        model(x)
-    # Both libraries (and smoothkern's compiled ops) are loaded before the baseline, so the
-    # peak counts what the call allocates, not the code it imports.
-    rss_before = _current_rss_mib()
     kwargs = {"target": target}
     if method == "ig":
         kwargs.update(n_steps=N_STEPS, method="gausslegendre")
@@ -92,21 +87,54 @@ def run_one(model_name: str, method: str, batch: int, variant: str) -> dict:
         tunnel, extra = ca.NoiseTunnel(base), {"nt_samples_batch_size": chunk}
 
     def call():
-        return tunnel.attribute(x, nt_samples=N_SAMPLES, stdevs=SIGMA, **extra, **kwargs)
+        out = tunnel.attribute(x, nt_samples=N_SAMPLES, stdevs=SIGMA, **extra, **kwargs)
+        assert out.shape == x.shape
 
-    out = call()  # the cold call sets the memory peak (first-call allocations included)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    start = time.perf_counter()
-    call()  # the warm call is timed: what a user running many maps sees
-    seconds = time.perf_counter() - start
-    assert out.shape == x.shape
-    return {"seconds": seconds, "peak_mib": max(0.0, peak - rss_before)}
+    return model, x, call
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+def peak_of_first_call(model_name: str, method: str, batch: int, variant: str) -> dict:
+    """Peak RSS (MiB) the first call adds in this fresh process."""
+    model, x, call = make_call(model_name, method, batch, variant)
+    # Both libraries (and smoothkern's compiled ops) are loaded, and the model has run one
+    # forward and backward (torch's one-time buffers: thread pool, oneDNN primitives) before
+    # the baseline, so the peak counts what the call allocates, not what the process sets up once.
+    one = x[:1].clone().requires_grad_(True)
+    torch.autograd.grad(model(one).sum(), one)
+    rss_before = _status_mib("VmRSS")
+    _reset_peak_rss()
+    call()
+    return {"peak_mib": max(0.0, _status_mib("VmHWM") - rss_before)}
+
+
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` size in MiB. VmHWM (peak RSS) belongs to this process's own
+    address space; ``ru_maxrss`` would also carry the parent's peak across fork + exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Sets VmHWM to the current RSS (Linux >= 4.0), so the peak is the call's own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def warm_times(model_name: str, method: str, batch: int, variants: list[str],
+               repeats: int) -> tuple[dict[str, float], int]:
+    """Median seconds of each variant's warm calls, interleaved in this process, and the
+    repeats run (``repeats=0``: enough for about ROW_SECONDS of the slowest variant)."""
+    calls = {v: make_call(model_name, method, batch, v)[2] for v in variants}
+    slowest = 0.0
+    for call in calls.values():  # the warm-up calls, timed only to choose the repeats
+        start = time.perf_counter()
+        call()
+        slowest = max(slowest, time.perf_counter() - start)
+    repeats = repeats or max(3, min(15, round(ROW_SECONDS / max(slowest, 1e-3))))
+    return interleaved_medians(calls, repeats, warm_up=False), repeats
 
 
 def measure(model_name: str, method: str, batch: int, variant: str) -> dict:
@@ -125,14 +153,14 @@ def main() -> None:
     parser.add_argument("--models", default="mnist,resnet18")
     parser.add_argument("--methods", default="saliency,ig")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--reps", type=int, default=2, help="repeats of rows with <= 2000 "
-                        "model rows (heavier rows run once)")
+    parser.add_argument("--reps", type=int, default=0, help="timed repeats per variant (0: "
+                        "enough for about ROW_SECONDS of the slowest variant, 3 to 15)")
     parser.add_argument("--max-gb", type=float, default=6.0,
                         help="skip Captum runs whose saved activations exceed this")
     parser.add_argument("--skip", default="", help="comma list of model:method:B rows to skip")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(*json.loads(args.one))))
+        print(json.dumps(peak_of_first_call(*json.loads(args.one))))
         return
     models = ["mnist"] if args.quick else args.models.split(",")
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
@@ -140,15 +168,15 @@ def main() -> None:
     print(f"machine: {machine()}, {os.cpu_count()} cores visible, "
           f"threads {torch.get_num_threads()}; nt_samples={N_SAMPLES}, IG n_steps={N_STEPS}, "
           f"Captum chunk={CHUNK}")
-    print("| model | method | B | smoothkern s | Captum chunked s | Captum unchunked s | "
+    print("| model | method | B | repeats | smoothkern s | Captum chunked s | Captum unchunked s | "
           "speed-up vs chunked | vs unchunked | smoothkern MiB | Captum chunked MiB | "
           "Captum unchunked MiB | memory vs unchunked |")
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for model_name in models:
         for method in args.methods.split(","):
             for batch in batches:
                 if f"{model_name}:{method}:{batch}" in skip:
-                    print(f"| {model_name} | {method} | {batch} | not run (--skip) |" + " |" * 8)
+                    print(f"| {model_name} | {method} | {batch} | | not run (--skip) |" + " |" * 8)
                     continue
                 print(row(model_name, method, batch, args), flush=True)
 
@@ -160,40 +188,28 @@ def row(model_name: str, method: str, batch: int, args) -> str:
     runnable = {v: v == "smoothkern" or
                 rows_per_pass(v, method, batch) * per_row / 1024 <= args.max_gb
                 for v in variants}
-    heavy = N_SAMPLES * batch * (N_STEPS if method == "ig" else 1) > 2000
-    reps = 1 if heavy else args.reps
-    results: dict[str, list[dict]] = {v: [] for v in variants}
-    for rep in range(reps):
-        order = variants if rep % 2 == 0 else variants[::-1]
-        for v in order:
-            if runnable[v]:
-                results[v].append(measure(model_name, method, batch, v))
-
-    def secs(v):
-        good = [r["seconds"] for r in results[v] if "seconds" in r]
-        return statistics.median(good) if good else None
-
-    def mib(v):
-        good = [r["peak_mib"] for r in results[v] if "peak_mib" in r]
-        return max(good) if good else None
+    timed = [v for v in variants if runnable[v]]
+    times, repeats = warm_times(model_name, method, batch, timed, args.reps)
+    peaks = {v: measure(model_name, method, batch, v) for v in timed}
 
     def cell(v, value, fmt):
         if not runnable[v]:
             est = rows_per_pass(v, method, batch) * per_row / 1024
             return f"not run (est. {est:.0f} GB)"
         if value is None:
-            return "error: " + results[v][0].get("error", "?")[:60]
+            return "error: " + peaks[v].get("error", "?")[:60]
         return fmt.format(value)
 
-    s = {v: secs(v) for v in variants}
-    m = {v: mib(v) for v in variants}
+    s = {v: times.get(v) for v in variants}
+    m = {v: peaks.get(v, {}).get("peak_mib") for v in variants}
 
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else "-"
 
-    return (f"| {model_name} | {method} | {batch} | {cell('smoothkern', s['smoothkern'], '{:.2f}')}"
-            f" | {cell('captum_chunked', s['captum_chunked'], '{:.2f}')}"
-            f" | {cell('captum', s['captum'], '{:.2f}')}"
+    return (f"| {model_name} | {method} | {batch} | {repeats} "
+            f"| {cell('smoothkern', s['smoothkern'], '{:.3f}')}"
+            f" | {cell('captum_chunked', s['captum_chunked'], '{:.3f}')}"
+            f" | {cell('captum', s['captum'], '{:.3f}')}"
             f" | {ratio(s['captum_chunked'], s['smoothkern'])}"
             f" | {ratio(s['captum'], s['smoothkern'])}"
             f" | {cell('smoothkern', m['smoothkern'], '{:.0f}')}"

@@ -43,16 +43,21 @@ def machine() -> str:
 
 
 def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int,
-                        sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+                        sync: Callable[[], None] = lambda: None,
+                        warm_up: bool = True) -> dict[str, float]:
     """Median wall time of each variant, running them in turn within each repeat.
 
     Interleaving makes a slow phase of a noisy machine hit every variant alike, so ratios
     inside one run are trustworthy even when absolute times drift.
+
+    Args:
+        warm_up: call every variant once, untimed, first (allocator, lazy init, kernel builds).
     """
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for fn in variants.values():  # warm-up: allocator, lazy init, kernel builds
-        fn()
-    sync()
+    if warm_up:
+        for fn in variants.values():
+            fn()
+        sync()
     names = list(variants)
     for r in range(repeats):
         # Rotate the order each repeat: a variant's cost can leak into the next one (allocator,

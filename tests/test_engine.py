@@ -189,6 +189,23 @@ def test_auto_chunking_is_balanced(resnet):
     assert 1 <= k <= 50 and passes * k - 50 < passes
 
 
+def test_cpu_planning_splits_small_jobs_but_keeps_passes_efficient():
+    from smoothkern.planning import CPU_MIN_PASSES, CPU_MIN_ROWS, CPU_ROWS, choose_samples_per_pass
+
+    row_bytes = 1 << 20
+    gradient = sk.methods.Gradient()
+    one, eight = torch.rand(1, 3, 8, 8), torch.rand(8, 3, 8, 8)
+    # 50 rows: four passes of 13 rather than two of 25 (peak memory follows the pass)
+    assert choose_samples_per_pass(gradient, one, row_bytes, 1, 50) == 13
+    assert math.ceil(50 / 13) == CPU_MIN_PASSES
+    # a job below the row floor stays one pass; a bigger one fills CPU_ROWS
+    assert choose_samples_per_pass(gradient, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
+    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
+    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) == 6
+    # the memory budget still wins for huge rows
+    assert choose_samples_per_pass(gradient, eight, 1 << 40, 1, 50) == 1
+
+
 def test_backends_report():
     report = sk.backend_status()
     for name in ("torch", "vmap", "loop"):
