@@ -37,7 +37,7 @@ N_SAMPLES = 50
 CHUNK = 10
 N_STEPS = 20
 SIGMA = 0.15
-ROW_SECONDS = 5.0
+ROW_SECONDS = 10.0
 
 
 def build(model_name: str, batch: int):
@@ -133,7 +133,7 @@ def warm_times(model_name: str, method: str, batch: int, variants: list[str],
         start = time.perf_counter()
         call()
         slowest = max(slowest, time.perf_counter() - start)
-    repeats = repeats or max(3, min(15, round(ROW_SECONDS / max(slowest, 1e-3))))
+    repeats = repeats or max(5, min(25, round(ROW_SECONDS / max(slowest, 1e-3))))
     return interleaved_medians(calls, repeats, warm_up=False), repeats
 
 
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--methods", default="saliency,ig")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--reps", type=int, default=0, help="timed repeats per variant (0: "
-                        "enough for about ROW_SECONDS of the slowest variant, 3 to 15)")
+                        "enough for about ROW_SECONDS of the slowest variant, 5 to 25)")
     parser.add_argument("--max-gb", type=float, default=6.0,
                         help="skip Captum runs whose saved activations exceed this")
     parser.add_argument("--skip", default="", help="comma list of model:method:B rows to skip")
