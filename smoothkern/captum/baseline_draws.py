@@ -66,7 +66,14 @@ class BaselineDraws:
                            for b, x in zip(items, inputs))
         self.inputs, self.layout, self.seed = inputs, layout, seed
         self.batch = inputs[0].shape[0]
-        self.captum = None if captum_chunks is None else self._captum_draws(captum_chunks)
+        # rng="captum": numpy's draws for the full chunks and for the remainder chunk, made now
+        self.captum: tuple[int, dict[int, Tensor], dict[int, Tensor]] | None = None
+        if captum_chunks is not None:
+            size = captum_chunks[0]
+            rest = captum_chunks[-1] if captum_chunks[-1] != size else 0
+            full_samples = sum(c for c in captum_chunks if c == size)
+            full = self._numpy_draws(size)            # Captum's first draw, before any chunk
+            self.captum = (full_samples, full, self._numpy_draws(rest) if rest else {})
 
     def rows(self, start: int, count: int) -> Tensor:
         """The baselines of samples ``start .. start+count-1``, joined: Tensor[count·B, ...]."""
@@ -83,27 +90,19 @@ class BaselineDraws:
     def _indices(self, k: int, size: int, start: int, count: int) -> Tensor:
         if self.captum is None:
             return counter_indices(self.seed, k, size, start, count, self.batch)
-        full, full_draws, rest_draws = self.captum
-        draws = full_draws if start < full[0] * full[1] else rest_draws
-        return draws[k]
+        full_samples, full, rest = self.captum
+        # Captum reuses one draw for every full chunk; the remainder chunk has its own
+        return full[k] if start < full_samples else rest[k]
 
-    def _captum_draws(self, chunks: list[int]) -> tuple:
-        """Captum's numpy draws, rows reordered from its ``b*k + s`` to ``s*B + b``."""
-        size = chunks[0]
-        full = (sum(1 for c in chunks if c == size), size)
-        rest = chunks[-1] if chunks[-1] != size else 0
-
-        def draw(samples: int) -> dict[int, Tensor]:
-            out = {}
-            for k, b in enumerate(self.items):
-                if isinstance(b, Tensor):
-                    picked = np.random.choice(b.shape[0], samples * self.batch).tolist()
-                    out[k] = torch.tensor(picked, dtype=torch.int64).view(
-                        self.batch, samples).t()
-            return out
-
-        full_draws = draw(size)
-        return full, full_draws, draw(rest) if rest else {}
+    def _numpy_draws(self, samples: int) -> dict[int, Tensor]:
+        """One ``np.random.choice`` per baselines tensor, as Captum calls it, with the rows
+        reordered from Captum's ``b*k + s`` to ``[k, B]``."""
+        out = {}
+        for k, b in enumerate(self.items):
+            if isinstance(b, Tensor):
+                picked = np.random.choice(b.shape[0], samples * self.batch).tolist()
+                out[k] = torch.tensor(picked, dtype=torch.int64).view(self.batch, samples).t()
+        return out
 
 
 def counter_indices(seed: int, k: int, size: int, start: int, count: int, batch: int) -> Tensor:
