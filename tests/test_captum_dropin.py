@@ -338,6 +338,13 @@ def test_bad_input_raises_clear_errors():
         nt.attribute(x, target=0, return_convergence_delta=True)
     with pytest.raises(ValueError, match="rng='captum'"):
         nt.attribute(x, target=0, rng="captum", noise="uniform")
+    # a refused call draws nothing from numpy's global generator
+    np.random.seed(0)
+    with pytest.raises(ValueError, match="rng='captum'"):
+        skc.NoiseTunnel(skc.IntegratedGradients(model)).attribute(
+            x, target=0, rng="captum", seed=3, baselines=torch.rand(4, *x.shape[1:]),
+            draw_baseline_from_distrib=True)
+    assert np.random.randint(1 << 30) == np.random.RandomState(0).randint(1 << 30)
     with pytest.raises(ValueError, match="rng must be"):
         nt.attribute(x, target=0, rng="numpy")
     with pytest.raises(TypeError, match="NoiseTunnel takes one of"):

@@ -91,6 +91,8 @@ class NoiseTunnel:
         nt_samples, batch_size = _check_samples(nt_samples, nt_samples_batch_size)
         if rng not in RNG_MODES:
             raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
+        if rng == "captum":
+            _check_captum_mode(noise, noise_level, seed, backend)
         kwargs = dict(kwargs)
         want_delta = bool(kwargs.pop("return_convergence_delta", False))
         if want_delta and not self.is_delta_supported:
@@ -121,7 +123,7 @@ class NoiseTunnel:
                       else torch.float32)
         if rng == "captum":
             results = self._captum_rng(problem, method, types, nt_samples, batch_size, stdevs,
-                                       noise, noise_level, seed, backend, common, draws)
+                                       common, draws)
         else:
             results = self._smoothkern_rng(problem, types, batch_size, stdevs, noise,
                                            noise_level, seed, backend, common, draws)
@@ -159,16 +161,8 @@ class NoiseTunnel:
 
     @staticmethod
     def _captum_rng(problem: Problem, method: Any, types: tuple[str, ...], nt_samples: int,
-                    batch_size: int | None, stdevs: Any, noise: str, noise_level: Any,
-                    seed: int | None, backend: str, common: dict,
+                    batch_size: int | None, stdevs: Any, common: dict,
                     draws: BaselineDraws | None) -> dict[str, Any]:
-        if noise != "gaussian" or noise_level is not None or seed is not None:
-            raise ValueError("rng='captum' draws Captum's Gaussian noise from torch's global "
-                             "generator: noise, noise_level and seed are not available (seed "
-                             "with torch.manual_seed)")
-        if backend not in ("auto", "torch"):
-            raise ValueError("rng='captum' runs Captum's chunks in batched passes; backend "
-                             "must be 'auto' or 'torch'")
         sds = format_stdevs(stdevs, len(problem.inputs))
         chunks = captum_chunks(nt_samples, batch_size)
         shapes = (list(problem.layout.shapes) if _input_shaped(method, problem)
@@ -189,6 +183,17 @@ class NoiseTunnel:
                 value = res[AGGREGATE_OF[t]] if isinstance(res, dict) else res
                 out[t] = value.to(problem.x.dtype)
         return out
+
+
+def _check_captum_mode(noise: str, noise_level: Any, seed: int | None, backend: str) -> None:
+    """Before any work (and before any draw from numpy's or torch's global generator)."""
+    if noise != "gaussian" or noise_level is not None or seed is not None:
+        raise ValueError("rng='captum' draws Captum's Gaussian noise from torch's global "
+                         "generator: noise, noise_level and seed are not available (seed "
+                         "with torch.manual_seed)")
+    if backend not in ("auto", "torch"):
+        raise ValueError("rng='captum' runs Captum's chunks in batched passes; backend "
+                         "must be 'auto' or 'torch'")
 
 
 def _engine(problem: Problem, **options: Any) -> Tensor | dict[str, Tensor]:
