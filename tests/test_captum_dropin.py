@@ -236,6 +236,8 @@ def test_bad_tuple_targets_raise():
         nt.attribute(x, target=[(0,), (1,)])
     with pytest.raises(TypeError, match="an int or a tuple of ints"):
         nt.attribute(x, target=(0, 1.5))
+    with pytest.raises(TypeError, match="must hold integers"):
+        skc.NoiseTunnel(skc.Saliency(make(SmallCNN))).attribute(x, target=torch.tensor(1.7))
 
 
 def test_guided_grad_cam_on_several_inputs_equals_captum():

@@ -34,7 +34,8 @@ class Problem:
         model: the forward function on joined rows.
         x (Tensor[B, ...]): the joined clean inputs, detached.
         target (LongTensor[B]): the output index per example.
-        clean: the clean forward's (logits detached, saved bytes per row), for the engine.
+        clean: the clean forward's (logits detached, saved bytes per row), for the engine;
+            None unless built with ``measure=True``.
     """
 
     inputs: tuple[Tensor, ...]
@@ -43,20 +44,31 @@ class Problem:
     model: FlatModel
     x: Tensor
     target: Tensor
-    clean: tuple[Tensor, int]
+    clean: tuple[Tensor, int] | None
 
 
 def build_problem(forward_func: Callable[..., Tensor], inputs: Any, target: Any,
-                  additional_forward_args: Any) -> Problem:
+                  additional_forward_args: Any, measure: bool = False) -> Problem:
+    """The call's inputs in the engine's form.
+
+    Args:
+        measure: run the clean forward with the engine's memory probe (``Problem.clean``), for
+            a call that goes through the engine; otherwise a plain no-grad forward.
+    """
     items, is_tuple = as_tuple(inputs)
     layout = Layout.of(items)
     batch = items[0].shape[0]
     model = FlatModel(forward_func, layout, as_extra_args(additional_forward_args), batch)
     check_eval_mode(model)
     x = layout.join([t.detach() for t in items])
-    # The engine needs this forward too (its logits and the memory probe): run it once here,
-    # where it also records the per-example output shape the targets index into.
-    clean = forward_measuring_saved_bytes(model, x)
+    # This forward records the per-example output shape the targets index into; the engine
+    # needs it too (its logits and the memory probe), so a measured one is handed on.
+    if measure:
+        clean = forward_measuring_saved_bytes(model, x)
+    else:
+        clean = None
+        with torch.no_grad():
+            model(x)
     return Problem(items, is_tuple, layout, model, x,
                    format_target(target, batch, model.output_shape).to(x.device), clean)
 

@@ -148,6 +148,8 @@ def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Ten
                              "per example (Captum's target=None only works for one output)")
         return torch.zeros(batch, dtype=torch.int64)
     if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"a target tensor must hold integers, got dtype {target.dtype}")
         if target.numel() == 1:
             return _repeat(_flat_index(int(target.item()), shape), batch)
         if target.dim() != 1 or target.shape[0] != batch:

@@ -110,12 +110,12 @@ class NoiseTunnel:
         if isinstance(attribution, IntegratedGradients) and params["internal_batch_size"] is None \
                 and rng == "smoothkern":
             params = {**params, "internal_batch_size": "auto"}  # bounded memory
-        problem = build_problem(attribution.forward_func, inputs, target, extra)
+        problem = build_problem(attribution.forward_func, inputs, target, extra, measure=True)
         method = attribution.make_method(problem, params, record_delta=want_delta)
         draws = None
         if drawn is not None:
             draws = BaselineDraws(drawn, problem.inputs, problem.layout,
-                                  0 if seed is None or rng == "captum" else seed,
+                                  0 if seed is None else seed,
                                   captum_chunks(nt_samples, batch_size) if rng == "captum"
                                   else None)
         common = dict(target=problem.target, n_samples=nt_samples, method=method,
