@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import struct
 import subprocess
 import sys
 import types
+import zlib
 
 import pytest
 
@@ -58,17 +61,44 @@ def test_figure(tmp_path, digit_files, kind, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def png_claiming(path, width: int, height: int) -> str:
+    """Writes a real 4×4 PNG whose header (IHDR, CRC fixed) claims width×height pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4), 128).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"  # 8-byte signature, then length, type, 13 bytes, CRC
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def bad_image_files(folder, digit_file) -> dict[str, str]:
+    """Unreadable image files by kind: not an image, truncated, headers claiming huge sizes."""
+    files = {"BAD": folder / "bad.png", "TRUNCATED": folder / "truncated.png"}
+    files["BAD"].write_text("no image here")
+    whole = open(digit_file, "rb").read()
+    files["TRUNCATED"].write_bytes(whole[:len(whole) // 2])
+    files["BOMB"] = png_claiming(folder / "bomb.png", 20000, 20000)  # Pillow raises
+    files["BIG"] = png_claiming(folder / "big.png", 10000, 10000)  # Pillow only warns
+    return {key: str(value) for key, value in files.items()}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "digits", "--images", "missing.png"], "image not found"),
     (["--model", "lenet", "--images", "IMG"], "unknown model 'lenet'"),
     (["--model", "mnist", "--weights", "nope.pt", "--images", "IMG"], "weights file not found"),
     (["--model", "digits", "--images", "BAD"], "not a readable image"),
+    (["--model", "digits", "--images", "TRUNCATED"], "not a readable image"),
+    (["--model", "digits", "--images", "IMG", "BOMB"], "image too large"),
+    (["--model", "digits", "--images", "BIG"], "image too large"),
     (["--model", "digits", "--images", "IMG", "--target", "12"], "target out of range"),
 ])
 def test_figure_errors_are_one_line(tmp_path, digit_files, capsys, args, message):
-    bad = tmp_path / "bad.png"
-    bad.write_text("no image here")
-    args = [str(bad) if a == "BAD" else digit_files[0] if a == "IMG" else a for a in args]
+    bad = bad_image_files(tmp_path, digit_files[0])
+    args = [bad.get(a, digit_files[0] if a == "IMG" else a) for a in args]
     status = cli.main(["figure", *args, "--out", str(tmp_path / "x.png"), "--samples", "1",
                        "--quiet"])
     err = capsys.readouterr().err
@@ -77,12 +107,18 @@ def test_figure_errors_are_one_line(tmp_path, digit_files, capsys, args, message
     assert not (tmp_path / "x.png").exists()
 
 
-def test_no_traceback_from_the_real_command(tmp_path):
+@pytest.mark.parametrize("image, message", [("none.png", "image not found"),
+                                            ("BIG", "image too large")])
+def test_no_traceback_from_the_real_command(tmp_path, digit_files, image, message):
+    # A real process: Pillow's DecompressionBombWarning would print beside the error there
+    # (pytest captures warnings, so only a subprocess sees them on stderr).
+    image = bad_image_files(tmp_path, digit_files[0]).get(image, str(tmp_path / image))
     result = subprocess.run([sys.executable, "-m", "smoothkern", "figure", "--model", "digits",
-                             "--images", str(tmp_path / "none.png"), "--out",
-                             str(tmp_path / "x.png")], capture_output=True, text=True)
+                             "--images", image, "--out", str(tmp_path / "x.png")],
+                            capture_output=True, text=True)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "image not found" in result.stderr
+    assert result.stderr.startswith("smoothkern figure: error: ")
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["figure"], ["bench"]])

@@ -136,3 +136,25 @@ def test_image_files(tmp_path):
         load_image(tmp_path / "b.png")
     with pytest.raises(DataError, match="image not found"):
         load_image(tmp_path / "c.png")
+
+
+@pytest.mark.parametrize("width, height", [(20000, 20000), (10000, 10000)])
+def test_image_whose_header_claims_too_many_pixels(tmp_path, width, height):
+    """Pillow raises above 2×MAX_IMAGE_PIXELS and only warns between: both are refused."""
+    import io
+    import warnings
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height; then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "huge.png").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning escapes either
+        with pytest.raises(DataError, match=f"image too large: .*huge.png .*{width * height}"):
+            load_image(tmp_path / "huge.png")
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def load_image(path: str | os.PathLike, channels: int = 3, size: int | None = No
         size: resize to size×size (shorter side + centre crop when ``crop``); None keeps it.
 
     Raises:
-        DataError: missing file or not an image.
+        DataError: missing file, not an image, a damaged one, or one whose header claims more
+            pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (a possible decompression bomb).
     """
     try:
         from PIL import Image, UnidentifiedImageError
@@ -35,10 +37,18 @@ def load_image(path: str | os.PathLike, channels: int = 3, size: int | None = No
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that (and raises above):
+            # refuse both alike. Its other warnings (damaged metadata) would add stderr lines.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                array = np.asarray(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        claim = str(err).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise DataError(f"image too large: {path} ({claim}; downscale it first)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise DataError(f"not a readable image: {path} ({type(err).__name__})") from None
     x = set_channels(to_tensor(array), channels)
     if size is not None:
