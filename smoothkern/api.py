@@ -1,54 +1,23 @@
-"""``smooth_grad``: argument checks, planning, and the chunk loop that drives every backend."""
+"""``smooth_grad``: the public function, its argument checks, and the job it hands the engine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import backends as backend_registry
+from . import engine
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from .sources import CounterNoise
 from .state import check_eval_mode, preserved
-from .stats import ACCUMULATOR_DTYPES, StreamingStats, check_aggregates, direct_statistics
+from .stats import ACCUMULATOR_DTYPES, check_aggregates
 
 DEFAULT_NOISE_LEVEL = 0.15
-# How allocation failures read when they surface as plain RuntimeErrors (CPU allocator, MPS).
-_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything the chunk loop needs, checked and derived once.
-
-    Attributes:
-        sigma (Tensor[S, B]): noise standard deviation per level and example.
-        target (LongTensor[B]): class explained per example.
-        snapshots: sample counts at which results are taken, ascending, ending in m.
-        returned_snapshots: how many of those the caller asked for (0: only the final one).
-    """
-
-    x: Tensor
-    target: Tensor
-    sigma: Tensor
-    sweep: bool
-    n_samples: int
-    snapshots: tuple[int, ...]
-    returned_snapshots: int
-    aggregates: tuple[str, ...]
-    single_aggregate: bool
-    noise: str
-    seed: int
-    eps: float
-    accumulator_dtype: torch.dtype
-    method: AttributionMethod
-    backend: backend_registry.Backend
-    samples_per_pass: int | None
-    row_bytes: int
 
 
 def smooth_grad(
@@ -96,38 +65,62 @@ def smooth_grad(
         seed: the noise stream (0 ≤ seed < 2**64); the noise is a pure function of
             (seed, example, sample, element).
         eps: floor inside the geometric mean's log(|a| + eps).
-        backend: "auto", "torch", "vmap", "loop", a kernel backend ("cpp", "triton", "cuda"), or
-            a :class:`smoothkern.backends.Backend` object (e.g. a custom noise source).
+        backend: "auto", a kernel set ("torch", "cpp", "triton", "cuda"; batched passes), a pass
+            strategy ("vmap", "loop": pure-torch kernels), or a
+            :class:`smoothkern.backends.Backend` kernel set object. A named backend that cannot
+            run here is refused, never replaced.
         accumulator_dtype: float32 (default) or float64 running statistics.
         progress: show a tqdm bar over passes.
 
     Returns:
         Tensor[(P,) (S,) B, *attribution_shape] in ``accumulator_dtype``, or a dict of them.
     """
-    plan = make_plan(model, inputs, target, n_samples=n_samples, noise_level=noise_level,
-                     stdevs=stdevs, noise=noise, aggregate=aggregate, method=method,
-                     samples_per_pass=samples_per_pass, snapshots=snapshots, seed=seed, eps=eps,
-                     backend=backend, accumulator_dtype=accumulator_dtype,
-                     method_options=method_options)
-    return run_plan(model, inputs, plan, progress)
-
-
-def run_plan(model: nn.Module, inputs: Tensor, plan: Plan, progress: bool = False
-             ) -> Tensor | dict[str, Tensor]:
-    """Runs a :func:`make_plan` plan with the caller's state preserved; shapes the results."""
-    with preserved(model, inputs), plan.method.session(model):
-        if plan.backend.pass_mode == "loop":
-            results = run_loop_reference(model, plan)
-        else:
-            results = run_chunks(model, plan, progress=progress)
-    return shape_results(plan, results)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_inputs(inputs)
+    n_samples = check_count(n_samples, "n_samples")
+    if samples_per_pass is not None:
+        samples_per_pass = check_count(samples_per_pass, "samples_per_pass")
+    noise = check_noise_kind(noise)
+    names, single = check_aggregates(aggregate)
+    seed = check_seed(seed)
+    check_eps(eps)
+    check_accumulator_dtype(accumulator_dtype)
+    counts = _check_snapshots(snapshots, n_samples)
+    if noise_level is None and stdevs is None:
+        noise_level = DEFAULT_NOISE_LEVEL
+    x = inputs.detach()
+    sigma, sweep = plan_sigma(x, noise_level, stdevs)
+    method_obj = resolve_method(method, **method_options)
+    choice = (backend_registry.Choice(backend, "batched")
+              if isinstance(backend, backend_registry.Backend)
+              else backend_registry.choose(backend, x.device))
+    check_strategy(choice.passes, method_obj)
+    check_eval_mode(model)
+    logits, row_bytes = clean_forward(model, x)
+    target = logits.argmax(dim=1) if target is None else target
+    target = _check_target(target, x.shape[0], logits.shape[1], x.device)
+    per_pass = samples_per_pass or choose_samples_per_pass(
+        method_obj, x, row_bytes, sigma.shape[0], n_samples)
+    job = engine.Job(
+        method=method_obj, source=CounterNoise(x, sigma, seed, noise, choice.kernels.perturb),
+        target=target, n_samples=n_samples,
+        snapshots=counts + (() if counts[-1] == n_samples else (n_samples,)), aggregates=names,
+        accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
+        accumulator_dtype=accumulator_dtype, eps=float(eps))
+    with preserved(model, inputs), method_obj.session(model):
+        results = engine.run(model, job, progress)
+    return engine.shape_results(results, names, sweep=sweep,
+                                returned_snapshots=len(counts) if snapshots is not None else 0,
+                                single_aggregate=single)
 
 
 # ----------------------------------------------------------------------------------------------
-# checks and planning
+# checks, shared with the Captum drop-in
 
 
-def _check_inputs(inputs: Tensor) -> None:
+def check_inputs(inputs: Tensor) -> None:
+    """A floating, finite ``[B, ...]`` tensor with values (not on the meta device)."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a Tensor, got {type(inputs).__name__}")
     if not inputs.is_floating_point():
@@ -135,8 +128,28 @@ def _check_inputs(inputs: Tensor) -> None:
     if inputs.dim() < 1 or inputs.shape[0] < 1 or inputs.numel() == 0:
         raise ValueError(f"inputs must be [B, ...] with B >= 1 and no empty dim, got "
                          f"{tuple(inputs.shape)}")
+    if inputs.device.type == "meta":
+        raise ValueError("inputs are on the meta device: they have shapes but no values to "
+                         "attribute; move them to a real device")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or Inf")
+
+
+def check_eps(eps: Any) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < float("inf"):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+
+
+def check_accumulator_dtype(dtype: Any) -> None:
+    if dtype not in ACCUMULATOR_DTYPES:
+        raise TypeError(f"accumulator_dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def check_strategy(passes: str, method: AttributionMethod) -> None:
+    """Refuses a pass strategy the method cannot run under."""
+    if passes == "vmap" and not method.supports_vmap:
+        raise ValueError(f"method {method.name!r} cannot run under backend 'vmap'; use "
+                         "'auto', 'torch' or 'loop'")
 
 
 def _check_target(target: Any, batch: int, classes: int, device: torch.device) -> Tensor:
@@ -167,7 +180,7 @@ def _check_target(target: Any, batch: int, classes: int, device: torch.device) -
     return target
 
 
-def _check_count(value: Any, name: str) -> int:
+def check_count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
@@ -192,163 +205,12 @@ def _check_snapshots(snapshots: Iterable[int] | None, n_samples: int) -> tuple[i
     return counts
 
 
-def clean_logits(model: nn.Module, inputs: Tensor,
-                 measured: tuple[Tensor, int] | None = None) -> tuple[Tensor, int]:
+def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
     """The model's output for the clean inputs, checked to be [B, classes], and the bytes
-    autograd saves per row (for sizing passes); ``measured`` if given, else one forward."""
-    out, row_bytes = measured or forward_measuring_saved_bytes(model, inputs)
+    autograd saves per row (for sizing passes)."""
+    out, row_bytes = forward_measuring_saved_bytes(model, inputs)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits shaped [B, classes] = "
                          f"[{inputs.shape[0]}, classes], got {shape}")
     return out, row_bytes
-
-
-def make_plan(model: nn.Module, inputs: Tensor, target: Any, *, n_samples: int,
-              noise_level: Any, stdevs: Any, noise: str, aggregate: Any, method: Any,
-              samples_per_pass: int | None, snapshots: Any, seed: int, eps: float, backend: str,
-              accumulator_dtype: torch.dtype, method_options: dict[str, Any],
-              clean_forward: tuple[Tensor, int] | None = None) -> Plan:
-    """Checks every argument (before any work) and derives σ, targets and snapshots.
-
-    Args:
-        clean_forward: ``(logits, saved bytes per row)`` of the clean inputs when the caller
-            has already run :func:`~smoothkern.planning.forward_measuring_saved_bytes` (the
-            Captum drop-in does, to read the output shape); None runs it here.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_inputs(inputs)
-    n_samples = _check_count(n_samples, "n_samples")
-    if samples_per_pass is not None:
-        samples_per_pass = _check_count(samples_per_pass, "samples_per_pass")
-    noise = check_noise_kind(noise)
-    names, single = check_aggregates(aggregate)
-    seed = check_seed(seed)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < float("inf"):
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
-    if accumulator_dtype not in ACCUMULATOR_DTYPES:
-        raise TypeError(f"accumulator_dtype must be torch.float32 or torch.float64, got "
-                        f"{accumulator_dtype}")
-    counts = _check_snapshots(snapshots, n_samples)
-    if noise_level is None and stdevs is None:
-        noise_level = DEFAULT_NOISE_LEVEL
-    x = inputs.detach()
-    sigma, sweep = plan_sigma(x, noise_level, stdevs)
-    method_obj = resolve_method(method, **method_options)
-    chosen = (backend if isinstance(backend, backend_registry.Backend)
-              else backend_registry.resolve(backend, x.device))
-    if chosen.pass_mode == "vmap" and not method_obj.supports_vmap:
-        raise ValueError(f"method {method_obj.name!r} cannot run under backend 'vmap'; use "
-                         "'auto', 'torch' or 'loop'")
-    check_eval_mode(model)
-    logits, row_bytes = clean_logits(model, x, clean_forward)
-    target = logits.argmax(dim=1) if target is None else target
-    target = _check_target(target, x.shape[0], logits.shape[1], x.device)
-    extra = () if counts[-1] == n_samples else (n_samples,)
-    return Plan(x=x, target=target, sigma=sigma, sweep=sweep, n_samples=n_samples,
-                snapshots=counts + extra,
-                returned_snapshots=len(counts) if snapshots is not None else 0, aggregates=names,
-                single_aggregate=single, noise=noise, seed=seed, eps=float(eps),
-                accumulator_dtype=accumulator_dtype, method=method_obj, backend=chosen,
-                samples_per_pass=samples_per_pass, row_bytes=row_bytes)
-
-
-# ----------------------------------------------------------------------------------------------
-# running
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """A CUDA OOM, or a CPU allocator failure (both surface as RuntimeError subclasses)."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    if isinstance(err, (oom_type, MemoryError)):
-        return True
-    return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_MESSAGES)
-
-
-def _attribute(model: nn.Module, plan: Plan, noisy: Tensor, rows_target: Tensor) -> Tensor:
-    if plan.backend.pass_mode == "vmap":
-        return plan.method.vmap_attribute(model, noisy, rows_target)
-    return plan.method.attribute(model, noisy, rows_target)
-
-
-def run_chunks(model: nn.Module, plan: Plan, progress: bool = False) -> list[dict[str, Tensor]]:
-    """The batched engine: perturb → method → accumulate, chunk by chunk.
-
-    Returns:
-        One dict of statistics (each Tensor[S, B, *attr]) per snapshot count.
-    """
-    x, sigma, backend = plan.x, plan.sigma, plan.backend
-    levels, batch = sigma.shape
-    attr_shape = plan.method.output_shape(model, x[:1])
-    state = StreamingStats.empty((levels, batch, *attr_shape), device=x.device,
-                                 dtype=plan.accumulator_dtype, eps=plan.eps)
-    per_pass = plan.samples_per_pass or choose_samples_per_pass(
-        plan.method, x, plan.row_bytes, levels, plan.n_samples)
-    bar = _progress_bar(plan.n_samples, progress)
-    results, start = [], 0
-    for boundary in plan.snapshots:
-        while start < boundary:
-            count = min(per_pass, boundary - start)
-            try:
-                noisy = backend.perturb(x, sigma, plan.seed, start, count, plan.noise)
-                rows_target = plan.target.repeat(count * levels)
-                attributions = _attribute(model, plan, noisy, rows_target)
-                del noisy
-            except Exception as err:  # noqa: BLE001 - only OOM is retried, the rest re-raised
-                if not is_out_of_memory(err) or count == 1:
-                    raise
-                per_pass = max(1, count // 2)
-                _release_cached_memory(x.device)
-                continue
-            state.update(attributions.reshape(count, levels, batch, *attr_shape),
-                         accumulate=backend.accumulate)
-            start += count
-            if bar is not None:
-                bar.update(count)
-        results.append(state.finalize(plan.aggregates))
-    if bar is not None:
-        bar.close()
-    return results
-
-
-def run_loop_reference(model: nn.Module, plan: Plan) -> list[dict[str, Tensor]]:
-    """The naive reference, as the assignments wrote it: one forward/backward per noise sample.
-
-    Keeps all m attributions and computes the statistics directly in float64. The noise comes
-    from the backend's ``perturb`` (for "loop", the pure-torch Philox reference).
-    """
-    levels, _ = plan.sigma.shape
-    rows_target = plan.target.repeat(levels)
-    samples = []
-    for i in range(plan.n_samples):
-        noisy = plan.backend.perturb(plan.x, plan.sigma, plan.seed, i, 1, plan.noise)
-        samples.append(plan.method.attribute(model, noisy, rows_target))
-    stacked = torch.stack(samples)                       # [m, S*B, *attr]
-    stacked = stacked.reshape(plan.n_samples, levels, plan.x.shape[0], *stacked.shape[2:])
-    return [{name: value.to(plan.accumulator_dtype) for name, value in
-             direct_statistics(stacked[:count], plan.aggregates, plan.eps).items()}
-            for count in plan.snapshots]
-
-
-def shape_results(plan: Plan, results: list[dict[str, Tensor]]) -> Tensor | dict[str, Tensor]:
-    """Drops the sweep dim when there is none, stacks snapshots, unwraps a single aggregate."""
-    results = results[:plan.returned_snapshots] if plan.returned_snapshots else results[-1:]
-    out = {}
-    for name in plan.aggregates:
-        values = [r[name] if plan.sweep else r[name][0] for r in results]
-        out[name] = torch.stack(values) if plan.returned_snapshots else values[0]
-    return out[plan.aggregates[0]] if plan.single_aggregate else out
-
-
-def _release_cached_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="samples", unit="sample", leave=False)

@@ -1,12 +1,12 @@
-"""Backends: the registry plus one module per implementation of ``perturb``/``accumulate``.
+"""Backends: the registry plus one module per kernel set (perturb/accumulate implementation).
 
-Importing this package registers every backend; kernel backends whose extension or Triton is
-missing register anyway and report why they are unavailable (``smoothkern.backends_status()``).
+Importing this package registers every kernel set; those whose extension or Triton is missing
+register anyway and report why they are unavailable (``smoothkern.backend_status()``).
 """
 
 from __future__ import annotations
 
-from . import cpp, cuda, torch_ref, triton  # noqa: F401  (each registers its backends)
-from .registry import Backend, available, names, register, resolve, status
+from . import cpp, cuda, torch_ref, triton  # noqa: F401  (each registers its kernel set)
+from .registry import Backend, Choice, available, choose, names, register, resolve, status
 
-__all__ = ["Backend", "available", "names", "register", "resolve", "status"]
+__all__ = ["Backend", "Choice", "available", "choose", "names", "register", "resolve", "status"]

@@ -1,14 +1,17 @@
-"""The backend registry: every way of drawing noise and reducing attributions, by name.
+"""The backend registry: kernel sets by name, and how a ``backend=`` name chooses model passes.
 
-A backend supplies the two ops that are not the model:
+A kernel set (:class:`Backend`) supplies the two ops that are not the model:
 
-    perturb(x[B, ...], sigma[S, B], seed, start, count, noise) -> Tensor[count*S*B, ...]
+    perturb(x[B, ...], sigma[S, B] or [S, B, N], seed, start, count, noise)
+        -> Tensor[count*S*B, ...]
     accumulate(state: StreamingStats (element shape [N]), chunk[k, N]) -> None   (in place)
 
-and says how the model passes run (``pass_mode``): "batched" (one forward/backward over many
-noisy copies), "vmap" (``torch.func.vmap(grad(...))``) or "loop" (the naive per-sample
-reference). ``backend="auto"`` picks the available batched backend with the highest
-``auto_priority`` for the inputs' device.
+How the model passes run is a separate choice, the pass strategy (``engine.PASS_STRATEGIES``):
+"batched" (one forward/backward over many noisy copies), "vmap" (``torch.func.vmap(grad(...))``)
+or "loop" (the naive per-sample reference). The names ``backend=`` accepts are the kernel sets
+(batched passes) plus "vmap" and "loop" (pure-torch kernels with that strategy).
+``backend="auto"`` picks the available kernel set with the highest ``auto_priority`` for the
+inputs' device.
 """
 
 from __future__ import annotations
@@ -23,20 +26,19 @@ from ..stats import StreamingStats
 
 PerturbFn = Callable[[Tensor, Tensor, int, int, int, str], Tensor]
 AccumulateFn = Callable[[StreamingStats, Tensor], None]
-PASS_MODES = ("batched", "vmap", "loop")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One entry of the registry.
+    """A kernel set: perturb and accumulate for some device types.
 
     Attributes:
         name: what ``backend=`` accepts.
         perturb, accumulate: the two ops (see the module docstring).
         device_types: device types it runs on ("cpu", "cuda").
-        pass_mode: "batched", "vmap" or "loop".
         auto_priority: higher wins under ``backend="auto"``; negative never auto-picked.
-        why_unavailable: returns None when usable, else a one-line reason.
+        why_unavailable: returns None when usable, else a one-line reason (cheap: it runs for
+            every ``backend_status`` call).
         auto_device_types: device types "auto" may pick it on (None: all of device_types);
             e.g. Triton runs on the CPU under its interpreter but is never the fastest there.
     """
@@ -45,38 +47,58 @@ class Backend:
     perturb: PerturbFn
     accumulate: AccumulateFn
     device_types: tuple[str, ...] = ("cpu", "cuda")
-    pass_mode: str = "batched"
     auto_priority: int = -1
     why_unavailable: Callable[[], str | None] = lambda: None
     description: str = ""
     auto_device_types: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What a ``backend=`` name resolves to: a kernel set and a pass strategy."""
+
+    kernels: Backend
+    passes: str
+
+
 _REGISTRY: dict[str, Backend] = {}
+# backend names that choose a pass strategy rather than kernels: name -> (kernel set, passes)
+_STRATEGY_NAMES = {"vmap": ("torch", "vmap"), "loop": ("torch", "loop")}
+STRATEGY_DESCRIPTIONS = {
+    "vmap": "torch.func.vmap(torch.func.grad(...)) over the noisy copies, pure-torch kernels",
+    "loop": "the naive reference: one forward/backward per noise sample, all m kept"}
 
 
 def register(backend: Backend) -> Backend:
-    """Adds (or replaces) a backend; returns it."""
-    if backend.pass_mode not in PASS_MODES:
-        raise ValueError(f"pass_mode must be one of {PASS_MODES}, got {backend.pass_mode!r}")
+    """Adds (or replaces) a kernel set; returns it."""
+    if backend.name in _STRATEGY_NAMES or backend.name == "auto":
+        raise ValueError(f"{backend.name!r} is reserved")
     _REGISTRY[backend.name] = backend
     return backend
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every name ``backend=`` accepts besides "auto"."""
+    return tuple(_REGISTRY) + tuple(_STRATEGY_NAMES)
+
+
+def _reason(backend: Backend, device: torch.device | str | None) -> str | None:
+    reason = backend.why_unavailable()
+    if reason is None and device is not None:
+        kind = torch.device(device).type
+        if kind not in backend.device_types:
+            reason = f"does not run on {kind} (runs on {', '.join(backend.device_types)})"
+    return reason
 
 
 def status(device: torch.device | str | None = None) -> dict[str, str]:
-    """``{name: "available" | reason}`` for every registered backend (on ``device`` if given)."""
+    """``{name: "available" | reason}`` for every name (on ``device`` if given)."""
     out = {}
     for name, backend in _REGISTRY.items():
-        reason = backend.why_unavailable()
-        if reason is None and device is not None:
-            kind = torch.device(device).type
-            if kind not in backend.device_types:
-                reason = f"does not run on {kind} (runs on {', '.join(backend.device_types)})"
+        reason = _reason(backend, device)
         out[name] = "available" if reason is None else reason
+    for name, (kernels, _) in _STRATEGY_NAMES.items():
+        out[name] = out[kernels]
     return out
 
 
@@ -85,7 +107,12 @@ def available(device: torch.device | str) -> tuple[str, ...]:
 
 
 def resolve(name: str, device: torch.device | str) -> Backend:
-    """The backend for ``name`` on ``device``; "auto" picks the fastest available.
+    """The kernel set ``name`` runs on ``device`` (see :func:`choose`)."""
+    return choose(name, device).kernels
+
+
+def choose(name: str, device: torch.device | str) -> Choice:
+    """The kernel set and pass strategy for ``name`` on ``device``; "auto": the fastest.
 
     Raises:
         ValueError: unknown name, or a named backend that cannot run here (the message lists
@@ -93,19 +120,19 @@ def resolve(name: str, device: torch.device | str) -> Backend:
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a name, got {type(name).__name__}")
-    usable = available(device)
+    kind = torch.device(device).type
     if name == "auto":
-        kind = torch.device(device).type
         ranked = sorted((b for b in _REGISTRY.values()
-                         if b.name in usable and b.pass_mode == "batched" and b.auto_priority >= 0
-                         and kind in (b.auto_device_types or b.device_types)),
-                        key=lambda b: -b.auto_priority)
+                         if b.auto_priority >= 0 and kind in (b.auto_device_types or b.device_types)
+                         and _reason(b, device) is None), key=lambda b: -b.auto_priority)
         if not ranked:
-            raise RuntimeError(f"no batched backend is available on {device}")
-        return ranked[0]
-    if name not in _REGISTRY:
+            raise RuntimeError(f"no kernel set is available on {device}")
+        return Choice(ranked[0], "batched")
+    if name not in names():
         raise ValueError(f"unknown backend {name!r}; choose from {('auto',) + names()}")
-    if name not in usable:
-        raise ValueError(f"backend {name!r} is not available on {torch.device(device).type}: "
-                         f"{status(device)[name]}. Available: {('auto',) + usable}")
-    return _REGISTRY[name]
+    kernels, passes = _STRATEGY_NAMES.get(name, (name, "batched"))
+    reason = _reason(_REGISTRY[kernels], device)
+    if reason is not None:
+        raise ValueError(f"backend {name!r} is not available on {kind}: {reason}. "
+                         f"Available: {('auto',) + available(device)}")
+    return Choice(_REGISTRY[kernels], passes)

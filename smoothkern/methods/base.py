@@ -87,16 +87,28 @@ def input_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
     """
     with torch.enable_grad():
         leaf = inputs.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(logit_of_target(model(leaf), target), leaf)
+        out = model(leaf)
+        check_differentiable(out)
+        (grad,) = torch.autograd.grad(logit_of_target(out, target), leaf)
     return grad
+
+
+def check_differentiable(out: Tensor) -> None:
+    """Raises when no gradient flows from the model's output back to its input (a forward run
+    under ``torch.no_grad()`` or detached): every pass strategy refuses alike."""
+    if not out.requires_grad:
+        raise RuntimeError("no gradient flows through the model: its output does not depend on "
+                           "the input through autograd (is the forward run under "
+                           "torch.no_grad(), or detached?)")
 
 
 def vmap_input_gradient(model: nn.Module, inputs: Tensor, target: Tensor,
                         classes: int | None = None) -> Tensor:
     """``input_gradient`` through ``torch.func.vmap(torch.func.grad(...))`` over rows."""
-    if classes is None:
-        with torch.no_grad():
-            classes = model(inputs[:1]).shape[1]
+    with torch.enable_grad():  # vmap(grad) would return zeros silently: probe one row
+        probe = model(inputs[:1].detach().requires_grad_(True))
+    check_differentiable(probe)
+    classes = probe.shape[1] if classes is None else classes
     one_hot = torch.nn.functional.one_hot(target, classes).to(inputs.dtype)
 
     def logit(x: Tensor, select: Tensor) -> Tensor:

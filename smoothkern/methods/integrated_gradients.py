@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..memory import is_out_of_memory, release_cached_memory
 from ..planning import forward_measuring_saved_bytes, rows_in_budget
 from .base import AttributionMethod, input_gradient
 from .quadrature import check_rule, steps_and_alphas
@@ -59,7 +60,8 @@ class IntegratedGradients(AttributionMethod):
             False gives the local variant.
         internal_batch_size: model rows per pass; None: all steps in one pass; "auto": as many
             as the engine's memory budget holds (``planning.rows_in_budget``; whole steps, at
-            least one).
+            least one). With None or "auto", a pass that runs out of memory is redone with half
+            the steps (and later calls keep the smaller size); a given int is kept as asked.
         record_delta: keep the completeness error of each call in ``self.deltas`` (Tensor[R]),
             ``sum(attribution) - (f(x)[t] - f(baseline)[t])`` per row.
     """
@@ -86,14 +88,17 @@ class IntegratedGradients(AttributionMethod):
         self.rows_per_sample = n_steps
         self._probed: tuple | None = None
         self._row_bytes = 0
+        self._row_cap: int | None = None       # model rows that fit, learnt from OOM errors
 
     def _steps_per_pass(self, model: nn.Module, x: Tensor) -> int:
         size = self.internal_batch_size
         if size is None:
-            return self.n_steps
-        if size == "auto":
+            size = self.n_steps * x.shape[0]
+        elif size == "auto":
             size = self._rows_in_budget(model, x)
-        return max(1, size // x.shape[0])  # Captum's rule: whole steps, at least one
+        if self._row_cap is not None and not isinstance(self.internal_batch_size, int):
+            size = min(size, self._row_cap)
+        return min(self.n_steps, max(1, size // x.shape[0]))  # Captum's rule: whole steps
 
     def _rows_in_budget(self, model: nn.Module, x: Tensor) -> int:
         """Model rows that fit the engine's memory budget (one probe per model and shape)."""
@@ -103,16 +108,29 @@ class IntegratedGradients(AttributionMethod):
             self._probed = key
         return rows_in_budget(self._row_bytes, x.device)
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor,
+                  baseline: Tensor | None = None) -> Tensor:
+        """IG of each row; ``baseline`` (Tensor[R, ...]) replaces ``self.baseline`` for this
+        call (drawn baselines, one per noisy row)."""
         x = inputs.detach()
-        baseline = expand_baseline(self.baseline, x)
+        baseline = expand_baseline(self.baseline if baseline is None else baseline, x)
         sizes, alphas = steps_and_alphas(self.integration, self.n_steps)
         per_pass = self._steps_per_pass(model, x)
-        total = None
-        for start in range(0, self.n_steps, per_pass):
-            part = self._partial(model, x, baseline, target, sizes[start:start + per_pass],
-                                 alphas[start:start + per_pass])
+        total, start = None, 0
+        while start < self.n_steps:
+            try:
+                part = self._partial(model, x, baseline, target, sizes[start:start + per_pass],
+                                     alphas[start:start + per_pass])
+            except Exception as err:  # noqa: BLE001 - only OOM is retried, the rest re-raised
+                if not is_out_of_memory(err) or per_pass == 1 or \
+                        isinstance(self.internal_batch_size, int):
+                    raise
+                release_cached_memory(x.device)
+                per_pass //= 2
+                self._row_cap = per_pass * x.shape[0]
+                continue
             total = part if total is None else total + part
+            start += per_pass
         if self.record_delta:
             self.deltas.append(self._delta(model, x, baseline, target, total))
         return total

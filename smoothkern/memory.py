@@ -1,0 +1,22 @@
+"""Recognising and recovering from out-of-memory errors, on every device."""
+
+from __future__ import annotations
+
+import torch
+
+# How allocation failures read when they surface as plain RuntimeErrors (CPU allocator, MPS).
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A CUDA OOM, or a CPU allocator failure (both surface as RuntimeError subclasses)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(err, (oom_type, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_MESSAGES)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hands cached blocks back after an OOM so that the smaller retry can use them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,35 @@
+"""Counter-based input noise: the noise contract's pure function of (seed, example, sample,
+element), drawn by a kernel set's ``perturb``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from .base import Chunk, NoiseSource
+
+PerturbFn = Callable[[Tensor, Tensor, int, int, int, str], Tensor]
+
+
+class CounterNoise(NoiseSource):
+    """Gaussian or uniform noise added to the inputs, every level of a sweep from the same draws.
+
+    Args:
+        x (Tensor[B, ...]): clean inputs.
+        sigma (Tensor[S, B] or Tensor[S, B, N]): float32 σ per level and example, or per level,
+            example and element (N = elements per example; several joined inputs with their
+            own σ).
+        seed: the stream's 64-bit seed.
+        noise: "gaussian" or "uniform".
+        perturb: the kernel set's perturb op (``Backend.perturb``).
+    """
+
+    def __init__(self, x: Tensor, sigma: Tensor, seed: int, noise: str,
+                 perturb: PerturbFn) -> None:
+        self.x, self.sigma, self.seed, self.noise, self.perturb = x, sigma, seed, noise, perturb
+        self.levels, self.batch = sigma.shape[0], x.shape[0]
+
+    def draw(self, start: int, count: int) -> Chunk:
+        rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
+        return Chunk(start, count, rows)
