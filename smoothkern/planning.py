@@ -19,23 +19,16 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from .methods import AttributionMethod
 
-# Share of free GPU memory one pass may fill with saved activations.
+# Measurements behind each constant: benchmarks/RESULTS.md, section "Planning constants".
+# Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).
 GPU_MEMORY_FRACTION = 0.5
-# Model rows per pass on a CPU. Measured on 2 cores (AMD EPYC), m·B = 400 rows, input gradients,
-# interleaved medians: ResNet18/CIFAR took 5.2 s at 48 rows per pass, 5.5 s at 24, 5.9 s at 80,
-# 6.9 s at 136 and 8.1 s at 200; the MNIST CNN was flat from 24 to 200 rows (0.23-0.26 s) but
-# took 0.57 s in one pass of 400 rows against 0.30 s at 80. A byte budget alone (256 MiB) sent
-# the MNIST CNN to 400 rows, so the cache limit is a row count. SMOOTHKERN_CPU_ROWS overrides.
+# CPU rows per pass: larger batches fall out of cache and run slower (SMOOTHKERN_CPU_ROWS).
 CPU_ROWS = 48
-# Saved activations per pass on a CPU: a memory bound for models with very large rows.
+# Saved activations per CPU pass: a memory bound for models whose rows are very large.
 CPU_MEMORY_BUDGET = 2 * 1024**3
-# A CPU job is split into at least this many passes while they keep CPU_MIN_ROWS model rows:
-# peak memory follows the pass, and the time per row is flat from about 12 rows up. Measured on
-# 2 cores, one example, m = 50 (interleaved medians of whole calls): ResNet18/CIFAR 0.69 s at 13
-# rows per pass, 0.65 s at 17, 0.67 s at 25 (Captum's single 50-row pass: 0.69 s); the MNIST CNN
-# 53, 51 and 49 ms (Captum: 50 ms), differences within the machine's ±5 % noise; peak memory
-# falls from about 200 to 100 MiB (ResNet18). At 10 rows ResNet18 was 8 % slower (0.80 s).
+# Small CPU jobs run in this many passes: the same time as one pass, a fraction of its memory.
 CPU_MIN_PASSES = 4
+# ...of at least this many rows each: below about 12 rows the time per row grows.
 CPU_MIN_ROWS = 12
 
 
@@ -64,26 +57,29 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(x.detach().requires_grad_(True))
     per_row = sum(seen.values()) // x.shape[0]
-    return out.detach(), max(per_row, x[0].numel() * x.element_size())
+    out = out.detach() if isinstance(out, Tensor) else out  # the caller checks the type
+    return out, max(per_row, x[0].numel() * x.element_size())
 
 
 def rows_in_budget(row_bytes: int, device: torch.device) -> int:
     """Model rows one pass may hold: the memory budget, and on a CPU the cache limit CPU_ROWS.
+
+    ``SMOOTHKERN_CPU_ROWS`` overrides CPU_ROWS.
 
     Args:
         row_bytes: activations autograd saves per model row.
     """
     rows = memory_budget(device) // max(1, row_bytes)
     if device.type == "cpu":
-        rows = min(rows, int(os.environ.get("SMOOTHKERN_CPU_ROWS", CPU_ROWS)))
+        rows = min(rows, _environment_number("SMOOTHKERN_CPU_ROWS", CPU_ROWS))
     return max(1, rows)
 
 
 def memory_budget(device: torch.device) -> int:
     """Bytes of saved activations one pass may use (``SMOOTHKERN_MEMORY_BUDGET`` overrides)."""
-    override = os.environ.get("SMOOTHKERN_MEMORY_BUDGET")
-    if override:
-        return int(float(override))
+    override = _environment_number("SMOOTHKERN_MEMORY_BUDGET", None)
+    if override is not None:
+        return override
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * GPU_MEMORY_FRACTION)
@@ -111,3 +107,23 @@ def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int
     per_pass = max(1, min(n_samples, rows // model_rows_per_sample))
     passes = math.ceil(n_samples / per_pass)
     return math.ceil(n_samples / passes)
+
+
+def _environment_number(name: str, default: int | None) -> int | None:
+    """A positive whole number from the environment variable ``name`` (``1e9`` allowed), or
+    ``default`` when it is unset or empty.
+
+    Raises:
+        ValueError: the variable is set to something else.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise ValueError(f"{name} must be a positive whole number, got {text!r}")
+    return int(value)
+

@@ -178,34 +178,6 @@ def test_out_of_memory_at_one_sample_is_raised(resnet, monkeypatch):
         sk.smooth_grad(resnet, torch.rand(1, 3, 8, 8), n_samples=4, method=method)
 
 
-def test_auto_chunking_is_balanced(resnet):
-    from smoothkern.planning import choose_samples_per_pass, forward_measuring_saved_bytes
-
-    x = torch.rand(1, 3, 8, 8)
-    _, row_bytes = forward_measuring_saved_bytes(resnet, x)
-    assert row_bytes > x.numel() * 4
-    k = choose_samples_per_pass(sk.methods.Gradient(), x, row_bytes, 1, 50)
-    passes = math.ceil(50 / k)
-    assert 1 <= k <= 50 and passes * k - 50 < passes
-
-
-def test_cpu_planning_splits_small_jobs_but_keeps_passes_efficient():
-    from smoothkern.planning import CPU_MIN_PASSES, CPU_MIN_ROWS, CPU_ROWS, choose_samples_per_pass
-
-    row_bytes = 1 << 20
-    gradient = sk.methods.Gradient()
-    one, eight = torch.rand(1, 3, 8, 8), torch.rand(8, 3, 8, 8)
-    # 50 rows: four passes of 13 rather than two of 25 (peak memory follows the pass)
-    assert choose_samples_per_pass(gradient, one, row_bytes, 1, 50) == 13
-    assert math.ceil(50 / 13) == CPU_MIN_PASSES
-    # a job below the row floor stays one pass; a bigger one fills CPU_ROWS
-    assert choose_samples_per_pass(gradient, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
-    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
-    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) == 6
-    # the memory budget still wins for huge rows
-    assert choose_samples_per_pass(gradient, eight, 1 << 40, 1, 50) == 1
-
-
 def test_backends_report():
     report = sk.backend_status()
     for name in ("torch", "vmap", "loop"):

@@ -1,0 +1,108 @@
+"""Samples per pass: the memory probe, balanced chunks, the CPU row limits and their overrides."""
+
+import math
+
+import pytest
+import torch
+from helpers import tiny_resnet
+
+import smoothkern as sk
+from smoothkern.planning import (
+    CPU_MEMORY_BUDGET,
+    CPU_MIN_PASSES,
+    CPU_MIN_ROWS,
+    CPU_ROWS,
+    choose_samples_per_pass,
+    forward_measuring_saved_bytes,
+    memory_budget,
+    rows_in_budget,
+)
+
+CPU = torch.device("cpu")
+VARIABLES = ("SMOOTHKERN_CPU_ROWS", "SMOOTHKERN_MEMORY_BUDGET")
+
+
+@pytest.fixture(autouse=True)
+def no_overrides(monkeypatch):
+    """The planner's defaults, whatever the environment running the tests sets."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_auto_chunking_is_balanced():
+    model = tiny_resnet()
+    x = torch.rand(1, 3, 8, 8)
+    _, row_bytes = forward_measuring_saved_bytes(model, x)
+    assert row_bytes > x.numel() * 4
+    k = choose_samples_per_pass(sk.methods.Gradient(), x, row_bytes, 1, 50)
+    passes = math.ceil(50 / k)
+    assert 1 <= k <= 50 and passes * k - 50 < passes
+
+
+def test_cpu_planning_splits_small_jobs_but_keeps_passes_efficient():
+    row_bytes = 1 << 20
+    gradient = sk.methods.Gradient()
+    one, eight = torch.rand(1, 3, 8, 8), torch.rand(8, 3, 8, 8)
+    # 50 rows: four passes of 13 rather than two of 25 (peak memory follows the pass)
+    assert choose_samples_per_pass(gradient, one, row_bytes, 1, 50) == 13
+    assert math.ceil(50 / 13) == CPU_MIN_PASSES
+    # a job below the row floor stays one pass; a bigger one fills CPU_ROWS
+    assert choose_samples_per_pass(gradient, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
+    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
+    assert choose_samples_per_pass(gradient, eight, row_bytes, 1, 50) == 6
+    # the memory budget still wins for huge rows
+    assert choose_samples_per_pass(gradient, eight, 1 << 40, 1, 50) == 1
+
+
+def test_defaults_without_overrides():
+    assert memory_budget(CPU) == CPU_MEMORY_BUDGET
+    assert rows_in_budget(1 << 10, CPU) == CPU_ROWS
+    assert rows_in_budget(CPU_MEMORY_BUDGET // 3, CPU) == 3
+
+
+def test_cpu_rows_variable_is_honoured(monkeypatch):
+    gradient, eight = sk.methods.Gradient(), torch.rand(8, 3, 8, 8)
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "16")
+    assert rows_in_budget(1 << 20, CPU) == 16
+    assert choose_samples_per_pass(gradient, eight, 1 << 20, 1, 50) == 2  # 16 rows / 8 examples
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "200")
+    assert rows_in_budget(1 << 20, CPU) == 200
+    # 400 rows: the small-job split caps a pass at 100 rows (12 samples): 5 passes of 10
+    assert choose_samples_per_pass(gradient, eight, 1 << 20, 1, 50) == 10
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "")  # empty: the default
+    assert rows_in_budget(1 << 20, CPU) == CPU_ROWS
+
+
+def test_memory_budget_variable_is_honoured(monkeypatch):
+    monkeypatch.setenv("SMOOTHKERN_MEMORY_BUDGET", "1e6")
+    assert memory_budget(CPU) == 1_000_000
+    assert rows_in_budget(100_000, CPU) == 10
+    assert rows_in_budget(10**7, CPU) == 1  # never below one row
+
+
+@pytest.mark.parametrize("name", VARIABLES)
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", "nan", "inf"])
+def test_bad_override_names_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name} must be a positive whole number"):
+        rows_in_budget(1 << 20, CPU)
+
+
+def test_cpu_rows_variable_sizes_the_passes_of_smooth_grad(monkeypatch):
+    model, x = tiny_resnet(), torch.rand(1, 3, 8, 8)
+    method = sk.methods.Gradient()
+    original, sizes = method.attribute, []
+
+    def recording(model, inputs, target):
+        sizes.append(inputs.shape[0])
+        return original(model, inputs, target)
+
+    monkeypatch.setattr(method, "attribute", recording)
+    want = sk.smooth_grad(model, x, n_samples=8, method=method, seed=1)
+    assert sizes == [8]  # 8 rows: below CPU_MIN_ROWS, one pass
+    sizes.clear()
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "3")
+    got = sk.smooth_grad(model, x, n_samples=8, method=method, seed=1)
+    assert sizes == [3, 3, 2]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
