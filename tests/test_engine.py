@@ -1,12 +1,14 @@
 """Every backend against the naive loop; analytic checks; chunking, snapshots, sweeps, OOM."""
 
 import math
+import re
 
 import pytest
 import torch
 from helpers import Quadratic, assert_close_results, tiny_mlp, tiny_resnet
 
 import smoothkern as sk
+import smoothkern._ext
 import smoothkern.methods
 from smoothkern import backends as registry
 from smoothkern.stats import AGGREGATES
@@ -178,8 +180,26 @@ def test_out_of_memory_at_one_sample_is_raised(resnet, monkeypatch):
         sk.smooth_grad(resnet, torch.rand(1, 3, 8, 8), n_samples=4, method=method)
 
 
-def test_backends_report():
+def test_backend_report_is_complete_and_true():
+    """Every name ``backend=`` accepts is reported, as "available" or a one-line reason, and the
+    report holds: an available backend runs (and equals the loop), an unavailable one is refused
+    with that reason."""
     report = sk.backend_status()
-    for name in ("torch", "vmap", "loop"):
-        assert report[name] == "available"
-    assert "cpp" in report and "triton" in report and "cuda" in report
+    assert set(report) == set(registry.names())
+    assert {"torch", "vmap", "loop", "cpp", "cuda", "triton"} <= set(report)
+    for name, state in report.items():
+        assert isinstance(state, str) and state.strip() and "\n" not in state, (name, state)
+    assert report["torch"] == report["vmap"] == report["loop"] == "available"
+    assert (report["cpp"] == "available") == smoothkern._ext.has_ops()
+    assert report["cpp"] == (smoothkern._ext.why_no_ops() or "available")
+    assert report["cuda"] != "available"  # the CUDA kernels never take CPU tensors
+    model, x = tiny_mlp(), torch.rand(2, 7)
+    want = sk.smooth_grad(model, x, n_samples=3, seed=4, backend="loop")
+    for name, state in report.items():
+        if state == "available":
+            got = sk.smooth_grad(model, x, n_samples=3, seed=4, backend=name)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6,
+                                       msg=lambda text, name=name: f"{name}: {text}")
+        else:
+            with pytest.raises(ValueError, match=re.escape(state)):
+                sk.smooth_grad(model, x, n_samples=3, backend=name)
