@@ -22,16 +22,23 @@ from smoothkern.methods import (
     Saliency,
 )
 
-captum_attr = pytest.importorskip("captum.attr")
-
 LAYERS = {SmallCNN: "features.2", BNNet: "conv"}
 
 
-def ours_and_captum(name: str, model: nn.Module):
-    """(our method object, a function computing Captum's attribution for (x, target))."""
+@pytest.fixture
+def captum_attr():
+    """``captum.attr``; only the comparisons with Captum need it (skipped without it)."""
+    return pytest.importorskip("captum.attr")
+
+
+def ours_and_captum(name: str, model: nn.Module, ca):
+    """(our method object, a function computing Captum's attribution for (x, target)).
+
+    Args:
+        ca: the ``captum.attr`` module.
+    """
     layer = LAYERS[type(model)]
     module = model.get_submodule(layer)
-    ca = captum_attr
     table = {
         "gradient": (Gradient(), lambda x, t: ca.Saliency(model).attribute(x, target=t, abs=False)),
         "saliency": (Saliency(), lambda x, t: ca.Saliency(model).attribute(x, target=t)),
@@ -52,11 +59,11 @@ def ours_and_captum(name: str, model: nn.Module):
 
 @pytest.mark.parametrize("model_cls", [SmallCNN, BNNet])
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_equals_captum_bit_for_bit(name, model_cls):
+def test_method_equals_captum_bit_for_bit(name, model_cls, captum_attr):
     model = make(model_cls)
     x = inputs_for(model, 5)
     target = torch.tensor([0, 1, 2, 3, 1])
-    ours, theirs = ours_and_captum(name, model)
+    ours, theirs = ours_and_captum(name, model, captum_attr)
     got = ours.attribute(model, x, target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -67,7 +74,7 @@ def test_method_equals_captum_bit_for_bit(name, model_cls):
 
 @pytest.mark.parametrize("rule", ["riemann_left", "riemann_right", "riemann_middle",
                                   "riemann_trapezoid", "gausslegendre"])
-def test_integration_rules_equal_captum(rule):
+def test_integration_rules_equal_captum(rule, captum_attr):
     model = make(SmallCNN)
     x = inputs_for(model, 3)
     target = torch.tensor([4, 0, 2])
