@@ -13,21 +13,20 @@ Two sources, matching the two noise modes:
   ``nt_samples_batch_size`` samples (Captum reuses those rows for every full chunk), and one
   more for the remainder chunk.
 
-The drawn rows reach the integrated-gradients method through the backend's ``perturb`` (it
-knows which samples a pass holds): :func:`with_baseline_draws`.
+The drawn rows reach the method as a per-row ``baseline`` through the engine's
+:class:`~smoothkern.sources.DrawnBaselines` source (``BaselineDraws.rows`` is its callable).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..backends import Backend
 from ..noise import philox4x32
+from .errors import CaptumArgumentError
 from .inputs import Layout
 
 BASELINE_STREAM = 1  # last Philox counter word of the baseline draws (the noise uses 0)
@@ -50,13 +49,13 @@ class BaselineDraws:
                  captum_chunks: list[int] | None = None) -> None:
         items = baselines if isinstance(baselines, tuple) else (baselines,)
         if len(items) != len(inputs):
-            raise ValueError(f"baselines must have one entry per input ({len(inputs)}), got "
+            raise CaptumArgumentError(f"baselines must have one entry per input ({len(inputs)}), got "
                              f"{len(items)}")
         for i, (b, x) in enumerate(zip(items, inputs)):
             if isinstance(b, Tensor):
                 if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or \
                         b.shape[0] < 1:
-                    raise ValueError(f"with draw_baseline_from_distrib=True, baselines[{i}] "
+                    raise CaptumArgumentError(f"with draw_baseline_from_distrib=True, baselines[{i}] "
                                      f"must be [M, ...] rows shaped like inputs[{i}] "
                                      f"{tuple(x.shape[1:])}; got {tuple(b.shape)}")
             elif isinstance(b, bool) or not isinstance(b, (int, float)):
@@ -66,14 +65,17 @@ class BaselineDraws:
                            for b, x in zip(items, inputs))
         self.inputs, self.layout, self.seed = inputs, layout, seed
         self.batch = inputs[0].shape[0]
-        # rng="captum": numpy's draws for the full chunks and for the remainder chunk, made now
-        self.captum: tuple[int, dict[int, Tensor], dict[int, Tensor]] | None = None
+        # rng="captum": numpy's draw for the full chunks is made now, before any chunk, and the
+        # remainder chunk's when it is first asked for (after its noise), both as Captum does,
+        # so that an algorithm drawing from numpy itself (GradientShap) sees Captum's sequence
+        self.captum_size = self.full_samples = self.rest_samples = 0
+        self.full: dict[int, Tensor] = {}
+        self.rest: dict[int, Tensor] | None = None
         if captum_chunks is not None:
-            size = captum_chunks[0]
-            rest = captum_chunks[-1] if captum_chunks[-1] != size else 0
-            full_samples = sum(c for c in captum_chunks if c == size)
-            full = self._numpy_draws(size)            # Captum's first draw, before any chunk
-            self.captum = (full_samples, full, self._numpy_draws(rest) if rest else {})
+            self.captum_size = captum_chunks[0]
+            self.full_samples = sum(c for c in captum_chunks if c == self.captum_size)
+            self.rest_samples = sum(captum_chunks) - self.full_samples
+            self.full = self._numpy_draws(self.captum_size)
 
     def rows(self, start: int, count: int) -> Tensor:
         """The baselines of samples ``start .. start+count-1``, joined: Tensor[count·B, ...]."""
@@ -88,11 +90,15 @@ class BaselineDraws:
         return self.layout.join(parts)
 
     def _indices(self, k: int, size: int, start: int, count: int) -> Tensor:
-        if self.captum is None:
+        if not self.captum_size:
             return counter_indices(self.seed, k, size, start, count, self.batch)
-        full_samples, full, rest = self.captum
-        # Captum reuses one draw for every full chunk; the remainder chunk has its own
-        return full[k] if start < full_samples else rest[k]
+        if start + count > self.full_samples and self.rest is None:
+            self.rest = self._numpy_draws(self.rest_samples)
+        # Captum reuses one draw for every full chunk; the remainder chunk has its own. A range
+        # may be part of a chunk (a chunk split after an out-of-memory error).
+        return torch.stack([self.full[k][i % self.captum_size] if i < self.full_samples
+                            else self.rest[k][i - self.full_samples]
+                            for i in range(start, start + count)])
 
     def _numpy_draws(self, samples: int) -> dict[int, Tensor]:
         """One ``np.random.choice`` per baselines tensor, as Captum calls it, with the rows
@@ -112,18 +118,3 @@ def counter_indices(seed: int, k: int, size: int, start: int, count: int, batch:
     word = torch.tensor(k, dtype=torch.int64)
     r0, _, _, _ = philox4x32(word, sample, example, torch.tensor(BASELINE_STREAM), seed)
     return (r0 * size) >> 32
-
-
-def with_baseline_draws(backend: Backend, method: Any, draws: BaselineDraws) -> Backend:
-    """``backend`` whose ``perturb`` also hands the method the pass's drawn baselines."""
-
-    def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-                noise: str) -> Tensor:
-        rows = draws.rows(start, count)                           # [count·B, ...]
-        example = rows.shape[1:]
-        levels, batch = sigma.shape                               # engine rows: (i·S + s)·B + b
-        method.baseline = rows.view(count, 1, batch, *example).expand(
-            count, levels, batch, *example).reshape(count * levels * batch, *example)
-        return backend.perturb(x, sigma, seed, start, count, noise)
-
-    return dataclasses.replace(backend, perturb=perturb)

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import CaptumArgumentError
+
 
 def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
     """(the inputs as a tuple, whether they came as a tuple), checked."""
@@ -107,6 +109,8 @@ class FlatModel(nn.Module):
                                  f"with a batch dim must have one row per example ({batch})")
         self.extra = extra
         self.output_shape: tuple[int, ...] | None = None
+        # False: return the function's output unchecked (a generic Captum algorithm reads it)
+        self.strict = True
 
     def call(self) -> Callable[..., Tensor]:
         return self.forward_func if "forward_func" in self._modules else self._func
@@ -121,6 +125,8 @@ class FlatModel(nn.Module):
         extra = tuple(a[index.to(a.device)] if isinstance(a, Tensor) and a.dim() > 0 else a
                       for a in self.extra)
         out = self.call()(*self.layout.split(rows), *extra)
+        if not self.strict:
+            return out
         if not isinstance(out, Tensor):
             raise TypeError(f"the forward function must return a Tensor, got {type(out).__name__}")
         if out.dim() == 0 or out.shape[0] != rows.shape[0]:
@@ -144,7 +150,7 @@ def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Ten
     shape = tuple(output_shape) or (1,)
     if target is None:
         if math.prod(shape) != 1:
-            raise ValueError(f"target is required: the model returns {math.prod(shape)} outputs "
+            raise CaptumArgumentError(f"target is required: the model returns {math.prod(shape)} outputs "
                              "per example (Captum's target=None only works for one output)")
         return torch.zeros(batch, dtype=torch.int64)
     if isinstance(target, Tensor):
@@ -153,13 +159,13 @@ def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Ten
         if target.numel() == 1:
             return _repeat(_flat_index(int(target.item()), shape), batch)
         if target.dim() != 1 or target.shape[0] != batch:
-            raise ValueError(f"a target tensor must have one entry per example ({batch}), got "
+            raise CaptumArgumentError(f"a target tensor must have one entry per example ({batch}), got "
                              f"shape {tuple(target.shape)}")
         return torch.tensor([_flat_index(int(t), shape) for t in target.tolist()],
                             dtype=torch.int64)
     if isinstance(target, list):
         if len(target) != batch:
-            raise ValueError(f"a target list must have one entry per example ({batch}), "
+            raise CaptumArgumentError(f"a target list must have one entry per example ({batch}), "
                              f"got {len(target)}")
         return torch.tensor([_flat_index(t, shape) for t in target], dtype=torch.int64)
     return _repeat(_flat_index(target, shape), batch)
@@ -178,12 +184,12 @@ def _flat_index(target: Any, shape: tuple[int, ...]) -> int:
                         f"got {target!r}")
     index = (target,) if is_int else target
     if len(index) != len(shape):
-        raise ValueError(f"target {target!r} must pick one output of each example's "
+        raise CaptumArgumentError(f"target {target!r} must pick one output of each example's "
                          f"{shape} outputs: give {len(shape)} index(es)")
     flat = 0
     for i, size in zip(index, shape):
         if not -size <= i < size:
-            raise ValueError(f"target {target!r} is out of range for outputs of shape {shape}")
+            raise CaptumArgumentError(f"target {target!r} is out of range for outputs of shape {shape}")
         flat = flat * size + i % size
     return flat
 
@@ -198,7 +204,7 @@ def format_baselines(baselines: Any, inputs: tuple[Tensor, ...], layout: Layout
     items = (0,) * len(inputs) if baselines is None else (
         baselines if isinstance(baselines, tuple) else (baselines,))
     if len(items) != len(inputs):
-        raise ValueError(f"baselines must have one entry per input ({len(inputs)}), got "
+        raise CaptumArgumentError(f"baselines must have one entry per input ({len(inputs)}), got "
                          f"{len(items)}")
     if not layout.flat and not isinstance(items[0], Tensor):
         return _number(items[0])
@@ -214,7 +220,7 @@ def format_baselines(baselines: Any, inputs: tuple[Tensor, ...], layout: Layout
             continue
         if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or \
                 b.shape[0] not in (1, batch):
-            raise ValueError(f"baselines[{i}] of shape {tuple(b.shape)} must be [1 or B, ...] "
+            raise CaptumArgumentError(f"baselines[{i}] of shape {tuple(b.shape)} must be [1 or B, ...] "
                              f"like inputs[{i}] {tuple(x.shape)}")
         parts.append(b.to(device=x.device).expand(rows, *x.shape[1:]))
     return layout.join(parts)
@@ -230,10 +236,10 @@ def format_stdevs(stdevs: Any, count: int) -> tuple[float, ...]:
     """One σ per input (Captum: a float, or a tuple with one float per input)."""
     values = stdevs if isinstance(stdevs, tuple) else (stdevs,) * count
     if len(values) != count:
-        raise ValueError(f"stdevs must be a number or a tuple of {count} numbers (one per "
+        raise CaptumArgumentError(f"stdevs must be a number or a tuple of {count} numbers (one per "
                          f"input), got {stdevs!r}")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 \
                 or v == float("inf"):
-            raise ValueError(f"stdevs must be finite non-negative numbers, got {stdevs!r}")
+            raise CaptumArgumentError(f"stdevs must be finite non-negative numbers, got {stdevs!r}")
     return tuple(float(v) for v in values)

@@ -2,54 +2,60 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import captum.attr as _captum
 import torch
+from captum.log import log_usage
 from torch import Tensor
 
-from ..api import make_plan, run_plan
-from ..backends import resolve as resolve_backend
-from .attributions import Attribution, IntegratedGradients, Problem, adopt, build_problem
-from .baseline_draws import BaselineDraws, with_baseline_draws
-from .inputs import format_stdevs
-from .noise_sources import (
-    CaptumNoise,
-    CaptumSums,
-    captum_backend,
-    captum_chunks,
-    counter_backend,
-    element_sigma,
-)
+from .. import engine
+from ..api import check_strategy
+from ..backends import choose
+from ..noise import check_noise_kind, check_seed
+from ..planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from ..sources import CounterNoise, DrawnBaselines, NoiseSource
+from ..state import preserved
+from .attributions import Problem, build_problem, input_shaped, native_method, native_name
+from .baseline_draws import BaselineDraws
+from .errors import CaptumArgumentError
+from .generic import CaptumAlgorithm
+from .inputs import format_stdevs, format_target
+from .replay import CaptumReplay, CaptumSums, captum_chunks
 
 CAPTUM_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # nt_type → smoothkern aggregate; "abs" and "geomean" are smoothkern's extras
 AGGREGATE_OF = {"smoothgrad": "mean", "smoothgrad_sq": "sq", "vargrad": "var", "abs": "abs",
                 "geomean": "geomean"}
 RNG_MODES = ("smoothkern", "captum")
+# options that describe the call rather than configure the algorithm
+_CALL_OPTIONS = ("target", "additional_forward_args")
 
 
-class NoiseTunnel:
+class NoiseTunnel(_captum.NoiseTunnel):
     """Captum's ``NoiseTunnel(attribution_method)``, batched by smoothkern's engine.
 
+    Takes every Captum attribution. Saliency, InputXGradient, IntegratedGradients,
+    GuidedBackprop, LayerGradCam and GuidedGradCam (Captum's or smoothkern.captum's) run as
+    smoothkern methods, noise samples and integration steps in the same batched passes; every
+    other algorithm (DeepLift, GradientShap, FeatureAblation, LRP, the layer and neuron
+    attributions, ...) runs its own ``attribute`` once per chunk of noisy copies. Either way the
+    noise comes from the engine's noise source and the results from its streaming statistics.
+
     Args:
-        attribution_method: a ``smoothkern.captum`` attribution or the matching
-            ``captum.attr`` object (Saliency, InputXGradient, IntegratedGradients,
-            GuidedBackprop, LayerGradCam, GuidedGradCam).
+        attribution_method: a ``captum.attr`` attribution object.
     """
 
     def __init__(self, attribution_method: Any) -> None:
-        self.attribution_method: Attribution = adopt(attribution_method)
-        self.is_delta_supported = self.attribution_method.has_convergence_delta()
-        self.forward_func = self.attribution_method.forward_func
+        if not isinstance(attribution_method, _captum.Attribution):
+            raise TypeError(f"NoiseTunnel takes a captum.attr attribution object, got "
+                            f"{type(attribution_method).__module__}."
+                            f"{type(attribution_method).__name__}")
+        super().__init__(attribution_method)
 
-    def has_convergence_delta(self) -> bool:
-        return self.is_delta_supported
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self.attribution_method.multiplies_by_inputs
-
+    @log_usage()
     def attribute(self, inputs: Tensor | tuple[Tensor, ...],
                   nt_type: str | Sequence[str] = "smoothgrad", nt_samples: int = 5,
                   nt_samples_batch_size: int | None = None,
@@ -60,11 +66,11 @@ class NoiseTunnel:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
         Args:
-            inputs: Tensor[B, ...] or a tuple of them (examples aligned on dim 0).
+            inputs: Tensor[B, ...] or a tuple of them (examples aligned on dim 0), floating point.
             nt_type: "smoothgrad", "smoothgrad_sq", "vargrad", or smoothkern's "abs" (mean of
                 |a|) and "geomean"; a tuple of them returns a dict keyed by nt_type.
             nt_samples: noise samples per example.
-            nt_samples_batch_size: samples per pass. With rng="captum" Captum's chunking (and
+            nt_samples_batch_size: samples per chunk. With rng="captum" Captum's chunking (and
                 memory); otherwise None lets smoothkern choose, and results do not depend on it.
             stdevs: σ of the Gaussian noise, one float or one per input.
             draw_baseline_from_distrib: give each noisy row a baseline drawn at random from the
@@ -76,12 +82,13 @@ class NoiseTunnel:
                 ``stdevs``; a float or one per input. Not with rng="captum".
             seed: the counter-based stream's seed (default 0). With rng="captum" the noise comes
                 from torch's global generator: seed it with ``torch.manual_seed``.
-            backend: smoothkern backend name ("auto", "torch", "loop", ...).
+            backend: smoothkern backend name ("auto", "torch", "cpp", "loop", ...); one that
+                cannot run here is refused, never replaced.
             rng: "smoothkern" (reproducible counter-based noise, chunk invariant) or "captum"
                 (Captum's exact draws: equal to ``captum.attr.NoiseTunnel`` after the same seed).
             **kwargs: the attribution method's ``attribute`` arguments: ``target``,
-                ``additional_forward_args``, ``baselines``, ``n_steps``, ``method``,
-                ``internal_batch_size``, ``return_convergence_delta``, ``abs``, ...
+                ``additional_forward_args``, ``baselines``, ``n_steps``, ``feature_mask``,
+                ``return_convergence_delta``, ...
 
         Returns:
             Like Captum: attributions (Tensor or tuple), or ``(attributions, delta)`` with
@@ -90,153 +97,187 @@ class NoiseTunnel:
         types, single = _check_types(nt_type)
         nt_samples, batch_size = _check_samples(nt_samples, nt_samples_batch_size)
         if rng not in RNG_MODES:
-            raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
+            raise CaptumArgumentError(f"rng must be one of {RNG_MODES}, got {rng!r}")
         if rng == "captum":
             _check_captum_mode(noise, noise_level, seed, backend)
-        kwargs = dict(kwargs)
-        want_delta = bool(kwargs.pop("return_convergence_delta", False))
+        noise = check_noise_kind(noise)
+        seed = check_seed(0 if seed is None else seed)
+        options = dict(kwargs)
+        want_delta = bool(options.pop("return_convergence_delta", False))
         if want_delta and not self.is_delta_supported:
-            raise ValueError(f"{type(self.attribution_method).__name__} has no convergence delta")
-        target = kwargs.pop("target", None)
-        extra = kwargs.pop("additional_forward_args", None)
-        takes_baselines = "baselines" in self.attribution_method.method_params
-        drawn = kwargs.pop("baselines", None) if (
-            draw_baseline_from_distrib and takes_baselines) else None
-        params = self.attribution_method.split_params(kwargs)
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.attribution_method).__name__}"
-                            f": {sorted(kwargs)}")
-        attribution = self.attribution_method
-        if isinstance(attribution, IntegratedGradients) and params["internal_batch_size"] is None \
-                and rng == "smoothkern":
-            params = {**params, "internal_batch_size": "auto"}  # bounded memory
-        problem = build_problem(attribution.forward_func, inputs, target, extra, measure=True)
-        method = attribution.make_method(problem, params, record_delta=want_delta)
-        draws = None
-        if drawn is not None:
-            draws = BaselineDraws(drawn, problem.inputs, problem.layout,
-                                  0 if seed is None else seed,
-                                  captum_chunks(nt_samples, batch_size) if rng == "captum"
-                                  else None)
-        common = dict(target=problem.target, n_samples=nt_samples, method=method,
-                      accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
-                      else torch.float32)
-        if rng == "captum":
-            results = self._captum_rng(problem, method, types, nt_samples, batch_size, stdevs,
-                                       common, draws)
-        else:
-            results = self._smoothkern_rng(problem, types, batch_size, stdevs, noise,
-                                           noise_level, seed, backend, common, draws)
-        out = {t: attribution.format_result(problem, results[t], method) for t in types}
-        out = out[types[0]] if single else out
-        if want_delta:
-            return out, _captum_order_deltas(method.deltas, problem.x.shape[0])
-        return out
-
-    # -------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _smoothkern_rng(problem: Problem, types: tuple[str, ...], batch_size: int | None,
-                        stdevs: Any, noise: str, noise_level: Any, seed: int | None,
-                        backend: str, common: dict, draws: BaselineDraws | None
-                        ) -> dict[str, Tensor]:
-        sigma = _sigma_per_input(problem, stdevs, noise_level)                   # [B, K]
-        same = bool((sigma == sigma[:, :1]).all())
-        per_pass = batch_size
-        if same and backend != "loop":
-            engine_backend, engine_stdevs = backend, sigma[:, 0]
-        else:  # a σ per input needs its own perturb; "loop": one sample per pass
-            engine_backend = counter_backend(element_sigma(sigma, problem.layout))
-            engine_stdevs = sigma[:, 0]
-            per_pass = 1 if backend == "loop" else batch_size
-        if draws is not None:
-            if isinstance(engine_backend, str):
-                engine_backend = resolve_backend(engine_backend, problem.x.device)
-            engine_backend = with_baseline_draws(engine_backend, common["method"], draws)
-        names = tuple(AGGREGATE_OF[t] for t in types)
-        res = _engine(problem, stdevs=engine_stdevs, noise=noise, aggregate=names,
-                      samples_per_pass=per_pass, seed=0 if seed is None else seed,
-                      backend=engine_backend, **common)
-        return {t: res[AGGREGATE_OF[t]].to(problem.x.dtype) for t in types}
-
-    @staticmethod
-    def _captum_rng(problem: Problem, method: Any, types: tuple[str, ...], nt_samples: int,
-                    batch_size: int | None, stdevs: Any, common: dict,
-                    draws: BaselineDraws | None) -> dict[str, Any]:
+            raise CaptumArgumentError(f"{type(self.attribution_method).__name__} has no "
+                                      "convergence delta")
+        drawn = options.pop("baselines", None) if (
+            draw_baseline_from_distrib and "baselines" in options) else None
+        algorithm = self.attribution_method
+        problem = build_problem(algorithm.forward_func, inputs,
+                                options.get("additional_forward_args"))
         sds = format_stdevs(stdevs, len(problem.inputs))
-        chunks = captum_chunks(nt_samples, batch_size)
-        shapes = (list(problem.layout.shapes) if _input_shaped(method, problem)
-                  else [method.output_shape(problem.model, problem.x[:1])])
-        sums = CaptumSums(problem.x.shape[0], shapes)
-        source = CaptumNoise(problem.inputs, sds, problem.layout, chunks)
-        extras = tuple(AGGREGATE_OF[t] for t in types if t not in CAPTUM_TYPES)
-        engine_backend = captum_backend(source, sums)
-        if draws is not None:
-            engine_backend = with_baseline_draws(engine_backend, method, draws)
-        res = _engine(problem, stdevs=max(sds), aggregate=extras or "mean",
-                      samples_per_pass=chunks[0], backend=engine_backend, **common)
-        out: dict[str, Any] = {}
+        choice = choose(backend, problem.x.device)
+        name = native_name(algorithm, {k: v for k, v in options.items()
+                                       if k not in _CALL_OPTIONS})
+        run = _NativeRun(name, algorithm, problem, options, want_delta) if name else \
+            _GenericRun(algorithm, problem, options, want_delta)
+        check_strategy(choice.passes, run.method)
+
+        if rng == "captum":
+            if choice.passes != "batched":
+                raise CaptumArgumentError("rng='captum' replays Captum's chunks in batched "
+                                          "passes; backend 'loop' and 'vmap' are not available")
+            chunks = captum_chunks(nt_samples, batch_size)
+            source: NoiseSource = CaptumReplay(problem.inputs, sds, problem.layout, chunks)
+            sums = CaptumSums(problem.x.shape[0], run.part_shapes)
+            taps: tuple = (sums,)
+        else:
+            chunks, sums, taps = None, None, ()
+            sigma = _sigma(problem, sds, noise_level)
+            source = CounterNoise(problem.x, sigma, seed, noise, choice.kernels.perturb)
+        if drawn is not None:
+            draws = BaselineDraws(drawn, problem.inputs, problem.layout, seed, chunks)
+            source = DrawnBaselines(source, draws.rows)
+
+        per_pass = batch_size or (chunks[0] if chunks else run.samples_per_pass(nt_samples))
+        aggregates = tuple(dict.fromkeys(AGGREGATE_OF[t] for t in types
+                                         if rng == "smoothkern" or t not in CAPTUM_TYPES)
+                           ) or ("mean",)
+        job = engine.Job(
+            method=run.method, source=source, target=run.target, n_samples=nt_samples,
+            snapshots=(nt_samples,), aggregates=aggregates,
+            accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
+            accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
+            else torch.float32, taps=taps)
+        with preserved(problem.model, problem.x, freeze_parameters=run.native), \
+                run.method.session(problem.model):
+            (stats,) = engine.run(problem.model, job)
+        out = {}
         for t in types:
-            if t in CAPTUM_TYPES:
-                out[t] = sums.result(t, nt_samples)
+            if sums is not None and t in CAPTUM_TYPES:
+                parts = sums.result(t, nt_samples)
             else:
-                value = res[AGGREGATE_OF[t]] if isinstance(res, dict) else res
-                out[t] = value.to(problem.x.dtype)
-        return out
+                parts = run.split(stats[AGGREGATE_OF[t]][0].to(problem.x.dtype))
+            out[t] = run.format(parts)
+        result = out[types[0]] if single else out
+        return (result, run.deltas()) if want_delta else result
+
+
+class _NativeRun:
+    """A call of one of the six classes smoothkern has a method for."""
+
+    native = True
+
+    def __init__(self, name: str, algorithm: Any, problem: Problem, options: dict[str, Any],
+                 want_delta: bool) -> None:
+        self.problem, self.name = problem, name
+        self.method = native_method(name, algorithm, problem,
+                                    {k: v for k, v in options.items() if k not in _CALL_OPTIONS},
+                                    want_delta)
+        logits, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
+        self.target = format_target(options.get("target"), problem.x.shape[0],
+                                    problem.model.output_shape).to(problem.x.device)
+
+    def part_shapes(self) -> list[tuple[int, ...]]:
+        if input_shaped(self.name):
+            return list(self.problem.layout.shapes)
+        return [self.method.output_shape(self.problem.model, self.problem.x[:1])]
+
+    def samples_per_pass(self, nt_samples: int) -> int:
+        return choose_samples_per_pass(self.method, self.problem.x, self.row_bytes, 1, nt_samples)
+
+    def split(self, flat: Tensor) -> tuple[Tensor, ...]:
+        if input_shaped(self.name):
+            return self.problem.layout.split(flat)
+        return (flat,)
+
+    def format(self, parts: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+        empty = getattr(self.method, "uninterpolated", set())
+        if empty:
+            warnings.warn(f"Grad-CAM's map cannot be interpolated to inputs {sorted(empty)} "
+                          "(other spatial dims); their attributions are empty tensors, as in "
+                          "Captum", stacklevel=3)
+            parts = tuple(torch.empty(0, device=t.device) if i in empty else t
+                          for i, t in enumerate(parts))
+        return parts if (input_shaped(self.name) and self.problem.is_tuple) else parts[0]
+
+    def deltas(self) -> Tensor:
+        """Per-pass deltas (engine order s*B + b) → Captum's order: per chunk, b*k + s."""
+        batch = self.problem.x.shape[0]
+        return torch.cat([d.view(-1, batch).t().reshape(-1) for d in self.method.deltas])
+
+
+class _GenericRun:
+    """Any other Captum algorithm: its own ``attribute`` per chunk (:class:`CaptumAlgorithm`)."""
+
+    native = False
+
+    def __init__(self, algorithm: Any, problem: Problem, options: dict[str, Any],
+                 want_delta: bool) -> None:
+        self.problem = problem
+        self.method = CaptumAlgorithm(algorithm, problem.inputs, problem.is_tuple,
+                                      problem.layout, options, want_delta)
+        self.target = torch.zeros(problem.x.shape[0], dtype=torch.int64, device=problem.x.device)
+
+    def part_shapes(self) -> list[tuple[int, ...]]:
+        assert self.method.structure is not None
+        return list(self.method.structure[1])
+
+    def samples_per_pass(self, nt_samples: int) -> int:
+        self.problem.model.strict = False        # any output: Captum's algorithm reads it
+        try:
+            _, row_bytes = forward_measuring_saved_bytes(self.problem.model, self.problem.x)
+        finally:
+            self.problem.model.strict = True
+        return choose_samples_per_pass(self.method, self.problem.x, row_bytes, 1, nt_samples)
+
+    def split(self, flat: Tensor) -> tuple[Tensor, ...]:
+        return self.method.split_result(flat)
+
+    def format(self, parts: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+        assert self.method.structure is not None
+        return parts if self.method.structure[0] else parts[0]
+
+    def deltas(self) -> Tensor:
+        return torch.cat(self.method.deltas, dim=0)
 
 
 def _check_captum_mode(noise: str, noise_level: Any, seed: int | None, backend: str) -> None:
     """Before any work (and before any draw from numpy's or torch's global generator)."""
     if noise != "gaussian" or noise_level is not None or seed is not None:
-        raise ValueError("rng='captum' draws Captum's Gaussian noise from torch's global "
-                         "generator: noise, noise_level and seed are not available (seed "
-                         "with torch.manual_seed)")
-    if backend not in ("auto", "torch"):
-        raise ValueError("rng='captum' runs Captum's chunks in batched passes; backend "
-                         "must be 'auto' or 'torch'")
+        raise CaptumArgumentError("rng='captum' draws Captum's Gaussian noise from torch's "
+                                  "global generator: noise, noise_level and seed are not "
+                                  "available (seed with torch.manual_seed)")
+    if backend in ("loop", "vmap"):
+        raise CaptumArgumentError("rng='captum' replays Captum's chunks in batched passes; "
+                                  "backend 'loop' and 'vmap' are not available")
 
 
-def _engine(problem: Problem, **options: Any) -> Tensor | dict[str, Tensor]:
-    """``smooth_grad`` on the problem's joined inputs, reusing the problem's clean forward."""
-    settings = {"noise_level": None, "noise": "gaussian", "snapshots": None, "seed": 0,
-                "eps": 1e-10, "method_options": {}, **options}
-    target = settings.pop("target")
-    plan = make_plan(problem.model, problem.x, target, clean_forward=problem.clean, **settings)
-    return run_plan(problem.model, problem.x, plan)
-
-
-def _input_shaped(method: Any, problem: Problem) -> bool:
-    from ..methods import GradCam
-
-    return not isinstance(method, GradCam)
-
-
-def _sigma_per_input(problem: Problem, stdevs: Any, noise_level: Any) -> Tensor:
-    """σ per example and input, Tensor[B, K] float32."""
+def _sigma(problem: Problem, stdevs: tuple[float, ...], noise_level: Any) -> Tensor:
+    """σ for the counter-based source: Tensor[1, B] when every input shares it, else a σ per
+    element, Tensor[1, B, N] (N: elements of the joined example)."""
     count, batch = len(problem.inputs), problem.x.shape[0]
     if noise_level is None:
-        values = torch.tensor(format_stdevs(stdevs, count), dtype=torch.float64)
-        return values.view(1, count).expand(batch, count).to(problem.x.device, torch.float32)
-    levels = format_stdevs(noise_level, count)
-    spans = [(t.detach().reshape(batch, -1).double().amax(1) -
+        per_input = torch.tensor(stdevs, dtype=torch.float64).view(1, count).expand(batch, count)
+    else:
+        levels = format_stdevs(noise_level, count)
+        per_input = torch.stack(
+            [(t.detach().reshape(batch, -1).double().amax(1) -
               t.detach().reshape(batch, -1).double().amin(1)) * level
-             for t, level in zip(problem.inputs, levels)]
-    return torch.stack(spans, dim=1).to(problem.x.device, torch.float32)
-
-
-def _captum_order_deltas(deltas: list[Tensor], batch: int) -> Tensor:
-    """Per-pass deltas (engine order s*B + b) → Captum's order: per chunk, b*k + s."""
-    return torch.cat([d.view(-1, batch).t().reshape(-1) for d in deltas])
+             for t, level in zip(problem.inputs, levels)], dim=1)
+    per_input = per_input.to(problem.x.device, torch.float32)                  # [B, K]
+    if bool((per_input == per_input[:, :1]).all()):
+        return per_input[:, 0].unsqueeze(0)
+    sizes = torch.tensor(problem.layout.sizes, device=per_input.device)
+    return torch.repeat_interleave(per_input, sizes, dim=1).unsqueeze(0)
 
 
 def _check_types(nt_type: Any) -> tuple[tuple[str, ...], bool]:
     single = isinstance(nt_type, str)
     types = (nt_type,) if single else tuple(nt_type)
     if not types or len(set(types)) != len(types):
-        raise ValueError(f"nt_type must be a name or distinct names, got {nt_type!r}")
+        raise CaptumArgumentError(f"nt_type must be a name or distinct names, got {nt_type!r}")
     for t in types:
         if t not in AGGREGATE_OF:
-            raise ValueError(f"unknown nt_type {t!r}; choose from {tuple(AGGREGATE_OF)}")
+            raise CaptumArgumentError(f"unknown nt_type {t!r}; choose from "
+                                      f"{tuple(AGGREGATE_OF)}")
     return types, single
 
 
@@ -245,5 +286,5 @@ def _check_samples(nt_samples: Any, batch_size: Any) -> tuple[int, int | None]:
         if value is None and name == "nt_samples_batch_size":
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            raise CaptumArgumentError(f"{name} must be an int >= 1, got {value!r}")
     return nt_samples, None if batch_size is None else min(nt_samples, batch_size)
