@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import logging
 import os
 import sys
 import time
@@ -251,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     if os.environ.get("SMOOTHKERN_DEBUG"):
         return args.func(args)
+    # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF's samples per pixel) before
+    # raising; with no logging set up, Python prints that record as a second stderr line.
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
     from .data import DataError
     from .models import WeightsError
 

@@ -75,6 +75,23 @@ def png_claiming(path, width: int, height: int) -> str:
     return str(path)
 
 
+def tiff_with_samples_per_pixel(path, samples: int) -> str:
+    """Writes a 4×4 RGB TIFF whose SamplesPerPixel tag (277) is changed to ``samples``."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"II*\x00"  # little endian; then the first directory's offset
+    directory = struct.unpack_from("<I", data, 4)[0]
+    for index in range(struct.unpack_from("<H", data, directory)[0]):
+        entry = directory + 2 + 12 * index  # tag, type, count, value
+        if struct.unpack_from("<H", data, entry)[0] == 277:
+            struct.pack_into("<H", data, entry + 8, samples)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
 def bad_image_files(folder, digit_file) -> dict[str, str]:
     """Unreadable image files by kind: not an image, truncated, headers claiming huge sizes."""
     files = {"BAD": folder / "bad.png", "TRUNCATED": folder / "truncated.png"}
@@ -83,6 +100,7 @@ def bad_image_files(folder, digit_file) -> dict[str, str]:
     files["TRUNCATED"].write_bytes(whole[:len(whole) // 2])
     files["BOMB"] = png_claiming(folder / "bomb.png", 20000, 20000)  # Pillow raises
     files["BIG"] = png_claiming(folder / "big.png", 10000, 10000)  # Pillow only warns
+    files["TIFF"] = tiff_with_samples_per_pixel(folder / "spp.tif", 2048)  # Pillow logs an error
     return {key: str(value) for key, value in files.items()}
 
 
@@ -92,6 +110,7 @@ def bad_image_files(folder, digit_file) -> dict[str, str]:
     (["--model", "mnist", "--weights", "nope.pt", "--images", "IMG"], "weights file not found"),
     (["--model", "digits", "--images", "BAD"], "not a readable image"),
     (["--model", "digits", "--images", "TRUNCATED"], "not a readable image"),
+    (["--model", "digits", "--images", "TIFF"], "not a readable image"),
     (["--model", "digits", "--images", "IMG", "BOMB"], "image too large"),
     (["--model", "digits", "--images", "BIG"], "image too large"),
     (["--model", "digits", "--images", "IMG", "--target", "12"], "target out of range"),
@@ -108,10 +127,11 @@ def test_figure_errors_are_one_line(tmp_path, digit_files, capsys, args, message
 
 
 @pytest.mark.parametrize("image, message", [("none.png", "image not found"),
-                                            ("BIG", "image too large")])
+                                            ("BIG", "image too large"),
+                                            ("TIFF", "not a readable image")])
 def test_no_traceback_from_the_real_command(tmp_path, digit_files, image, message):
-    # A real process: Pillow's DecompressionBombWarning would print beside the error there
-    # (pytest captures warnings, so only a subprocess sees them on stderr).
+    # A real process: Pillow's DecompressionBombWarning and its log records would print beside
+    # the error there (pytest captures warnings and logging, so only a subprocess sees them).
     image = bad_image_files(tmp_path, digit_files[0]).get(image, str(tmp_path / image))
     result = subprocess.run([sys.executable, "-m", "smoothkern", "figure", "--model", "digits",
                              "--images", image, "--out", str(tmp_path / "x.png")],
