@@ -23,18 +23,19 @@ import sysconfig
 import warnings
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-# Ampere and Hopper: two archs keep the CUDA build near a minute on 2 cores; set
-# TORCH_CUDA_ARCH_LIST for others (e.g. "8.9" for Ada, "10.0" for Blackwell).
-DEFAULT_ARCHS = "8.0;9.0"
-# No errno and no FP traps: results are unchanged, but GCC may then if-convert the selects in the
-# element loops (log_f32's special cases) and vectorise them; with traps it kept them scalar and
-# accumulate ran at 20 ns/value instead of ~2 (3x224x224, B = 8, 1 thread). No contraction into
-# fused multiply-adds: the kernels keep the pure-torch reference's float32 rounding.
+# With no GPU visible at build time: machine code for Ampere (sm_80, runs on every 8.x GPU) and
+# Hopper (sm_90), plus compute_90 PTX that the driver compiles for newer GPUs (Blackwell, ...);
+# two archs keep the build near a minute on 2 cores. Older GPUs (< 8.0) are not covered.
+DEFAULT_ARCHS = "8.0;9.0+PTX"
+# No errno and no FP traps, so GCC if-converts and vectorises log_f32's special cases (10x, see
+# benchmarks/RESULTS.md "Kernel constants"); no fused multiply-adds: the reference's rounding.
 CXX_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-# at::parallel_for is a header template over OpenMP (torch's parallel backend on Linux): without
-# -fopenmp its pragma is dropped and the CPU ops run on one thread (measured: no speedup at 2).
+# at::parallel_for is a header template over OpenMP: without -fopenmp the CPU ops run on one thread.
 OPENMP_FLAGS = [] if sys.platform == "darwin" else ["-fopenmp"]
-NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
+# --fmad=false: no contraction into fused multiply-adds (nvcc contracts by default), so the
+# Welford updates round like the C++ op (-ffp-contract=off) and Triton (enable_fp_fusion=False).
+# Division and sqrt stay IEEE (nvcc's defaults, -prec-div=true -prec-sqrt=true).
+NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr", "--fmad=false"]
 
 
 def _say(message: str) -> None:
@@ -95,6 +96,18 @@ def find_cuda_home() -> str | None:
     return next((os.path.realpath(p) for p in standard if _is_toolkit(p)), None)
 
 
+def cuda_arch_list(requested: str | None, gpu_visible: bool) -> str | None:
+    """The TORCH_CUDA_ARCH_LIST to build with; None leaves torch's choice.
+
+    The user's list wins (a list without "+PTX" runs only on those GPU families). Unset with a
+    GPU visible, torch builds for the visible GPUs and adds PTX for the newest itself. Unset with
+    no GPU, :data:`DEFAULT_ARCHS` (sm_80, sm_90 and compute_90 PTX).
+    """
+    if requested:
+        return requested
+    return None if gpu_visible else DEFAULT_ARCHS
+
+
 def nvidia_wheel_includes() -> list[str]:
     """``nvidia/cu<major>/include`` folders of the NVIDIA pip wheels (cusparse.h and friends)."""
     import site
@@ -147,8 +160,10 @@ def extensions() -> tuple[list, dict]:
     elif cuda_home is None:
         _say("no CUDA toolkit (nvcc) found: building the CPU op only")
     else:
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
+        archs = cuda_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST"),
+                               torch.cuda.is_available())
+        if archs is not None:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         _say(f"building the CUDA op with the toolkit in {cuda_home} for "
              f"{os.environ.get('TORCH_CUDA_ARCH_LIST', 'the visible GPU')}")
         # The wheels' headers (cusparse.h, ...) only fill gaps: searched after the toolkit's own,

@@ -3,10 +3,14 @@ end-to-end speedup over the loop.
 
     python -m benchmarks.gpu            # needs a CUDA GPU; says so and exits 1 without one
 
-1. Correctness: the cuda and triton backends' perturb (raw Philox words and floats) and
-   accumulate against the pure-torch reference, for fp32/fp16/bf16, aligned and odd sizes.
-2. Ops: achieved GB/s of perturb and accumulate (bytes each must move / time) next to a
-   device-to-device copy timed in the same run; target >= 80 % of the copy.
+1. Correctness: the cuda and triton backends' perturb (raw Philox words and floats, σ per
+   example and per element) and accumulate (float32 and float64 states) against the pure-torch
+   reference, for fp32/fp16/bf16 (relative tolerances), aligned, odd and misaligned (a view one
+   element into its storage) sizes, and on cuda:1 while cuda:0 is current when there are two
+   GPUs. Nothing is timed after a correctness failure.
+2. Ops: achieved GB/s of perturb and accumulate (bytes each must move / time, the CUDA
+   accumulate's partial results included) next to a device-to-device copy timed in the same
+   run; target >= 80 % of the copy.
 3. End to end: CIFAR ResNet18, B = 1, m = 50, all five aggregates: speedup of each GPU backend
    over backend="loop" (target >= 30x) and efficiency (plain batched passes over the same
    inputs / time).
@@ -47,35 +51,72 @@ def cuda_time(fn, repeats: int = 20) -> float:
     return statistics.median(times)
 
 
+# Relative tolerance per dtype: computed in float32, then cast (one ulp of the output dtype).
+RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def misaligned(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` that starts one element into its storage (no 16-byte alignment)."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    out = buf[1:].view(t.shape)
+    out.copy_(t)
+    return out
+
+
+def check_perturb(name: str, backend, device: str, gen: torch.Generator) -> list[str]:
+    failures = []
+    for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):             # odd (scalar) and aligned
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            clean = torch.rand(*shape, device=device, generator=gen).to(dtype)
+            n = clean[0].numel()
+            for x in (clean, misaligned(clean)):
+                for sigma in (torch.rand(2, shape[0], device=device, generator=gen),
+                              torch.rand(2, shape[0], n, device=device, generator=gen)):
+                    for kind in ("gaussian", "uniform"):
+                        got = backend.perturb(x, sigma, 2**63 + 5, 7, 9, kind)
+                        want = noise.perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind)
+                        err = ((got.double() - want.double()).abs()
+                               / want.double().abs().clamp_min(1.0)).max().item()
+                        if got.shape != want.shape or got.device != x.device or err > RTOL[dtype]:
+                            failures.append(f"{name} perturb {device} {shape} {dtype} "
+                                            f"sigma{list(sigma.shape)} {kind} aligned="
+                                            f"{x.data_ptr() % 16 == 0}: rel err {err:.2e}")
+    return failures
+
+
+def check_accumulate(name: str, backend, device: str, gen: torch.Generator) -> list[str]:
+    failures = []
+    for acc in (torch.float32, torch.float64):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for n in (3072, 1031):                              # vector and scalar paths
+                samples = torch.randn(300, n, device=device, generator=gen).to(dtype)
+                for chunked in (samples, misaligned(samples)):
+                    got = StreamingStats.empty(n, device=device, dtype=acc)
+                    ref = StreamingStats.empty(n, device=device, dtype=acc)
+                    for lo, hi in ((0, 100), (100, 101), (101, 300)):
+                        backend.accumulate(got, chunked[lo:hi])
+                        accumulate_reference(ref, chunked[lo:hi])
+                    # float64 states must be float64-accurate (the Triton weights once were not)
+                    rtol, atol = (1e-4, 1e-3) if acc == torch.float32 else (1e-10, 1e-9)
+                    for field in ("mean", "m2", "abs_sum", "log_sum"):
+                        a, b = getattr(got, field), getattr(ref, field)
+                        if got.count != ref.count or not torch.allclose(a, b, rtol=rtol,
+                                                                        atol=atol):
+                            failures.append(f"{name} accumulate {device} {acc} n={n} {dtype} "
+                                            f"{field}: max err {(a - b).abs().max().item():.2e}")
+    return failures
+
+
 def check_backend(name: str) -> list[str]:
     """Failures of one backend against the reference (empty when it agrees)."""
     backend = registry.resolve(name, "cuda")
+    devices = ["cuda:0"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])
     failures = []
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):             # odd (scalar) and aligned
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            x = torch.rand(*shape, device="cuda", generator=gen).to(dtype)
-            sigma = torch.rand(2, shape[0], device="cuda", generator=gen)
-            for kind in ("gaussian", "uniform"):
-                got = backend.perturb(x, sigma, 2**63 + 5, 7, 9, kind)
-                want = noise.perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind)
-                err = (got.double() - want.double()).abs().max().item()
-                tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
-                if got.shape != want.shape or err > tol:
-                    failures.append(f"{name} perturb {shape} {dtype} {kind}: max err {err:.2e}")
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for n in (3072, 1031):                                  # vector and scalar paths
-            samples = torch.randn(300, n, device="cuda", generator=gen).to(dtype)
-            got = StreamingStats.empty(n, device="cuda")
-            ref = StreamingStats.empty(n, device="cuda")
-            for lo, hi in ((0, 100), (100, 101), (101, 300)):
-                backend.accumulate(got, samples[lo:hi])
-                accumulate_reference(ref, samples[lo:hi])
-            for field in ("mean", "m2", "abs_sum", "log_sum"):
-                a, b = getattr(got, field), getattr(ref, field)
-                if got.count != ref.count or not torch.allclose(a, b, rtol=1e-4, atol=1e-3):
-                    failures.append(f"{name} accumulate n={n} {dtype} {field}: max err "
-                                    f"{(a - b).abs().max().item():.2e}")
+    for device in devices:
+        gen = torch.Generator(device=device).manual_seed(0)
+        with torch.cuda.device(0):  # cuda:1's tensors must still launch on cuda:1
+            failures += check_perturb(name, backend, device, gen)
+            failures += check_accumulate(name, backend, device, gen)
     idx = torch.randint(0, 2**32, (3, 4096), device="cuda")
     zero = torch.zeros((), dtype=torch.int64, device="cuda")
     want_bits = torch.stack(noise.philox4x32(idx[2], idx[1], idx[0], zero, 2**64 - 9), dim=-1)
@@ -90,6 +131,19 @@ def check_backend(name: str) -> list[str]:
     if not torch.equal(bits, want_bits):
         failures.append(f"{name} raw Philox words differ from the reference")
     return failures
+
+
+def cuda_partial_bytes(k: int, n: int, itemsize: int = 4) -> int:
+    """Bytes the CUDA accumulate's row slices write and read back (csrc/cuda/grid.h's rule)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    threads_x = -(-n // (16 // itemsize))
+    want = sms * 2048
+    if threads_x >= want:
+        return 0
+    slices = max(1, min(-(-want // threads_x), 65535, max(1, k // 8)))
+    rows = -(-k // slices)
+    used = -(-k // rows)
+    return 0 if used == 1 else 2 * used * 4 * n * 4
 
 
 def op_rows(names: list[str]) -> list[str]:
@@ -112,8 +166,9 @@ def op_rows(names: list[str]) -> list[str]:
                         f"{perturb_bytes / t / 1e9:.0f} | {perturb_bytes / t / copy_bw:.0%} |")
             state = StreamingStats.empty(batch * n, device="cuda")
             t = cuda_time(lambda b=backend, s=state, c=chunk: b.accumulate(s, c))
+            moved = acc_bytes + (cuda_partial_bytes(50, batch * n) if name == "cuda" else 0)
             rows.append(f"| accumulate | B={batch} 3x{hw}x{hw} | {name} | {t * 1e6:.0f} | "
-                        f"{acc_bytes / t / 1e9:.0f} | {acc_bytes / t / copy_bw:.0%} |")
+                        f"{moved / t / 1e9:.0f} | {moved / t / copy_bw:.0%} |")
         rows.append(f"| copy | {perturb_bytes / 1e6:.0f} MB | torch | - | {copy_bw / 1e9:.0f} | "
                     "100% |")
     return rows
@@ -153,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     failures = [f for name in names for f in check_backend(name)]
     print("\n## correctness\n" + ("\n".join(failures) if failures else
                                   f"all GPU backends ({', '.join(names)}) match the reference"))
+    if failures:
+        print("\nnot timed: a backend that computes the wrong thing has no speed to report")
+        return 1
     print(f"\n## ops (m = 50, fp32; target >= {BANDWIDTH_TARGET:.0%} of copy)\n")
     print("| op | shape | backend | time (us) | GB/s | of copy |\n|---|---|---|---|---|---|")
     print("\n".join(op_rows(names)))

@@ -27,21 +27,34 @@ inline void check_accumulate_args(const at::Tensor& mean, const at::Tensor& m2,
               "accumulate_: state must be float32 or float64");
 }
 
-// perturb: x [B, ...] floating point with B >= 1, sigma float32 [S, B], a known noise kind,
-// start/count >= 0, at most 2**32 elements per example (the Philox element counter is 32-bit).
+// Sample, example and element indices are uint32 Philox counter words: at most 2**32 of each,
+// past which the noise would silently repeat (noise.check_perturb_args makes the same checks).
+constexpr int64_t kMaxCounter = int64_t(1) << 32;
+
+// perturb: x [B, ...] floating point with B >= 1 (N elements per example), sigma float32 [S, B]
+// (per example) or [S, B, N] (per element), a known noise kind, start/count >= 0 with
+// start + count <= 2**32, B and N at most 2**32.
 inline void check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int64_t start,
                                int64_t count, std::string_view noise) {
   TORCH_CHECK(x.dim() >= 1 && x.size(0) >= 1, "perturb: x must be [B, ...] with B >= 1");
   TORCH_CHECK(x.is_floating_point(), "perturb: x must be floating point, got ", x.scalar_type());
-  TORCH_CHECK(sigma.scalar_type() == at::kFloat && sigma.dim() == 2 && sigma.size(1) == x.size(0),
-              "perturb: sigma must be float32 [S, B] with B = x.size(0)");
+  const int64_t batch = x.size(0);
+  const int64_t n = x.numel() / batch;
+  TORCH_CHECK(sigma.scalar_type() == at::kFloat &&
+                  ((sigma.dim() == 2 && sigma.size(1) == batch) ||
+                   (sigma.dim() == 3 && sigma.size(1) == batch && sigma.size(2) == n)),
+              "perturb: sigma must be float32 [S, B] or [S, B, N] with B = x.size(0) and N "
+              "elements per example, got ", sigma.scalar_type(), " ", sigma.sizes());
   TORCH_CHECK(noise == "gaussian" || noise == "uniform", "perturb: unknown noise kind");
   TORCH_CHECK(start >= 0 && count >= 0, "perturb: start and count must be non-negative");
-  TORCH_CHECK(x.numel() / x.size(0) <= (int64_t(1) << 32),
-              "perturb: more than 2**32 elements per example");
+  TORCH_CHECK(count <= kMaxCounter && start <= kMaxCounter - count,
+              "perturb: sample indices reach start + count = ", start, " + ", count,
+              " > 2**32 (the sample index is a 32-bit Philox counter word)");
+  TORCH_CHECK(n <= kMaxCounter && batch <= kMaxCounter,
+              "perturb: more than 2**32 examples or 2**32 elements per example");
 }
 
-// philox_bits: three int64 index tensors of one shape.
+// philox_bits: three int64 index tensors of one shape (each word is taken modulo 2**32).
 inline void check_philox_bits_args(const at::Tensor& example, const at::Tensor& sample,
                                    const at::Tensor& element) {
   TORCH_CHECK(example.scalar_type() == at::kLong && sample.scalar_type() == at::kLong &&

@@ -12,7 +12,7 @@ from torch import Tensor
 @torch.library.register_fake("smoothkern::perturb")
 def _perturb_fake(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
                   noise: str) -> Tensor:
-    torch._check(sigma.dim() == 2 and sigma.shape[1] == x.shape[0])
+    torch._check(sigma.dim() in (2, 3) and sigma.shape[1] == x.shape[0])
     rows = count * sigma.shape[0] * x.shape[0]
     return x.new_empty((rows, *x.shape[1:]))
 

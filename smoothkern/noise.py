@@ -27,6 +27,7 @@ same raw integers; the floats agree to rounding of ``log``/``cos``.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -44,6 +45,8 @@ MASK32 = 0xFFFFFFFF
 UNIT_SCALE = 4.6566127342e-10  # 2**-31, as float32 in Triton's uint_to_uniform_float
 GAUSS_U1_FLOOR = 1.0e-7
 SQRT3 = math.sqrt(3.0)
+# Sample, example and element indices are uint32 Philox counter words: each at most 2**32.
+MAX_COUNTER = 2**32
 TWO_PI = 6.283185307179586
 
 
@@ -112,16 +115,23 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
     """Noisy copies of ``x`` for samples ``start .. start+count-1``, pure torch.
 
     Args:
-        x (Tensor[B, ...]): clean inputs, any floating dtype.
-        sigma (Tensor[S, B]): float32 noise standard deviation per level and example.
+        x (Tensor[B, ...]): clean inputs, any floating dtype; N elements per example.
+        sigma (Tensor[S, B] or Tensor[S, B, N]): float32 noise standard deviation per level and
+            example, or per level, example and element (inputs of different σ joined into one
+            row). The draw z is the same either way; only the scale differs.
         seed: 64-bit seed of the stream.
         start: index of the first sample.
-        count: number of samples k.
+        count: number of samples k; ``start + count <= 2**32``.
         noise: "gaussian" or "uniform".
 
     Returns:
         Tensor[k * S * B, ...] in ``x.dtype``, sample-major: row ``(i * S + s) * B + b``.
+
+    Raises:
+        ValueError: bad shapes, devices, noise kind, or sample indices past 2**32.
     """
+    check_perturb_args(x, sigma, start, count, noise)
+    seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
     flat = x.reshape(batch, -1)
@@ -131,7 +141,7 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
     example = torch.arange(batch, dtype=torch.int64, device=dev).view(1, batch, 1)
     element = torch.arange(n, dtype=torch.int64, device=dev).view(1, 1, n)
     z = standard_noise(seed, example, sample, element, noise)            # [k, B, N] float32
-    scale = sigma.float().view(1, levels, batch, 1)
+    scale = sigma.float().view(1, levels, batch, n if sigma.dim() == 3 else 1)
     noisy = flat.float().view(1, 1, batch, n) + scale * z.unsqueeze(1)   # [k, S, B, N]
     return noisy.to(x.dtype).reshape(count * levels * batch, *x.shape[1:])
 
@@ -223,6 +233,56 @@ def check_noise_kind(noise: str) -> str:
     if noise not in NOISE_KINDS:
         raise ValueError(f"unknown noise {noise!r}; choose one of {NOISE_KINDS}")
     return noise
+
+
+def check_counter(value: int, name: str) -> int:
+    """A non-negative Python int (``start``, ``count``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return value
+
+
+def check_perturb_args(x: Tensor, sigma: Tensor, start: int, count: int, noise: str) -> None:
+    """The argument checks every perturb (reference, C++, Triton, CUDA) makes before drawing.
+
+    Args:
+        x (Tensor[B, ...]): clean inputs, floating point, B >= 1, N elements per example.
+        sigma (Tensor[S, B] or Tensor[S, B, N]): on x's device.
+
+    Raises:
+        ValueError: a bad shape or device, an unknown noise kind, or indices that do not fit
+            the 32-bit Philox counter words (samples ``start + count``, examples B, elements N,
+            each at most 2**32): past them the noise would silently repeat.
+    """
+    check_noise_kind(noise)
+    start = check_counter(start, "start")
+    count = check_counter(count, "count")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be [B, ...] with B >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be floating point, got {x.dtype}")
+    batch = x.shape[0]
+    n = x.numel() // batch
+    if not isinstance(sigma, Tensor) or not (
+            (sigma.dim() == 2 and sigma.shape[1] == batch)
+            or (sigma.dim() == 3 and tuple(sigma.shape[1:]) == (batch, n))):
+        got = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
+        raise ValueError(f"sigma must be [S, {batch}] (per example) or [S, {batch}, {n}] "
+                         f"(per element), got {got}")
+    if sigma.device != x.device:
+        raise ValueError(f"sigma is on {sigma.device}, x on {x.device}")
+    if start + count > MAX_COUNTER:
+        raise ValueError(f"sample indices reach start + count = {start + count} > 2**32: the "
+                         f"sample index is a 32-bit Philox counter word (the noise would repeat)")
+    if n > MAX_COUNTER or batch > MAX_COUNTER:
+        raise ValueError(f"at most 2**32 examples and 2**32 elements per example (32-bit "
+                         f"Philox counter words), got x of shape {tuple(x.shape)}")
 
 
 def check_seed(seed: int) -> int:

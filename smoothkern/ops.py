@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .noise import check_noise_kind, check_seed
+from .noise import check_perturb_args, check_seed
 from .stats import StreamingStats
 
 
@@ -24,13 +24,19 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
     """Noisy copies, the fused op; same contract as :func:`smoothkern.noise.perturb_reference`.
 
     Args:
-        x (Tensor[B, ...]): clean inputs.
-        sigma (Tensor[S, B]): float32 standard deviations.
+        x (Tensor[B, ...]): clean inputs, N elements per example.
+        sigma (Tensor[S, B] or Tensor[S, B, N]): standard deviations per example or per element
+            (cast to float32), on x's device.
+        seed, start, count, noise: as the reference; ``start + count <= 2**32``.
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
+
+    Raises:
+        ValueError: the reference's argument checks (:func:`smoothkern.noise.check_perturb_args`);
+            the op repeats them in C++ for direct ``torch.ops`` calls.
     """
-    check_noise_kind(noise)
+    check_perturb_args(x, sigma, start, count, noise)
     return torch.ops.smoothkern.perturb(x, sigma.to(torch.float32), signed_seed(seed), start,
                                         count, noise)
 

@@ -15,6 +15,20 @@ State per element (all of shape ``[N]``, the attribution flattened):
     sq      = m2 / count + mean²        SmoothGrad², Captum's smoothgrad_sq
     var     = m2 / count                VarGrad (population variance, like Captum)
     geomean = exp(log_sum / count)
+
+NaN and ±Inf attributions (one rule on every backend, and in :func:`direct_statistics`)
+----------------------------------------------------------------------------------------------
+For an element whose samples hold a NaN, every statistic is NaN. For an element whose samples
+hold ±Inf but no NaN, the statistics are the values the direct formulas give, except the mean:
+
+    mean = NaN, abs = +Inf, sq = +Inf, var = NaN, geomean = +Inf
+
+(the direct mean would be ±Inf when all infinite samples share a sign, but a running mean cannot
+carry an infinity: Welford's update computes Inf - Inf). ``finalize`` applies the rule from
+``abs_sum``, which is NaN exactly when a NaN was seen and +Inf when an infinity was, so it holds
+for the torch, C++, Triton and CUDA accumulators alike, through ``merge`` too; the other elements
+are unaffected. (Finite attributions whose Σ|a| overflows the accumulator dtype, beyond 3e38 in
+float32, get mean NaN, sq +Inf and var NaN too.)
 """
 
 from __future__ import annotations
@@ -72,6 +86,10 @@ class StreamingStats:
 
     Mergeable: ``a.merge(b)`` equals one accumulator that saw both streams (Chan et al.), so
     chunks, devices or dataset shards combine exactly.
+
+    Non-finite attributions: an element that saw a NaN finalizes to NaN in every statistic; one
+    that saw ±Inf (and no NaN) to mean NaN, abs +Inf, sq +Inf, var NaN, geomean +Inf, on every
+    backend (see the module docstring).
 
     Example:
         >>> s = StreamingStats.empty(10)
@@ -161,42 +179,53 @@ class StreamingStats:
         self._merge_moments(other.count, other.mean.to(self.dtype), other.m2.to(self.dtype))
         return self
 
-    def clone(self) -> StreamingStats:
-        return StreamingStats(self.mean.clone(), self.m2.clone(), self.abs_sum.clone(),
-                              self.log_sum.clone(), self.count, self.eps)
-
     def finalize(self, aggregates: str | Iterable[str] = AGGREGATES) -> dict[str, Tensor]:
         """The requested statistics, each shaped like one attribution, in the state's dtype."""
         names, _ = check_aggregates(aggregates)
         if self.count == 0:
             raise ValueError("no samples have been accumulated")
         n = self.count
+        # abs_sum is NaN where a NaN was seen and +Inf where an infinity was (module docstring).
+        nan_seen = self.abs_sum.isnan()
+        inf_seen = self.abs_sum.isinf()
+        bad = nan_seen | inf_seen
+        nan = torch.tensor(float("nan"), dtype=self.dtype, device=self.mean.device)
         out = {}
         for name in names:
             if name == "mean":
-                out[name] = self.mean.clone()
+                value = torch.where(bad, nan, self.mean)
             elif name == "abs":
-                out[name] = self.abs_sum / n
+                value = self.abs_sum / n
             elif name == "var":
-                out[name] = (self.m2 / n).clamp_min(0)
+                value = torch.where(bad, nan, (self.m2 / n).clamp_min(0))
             elif name == "sq":
-                out[name] = (self.m2 / n).clamp_min(0) + self.mean.square()
+                value = torch.where(bad, self.abs_sum, (self.m2 / n).clamp_min(0)
+                                    + self.mean.square())
             else:
-                out[name] = torch.exp(self.log_sum / n)
+                value = torch.where(nan_seen, nan, torch.exp(self.log_sum / n))
+            out[name] = value
         return out
 
 
 def direct_statistics(samples: Tensor, aggregates: Iterable[str], eps: float) -> dict[str, Tensor]:
     """Statistics of all m samples held at once, the plain way (used by the loop reference).
 
+    Follows the accumulators' rule for non-finite samples (module docstring): the plain
+    formulas give it, except the mean of an element with an infinite sample, set to NaN.
+
     Args:
         samples (Tensor[m, ...]): every attribution.
+        aggregates: names from :data:`AGGREGATES`.
+        eps: floor inside the geometric mean's log.
+
+    Returns:
+        ``{name: Tensor[...]}`` in float64.
     """
     a = samples.to(torch.float64)
     out = {}
     for name in aggregates:
         if name == "mean":
-            out[name] = a.mean(0)
+            out[name] = torch.where(a.isinf().any(0), float("nan"), a.mean(0))
         elif name == "abs":
             out[name] = a.abs().mean(0)
         elif name == "sq":

@@ -1,12 +1,19 @@
-"""Test configuration. Triton runs under its CPU interpreter: the switch must precede any import
-of triton, so it is set here, before smoothkern (which may import triton) is imported."""
+"""Test configuration.
+
+Triton runs under its CPU interpreter only where there is no GPU: then ``TRITON_INTERPRET=1``
+is set here, before smoothkern or anything else imports triton (the switch is read at import).
+On a GPU machine the ``cuda``-marked Triton tests run the compiled kernels. A value set in the
+environment wins either way.
+"""
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

@@ -131,6 +131,59 @@ def test_log_is_accurate_across_magnitudes(kernel):
     assert state.log_sum[1].isnan()
 
 
+def non_finite_samples() -> torch.Tensor:
+    """samples[9, 10]: a column per NaN/Inf pattern (first, middle, last, chunk-edge rows)."""
+    a = attributions(9, 10, torch.float32, seed=5)
+    inf, nan = math.inf, math.nan
+    a[0, 0] = inf                     # +Inf in the first row
+    a[8, 1] = -inf                    # -Inf in the last row
+    a[4, 2] = nan                     # NaN mid-chunk
+    a[1, 3], a[6, 3] = inf, -inf      # both signs
+    a[2, 4], a[7, 4] = inf, nan       # Inf and NaN
+    a[3, 5], a[4, 5], a[5, 5] = inf, inf, inf   # several +Inf, across a chunk edge
+    a[4, 6] = -inf                    # -Inf on a chunk edge
+    a[:, 7] = inf                     # every sample infinite
+    return a                          # columns 8, 9 finite
+
+
+@pytest.mark.parametrize("kernel", [pytest.param("torch"), *KERNELS])
+@pytest.mark.parametrize("splits", [(9,), (4, 1, 4), (1,) * 9])
+@pytest.mark.parametrize("acc_dtype", [torch.float32, torch.float64])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, interpreted: inf - inf
+def test_nan_and_inf_follow_one_rule(kernel, splits, acc_dtype):
+    # The documented rule (stats module docstring): NaN seen -> every statistic NaN; ±Inf seen ->
+    # mean NaN, abs +Inf, sq +Inf, var NaN, geomean +Inf; identical on every accumulator and in
+    # direct_statistics (the loop reference).
+    samples = non_finite_samples()
+    acc = accumulate_reference if kernel == "torch" else accumulate_of(kernel)
+    got = stream(samples, splits, acc, acc_dtype).finalize()
+    exact = direct_statistics(samples, AGGREGATES, 1e-10)
+    nan, inf = math.nan, math.inf
+    want_non_finite = {
+        "mean": [nan] * 8, "abs": [inf, inf, nan, inf, nan, inf, inf, inf],
+        "sq": [inf, inf, nan, inf, nan, inf, inf, inf], "var": [nan] * 8,
+        "geomean": [inf, inf, nan, inf, nan, inf, inf, inf]}
+    for name in AGGREGATES:
+        want = torch.tensor(want_non_finite[name], dtype=torch.float64)
+        torch.testing.assert_close(exact[name][:8], want, equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(got[name][:8].double(), want, equal_nan=True, rtol=0, atol=0,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+        # Finite columns are untouched by their neighbours.
+        torch.testing.assert_close(got[name][8:].double(), exact[name][8:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_non_finite_survives_merge(kernel):
+    samples = non_finite_samples()
+    left = stream(samples[:5], (5,), accumulate_of(kernel))
+    right = stream(samples[5:], (2, 2), accumulate_of(kernel))
+    merged = left.merge(right).finalize()
+    whole = stream(samples, (9,), accumulate_reference).finalize()
+    for name in AGGREGATES:
+        torch.testing.assert_close(merged[name], whole[name], equal_nan=True, rtol=1e-5,
+                                   atol=1e-5)
+
+
 @needs_ext
 def test_opcheck_accumulate():
     chunk = torch.randn(5, 37)

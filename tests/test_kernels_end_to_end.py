@@ -51,6 +51,36 @@ def test_status_gives_one_line_reasons():
     assert status["cuda"] != "available"            # never on a CPU device
 
 
+def test_import_does_not_import_triton():
+    # Triton costs ~75 ms to import and can be broken: only a Triton backend in use imports it,
+    # not import smoothkern nor backend_status.
+    code = ("import sys, smoothkern as sk; assert 'triton' not in sys.modules; "
+            "sk.backend_status('cpu'); sk.backend_status('cuda'); "
+            "assert 'triton' not in sys.modules, 'backend_status imported triton'")
+    for interpret in ("0", "1"):
+        env = dict(os.environ, TRITON_INTERPRET=interpret)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+
+
+@needs_triton
+def test_triton_is_imported_on_first_use():
+    code = ("import sys, torch, smoothkern; from smoothkern.backends import registry; "
+            "b = registry.resolve('triton', 'cpu'); assert 'triton' not in sys.modules; "
+            "b.perturb(torch.zeros(1, 3), torch.ones(1, 1), 0, 0, 1, 'uniform'); "
+            "assert 'triton' in sys.modules")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.cuda
+def test_gpu_tests_run_compiled_triton():
+    # conftest interprets Triton only without a GPU: here the cuda-marked tests must compile.
+    assert os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
 def test_skip_ext_reports_reason_and_falls_back_to_torch():
     code = ("import smoothkern as sk; from smoothkern.backends import registry; "
             "print(sk.backend_status('cpu')['cpp']); print(registry.resolve('auto', 'cpu').name)")

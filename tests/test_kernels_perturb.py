@@ -144,15 +144,94 @@ def test_opcheck_perturb_and_philox_bits():
     torch.library.opcheck(torch.ops.smoothkern.perturb.default, (x, sigma, -5, 2, 3, "gaussian"))
     torch.library.opcheck(torch.ops.smoothkern.perturb.default,
                           (x.half(), sigma, 1, 0, 2, "uniform"))
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default,
+                          (x, torch.rand(3, 2, 15), 1, 0, 2, "gaussian"))
     idx = torch.arange(6)
     torch.library.opcheck(torch.ops.smoothkern.philox_bits.default, (-1, idx, idx, idx))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 3), shape=st.sampled_from([(1,), (7,), (3, 5, 7), (2, 33), (1031,)]),
+       levels=st.integers(1, 3), start=st.integers(0, 2**32 - 6), count=st.integers(1, 5),
+       seed=st.one_of(st.sampled_from(SEEDS), st.integers(0, 2**64 - 1)),
+       kind=st.sampled_from(["gaussian", "uniform"]),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]))
+def test_per_element_sigma_matches_reference(kernel, batch, shape, levels, start, count, seed,
+                                             kind, dtype):
+    gen = torch.Generator().manual_seed(start)
+    x = (torch.rand(batch, *shape, generator=gen) * 4 - 2).to(dtype)
+    n = x[0].numel()
+    sigma = torch.rand(levels, batch, n, generator=gen)
+    got = perturb_of(kernel)(x, sigma, seed, start, count, kind)
+    want = noise.perturb_reference(x, sigma, seed, start, count, kind)
+    assert got.shape == want.shape == (count * levels * batch, *shape) and got.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+    else:  # computed in float32, then cast: one ulp of the output dtype
+        ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
+        torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-5)
+    # No transcendental: bit-identical (the interpreter's float32 -> bf16 cast truncates, where
+    # torch and GPUs round to nearest).
+    if kind == "uniform" and not (kernel == "triton" and dtype == torch.bfloat16):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_per_element_sigma_draws_the_same_noise(kernel):
+    # [S, B, N] with the same value along N is the [S, B] form, bit for bit: z is unchanged.
+    x = torch.randn(3, 4, 5, 3)
+    sigma = torch.rand(2, 3)
+    fn = perturb_of(kernel)
+    wide = sigma.view(2, 3, 1).expand(2, 3, 60)       # an expanded (strided) tensor, too
+    assert torch.equal(fn(x, wide, 9, 2, 3, "gaussian"), fn(x, sigma, 9, 2, 3, "gaussian"))
+    # Zero σ on half the elements: those stay clean.
+    mask = (torch.arange(60) % 2).float()
+    out = fn(x, sigma.view(2, 3, 1) * mask, 9, 0, 2, "gaussian").view(2, 2, 3, 60)
+    assert torch.equal(out[..., ::2], x.view(1, 1, 3, 60)[..., ::2].expand(2, 2, 3, 30))
+    assert not torch.equal(out[..., 1::2], x.view(1, 1, 3, 60)[..., 1::2].expand(2, 2, 3, 30))
+
+
+@pytest.mark.parametrize("kernel", ["torch", *KERNELS])
+def test_sample_indices_past_2_32_are_refused(kernel):
+    # The sample index is a 32-bit Philox counter word: past 2**32 the noise would repeat.
+    fn = noise.perturb_reference if kernel == "torch" else perturb_of(kernel)
+    x, sigma = torch.randn(2, 5), torch.rand(1, 2)
+    last = fn(x, sigma, 4, 2**32 - 3, 3, "uniform")   # samples up to 2**32 - 1: fine
+    assert last.shape == (6, 5)
+    for start, count in ((2**32 - 2, 3), (2**32, 1), (0, 2**32 + 1), (2**40, 0)):
+        with pytest.raises(ValueError, match="2\\*\\*32"):
+            fn(x, sigma, 4, start, count, "uniform")
+
+
+@pytest.mark.parametrize("kernel", ["torch", *KERNELS])
+@pytest.mark.parametrize("sigma_shape", [(1, 3), (1, 2, 4), (1, 2, 5, 1), (2,)])
+def test_bad_sigma_shapes_are_refused(kernel, sigma_shape):
+    fn = noise.perturb_reference if kernel == "torch" else perturb_of(kernel)
+    with pytest.raises(ValueError, match="sigma must be"):
+        fn(torch.randn(2, 5), torch.rand(sigma_shape), 0, 0, 1, "gaussian")
+
+
+@needs_ext
+def test_cpp_op_checks_its_arguments_itself():
+    # Direct torch.ops calls skip the Python checks; the op makes the same ones.
+    op = torch.ops.smoothkern.perturb
+    x = torch.randn(2, 5)
+    with pytest.raises(RuntimeError, match="2\\*\\*32"):
+        op(x, torch.rand(1, 2), 0, 2**32 - 1, 2, "gaussian")
+    with pytest.raises(RuntimeError, match="sigma must be"):
+        op(x, torch.rand(1, 2, 4), 0, 0, 1, "gaussian")
+    assert op(x, torch.rand(1, 2, 5), 0, 2**32 - 2, 2, "gaussian").shape == (4, 5)
+    idx = torch.arange(3)
+    with pytest.raises(RuntimeError, match="int64"):
+        torch.ops.smoothkern.philox_bits(0, idx, idx.int(), idx)
 
 
 @needs_ext
 def test_cpp_rejects_bad_arguments():
     from smoothkern import ops
 
-    with pytest.raises(RuntimeError, match="sigma"):
+    with pytest.raises(ValueError, match="sigma"):
         ops.perturb(torch.randn(2, 3), torch.rand(1, 3), 0, 0, 1)
     with pytest.raises(ValueError, match="seed"):
         ops.perturb(torch.randn(2, 3), torch.rand(1, 2), 2**64, 0, 1)
@@ -173,6 +252,68 @@ def test_gpu_matches_reference(name, dtype):
             got = backend.perturb(inp, sigma, 2**63 + 1, 3, 5, kind)
             want = noise.perturb_reference(inp, sigma, 2**63 + 1, 3, 5, kind)
             torch.testing.assert_close(got.double(), want.double(), rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_per_element_sigma_matches_reference(name, dtype):
+    backend = registry.resolve(name, "cuda")
+    for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):     # scalar path, vector path
+        x = torch.randn(*shape, device="cuda").to(dtype)
+        sigma = torch.rand(2, shape[0], x[0].numel(), device="cuda")
+        for kind in ("gaussian", "uniform"):
+            got = backend.perturb(x, sigma, 2**63 + 1, 3, 5, kind)
+            want = noise.perturb_reference(x, sigma, 2**63 + 1, 3, 5, kind)
+            torch.testing.assert_close(got.double(), want.double(), rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_refuses_sample_indices_past_2_32(name):
+    backend = registry.resolve(name, "cuda")
+    x, sigma = torch.randn(2, 5, device="cuda"), torch.rand(1, 2, device="cuda")
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        backend.perturb(x, sigma, 0, 2**32 - 1, 2, "gaussian")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_launches_on_the_tensors_device(name):
+    # Tensors on cuda:1 while cuda:0 is current: the kernels must run on cuda:1.
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    backend = registry.resolve(name, "cuda")
+    x = torch.randn(3, 1031, device="cuda:1")
+    sigma = torch.rand(2, 3, device="cuda:1")
+    with torch.cuda.device(0):
+        got = backend.perturb(x, sigma, 5, 0, 4, "uniform")
+        torch.cuda.synchronize(1)
+    assert got.device == x.device
+    assert torch.equal(got.cpu(), noise.perturb_reference(x.cpu(), sigma.cpu(), 5, 0, 4,
+                                                          "uniform"))
+
+
+@pytest.mark.cuda
+def test_gpu_many_rows_and_large_grid():
+    # More than 65535 (sample, example) rows: the grid's y axis is strided, not overflowed.
+    for name in ("cuda", "triton"):
+        backend = registry.resolve(name, "cuda")
+        x = torch.randn(70000, 3, device="cuda")
+        sigma = torch.rand(1, 70000, device="cuda")
+        got = backend.perturb(x, sigma, 1, 0, 1, "uniform")
+        assert torch.equal(got, noise.perturb_reference(x, sigma, 1, 0, 1, "uniform"))
+
+
+@pytest.mark.cuda
+def test_cuda_philox_bits_refuses_mixed_devices():
+    from smoothkern import ops
+
+    if not _ext.has_cuda_ops():
+        pytest.skip(f"CUDA op: {_ext.why_no_cuda_ops()}")
+    idx = torch.arange(4, device="cuda")
+    with pytest.raises(RuntimeError, match="same CUDA device"):
+        ops.philox_bits(0, idx, idx.cpu(), idx)
 
 
 @pytest.mark.cuda

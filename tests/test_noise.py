@@ -122,3 +122,35 @@ def test_checks():
         noise.check_seed(-1)
     with pytest.raises(TypeError):
         noise.check_seed(1.5)
+
+
+def test_per_element_sigma_scales_the_same_draw():
+    # sigma[S, B, N]: row (i*S + s)*B + b is x[b] + sigma[s, b, j] * z(seed, b, start + i, j).
+    x = torch.randn(2, 3, 4)
+    sigma = torch.rand(2, 2, 12)
+    out = noise.perturb_reference(x, sigma, 11, 5, 3, "gaussian").view(3, 2, 2, 12)
+    for i, s, b in [(0, 0, 0), (2, 1, 1), (1, 0, 1)]:
+        z = noise.standard_noise(11, torch.tensor(b), torch.tensor(5 + i), torch.arange(12))
+        torch.testing.assert_close(out[i, s, b], x[b].flatten() + sigma[s, b] * z, rtol=0,
+                                   atol=0)
+    per_example = torch.rand(2, 2)
+    assert torch.equal(noise.perturb_reference(x, per_example.view(2, 2, 1).expand(2, 2, 12),
+                                               11, 5, 3),
+                       noise.perturb_reference(x, per_example, 11, 5, 3))
+
+
+def test_perturb_reference_refuses_what_the_kernels_refuse():
+    x, sigma = torch.randn(2, 3), torch.rand(1, 2)
+    assert noise.perturb_reference(x, sigma, 0, 2**32 - 1, 1).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"2\*\*32"):
+        noise.perturb_reference(x, sigma, 0, 2**32 - 1, 2)
+    with pytest.raises(ValueError, match="sigma must be"):
+        noise.perturb_reference(x, torch.rand(1, 2, 4), 0, 0, 1)
+    with pytest.raises(ValueError, match="sigma is on"):
+        noise.perturb_reference(x, torch.rand(1, 2, device="meta"), 0, 0, 1)
+    with pytest.raises(ValueError, match="non-negative"):
+        noise.perturb_reference(x, sigma, 0, -1, 1)
+    with pytest.raises(TypeError, match="count"):
+        noise.perturb_reference(x, sigma, 0, 0, 1.0)
+    with pytest.raises(ValueError, match="floating"):
+        noise.perturb_reference(x.long(), sigma, 0, 0, 1)

@@ -66,3 +66,25 @@ def test_wheel_includes_found_on_sys_path(setup_ext, tmp_path, monkeypatch):
 def test_skip_switch(setup_ext, monkeypatch):
     monkeypatch.setenv("SMOOTHKERN_SKIP_EXT", "1")
     assert setup_ext.extensions() == ([], {})
+
+
+def test_cuda_build_has_ptx_for_newer_gpus(setup_ext):
+    # Without a GPU at build time: sm_80 and sm_90 machine code, plus PTX for what comes after.
+    default = setup_ext.cuda_arch_list(None, gpu_visible=False)
+    assert default == setup_ext.DEFAULT_ARCHS
+    archs = default.split(";")
+    assert archs[-1].endswith("+PTX")
+    assert max(float(a.removesuffix("+PTX")) for a in archs) == float(
+        archs[-1].removesuffix("+PTX"))
+    # torch adds +PTX itself for the visible GPUs; a list the user gives wins.
+    assert setup_ext.cuda_arch_list(None, gpu_visible=True) is None
+    assert setup_ext.cuda_arch_list("8.9", gpu_visible=False) == "8.9"
+
+
+def test_no_fused_multiply_add_on_any_backend(setup_ext):
+    # nvcc contracts a*b + c into an fma by default; the CUDA Welford update must round like
+    # the C++ op (-ffp-contract=off) and Triton (enable_fp_fusion=False).
+    assert "--fmad=false" in setup_ext.NVCC_FLAGS
+    assert "-ffp-contract=off" in setup_ext.CXX_FLAGS
+    assert not any("fast-math" in flag or "fast_math" in flag
+                   for flag in setup_ext.NVCC_FLAGS + setup_ext.CXX_FLAGS)

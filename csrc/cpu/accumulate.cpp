@@ -18,9 +18,8 @@
 namespace smoothkern {
 namespace {
 
-// Elements per task: four float buffers of 256 elements are 4 KiB, in L1 next to the streamed
-// rows. 128/256/1024 were indistinguishable within this shared 2-core machine's run-to-run
-// noise (+-40 %, k = 50, 3x32x32 B = 1 and 3x224x224 B = 8); 256 gives 12 tasks for N = 3072.
+// Elements per task: four 4 KiB buffers stay in L1, 12 tasks for N = 3072 (measurements:
+// benchmarks/RESULTS.md, "Kernel constants").
 constexpr int64_t kBlock = 256;
 // Below ~32k chunk values a task is cheaper to run than to hand to another thread.
 constexpr int64_t kGrainValues = 32768;

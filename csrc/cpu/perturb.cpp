@@ -16,19 +16,20 @@
 namespace smoothkern {
 namespace {
 
-// Elements drawn per task: the z buffer (4 KiB) stays in L1 while every noise level reads it.
-// 256/1024/4096 were indistinguishable within this shared 2-core machine's run-to-run noise
-// (+-40 %, B = 1 and 8, 3x32x32 and 3x224x224); 1024 leaves several tasks per CIFAR example.
+// Elements drawn per task: z stays in L1 for every level, several tasks per CIFAR example
+// (measurements: benchmarks/RESULTS.md, "Kernel constants").
 constexpr int64_t kBlock = 1024;
 // Tasks below ~16k elements cost more to hand to a thread than to run.
 constexpr int64_t kGrainElements = 16384;
 
 // One task: elements [j0, j0 + len) of (sample i, example b), drawn once, written for every
 // level. Both loops of the draw vectorise: Philox into z / u2, then Box-Muller with the
-// straight-line log and cos of vec_math.h (std::log/std::cos kept the Gaussian path scalar at
-// ~28 ns/value, 1 thread; the uniform path, without them, ran at ~7).
+// straight-line log and cos of vec_math.h (std::log/std::cos kept the Gaussian path scalar).
+// sigma_b points at sigma[0, b] (per example) or sigma[0, b, j0] (per element); one level
+// further is `level_stride` floats on.
 template <typename scalar_t>
 SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_b,
+                                         int64_t level_stride, bool per_element,
                                          scalar_t* out_b, int64_t batch, int64_t n,
                                          int64_t levels, int64_t len, int64_t j0, uint32_t sample,
                                          uint32_t example, uint32_t k0, uint32_t k1,
@@ -48,34 +49,44 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
     for (int64_t j = 0; j < len; ++j) z[j] = kSqrt3 * (2.0f * z[j] - 1.0f);
   }
   for (int64_t s = 0; s < levels; ++s) {
-    const float sd = sigma_b[s * batch];      // sigma[s, b]
+    const float* sd = sigma_b + s * level_stride;
     scalar_t* row = out_b + s * batch * n;    // row (i * S + s) * B + b
-    for (int64_t j = 0; j < len; ++j) {
-      // float32 product then sum, as the reference: noisy = float(x) + sigma * z.
-      const float scaled = sd * z[j];
-      row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+    // float32 product then sum, as the reference: noisy = float(x) + sigma * z.
+    if (per_element) {
+      for (int64_t j = 0; j < len; ++j) {
+        const float scaled = sd[j] * z[j];
+        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+      }
+    } else {
+      const float sd0 = sd[0];
+      for (int64_t j = 0; j < len; ++j) {
+        const float scaled = sd0 * z[j];
+        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+      }
     }
   }
 }
 
 template <typename scalar_t>
-void perturb_impl(const scalar_t* x, const float* sigma, scalar_t* out, int64_t batch,
-                  int64_t levels, int64_t n, uint64_t seed, int64_t start, int64_t count,
-                  bool gaussian) {
+void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scalar_t* out,
+                  int64_t batch, int64_t levels, int64_t n, uint64_t seed, int64_t start,
+                  int64_t count, bool gaussian) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int64_t grain = std::max<int64_t>(1, kGrainElements / kBlock);
+  const int64_t level_stride = per_element ? batch * n : batch;
   at::parallel_for(0, count * batch * blocks, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t block = task % blocks;
       const int64_t b = (task / blocks) % batch;
       const int64_t i = task / (blocks * batch);
       const int64_t j0 = block * kBlock;
-      perturb_block(x + b * n + j0, sigma + b, out + ((i * levels) * batch + b) * n + j0,
-                    batch, n, levels, std::min(kBlock, n - j0), j0,
-                    static_cast<uint32_t>(start + i), static_cast<uint32_t>(b), k0, k1,
-                    gaussian);
+      const float* sigma_b = per_element ? sigma + b * n + j0 : sigma + b;
+      perturb_block(x + b * n + j0, sigma_b, level_stride, per_element,
+                    out + ((i * levels) * batch + b) * n + j0, batch, n, levels,
+                    std::min(kBlock, n - j0), j0, static_cast<uint32_t>(start + i),
+                    static_cast<uint32_t>(b), k0, k1, gaussian);
     }
   });
 }
@@ -95,7 +106,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cpu", [&] {
     perturb_impl<scalar_t>(xc.const_data_ptr<scalar_t>(), sc.const_data_ptr<float>(),
-                           out.mutable_data_ptr<scalar_t>(), batch, levels, n,
+                           sc.dim() == 3, out.mutable_data_ptr<scalar_t>(), batch, levels, n,
                            static_cast<uint64_t>(seed), start, count, noise == "gaussian");
   });
   return out;
@@ -104,6 +115,8 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
 at::Tensor philox_bits_cpu(int64_t seed, const at::Tensor& example, const at::Tensor& sample,
                            const at::Tensor& element) {
   check_philox_bits_args(example, sample, element);
+  TORCH_CHECK(example.device().is_cpu() && sample.device().is_cpu() && element.device().is_cpu(),
+              "philox_bits: example, sample and element must all be on the CPU");
   const uint64_t key = static_cast<uint64_t>(seed);
   const at::Tensor e = example.contiguous(), s = sample.contiguous(), j = element.contiguous();
   std::vector<int64_t> shape = example.sizes().vec();

@@ -15,14 +15,13 @@
 #include <algorithm>
 
 #include "../checks.h"
+#include "grid.h"
 #include "vec.cuh"
 
 namespace smoothkern {
 namespace {
 
 constexpr int kThreads = 256;
-// Resident threads to aim for per SM (2048 on A100/H100) times 2 waves, to hide load latency.
-constexpr int64_t kTargetThreadsPerSm = 4096;
 
 __device__ __forceinline__ float log_acc(float v) { return logf(v); }
 __device__ __forceinline__ double log_acc(double v) { return log(v); }
@@ -136,12 +135,10 @@ void launch_accumulate(const at::Tensor& chunk, at::Tensor& mean, at::Tensor& m2
                        at::Tensor& abs_sum, at::Tensor& log_sum, int64_t seen, double eps) {
   const int64_t k = chunk.size(0), n = chunk.size(1);
   const int64_t threads_x = (n + kVec - 1) / kVec;
-  const int64_t want = sm_count(chunk.get_device()) * kTargetThreadsPerSm;
-  // Enough slices to fill the GPU, but at least 8 rows each so the partials stay cheap.
-  const int64_t slices = std::clamp<int64_t>((want + threads_x - 1) / threads_x, 1,
-                                             std::max<int64_t>(1, k / 8));
-  const int64_t rows_per_slice = (k + slices - 1) / slices;
-  const int64_t used = (k + rows_per_slice - 1) / rows_per_slice;
+  // Row slices only when the element threads alone leave the GPU idle (grid.h).
+  const RowSlices cut = accumulate_row_slices(k, threads_x, sm_count(chunk.get_device()));
+  const int64_t rows_per_slice = cut.rows_per_slice;
+  const int64_t used = cut.slices;
   at::Tensor work;
   if (used > 1) work = at::empty({used, 4, n}, mean.options());
   const auto stream = c10::cuda::getCurrentCUDAStream();

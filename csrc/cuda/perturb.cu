@@ -13,13 +13,13 @@
 
 #include "../checks.h"
 #include "../philox.h"
+#include "grid.h"
 #include "vec.cuh"
 
 namespace smoothkern {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxGridY = 65535;
 
 template <bool kGaussian>
 __device__ __forceinline__ float draw(int64_t j, uint32_t sample, uint32_t example, uint32_t k0,
@@ -30,11 +30,12 @@ __device__ __forceinline__ float draw(int64_t j, uint32_t sample, uint32_t examp
 
 // Grid: x over element packs, y (strided) over rows = (sample, example) pairs.
 // kVec > 1 only when n % kVec == 0 and x, out are 16-byte aligned (checked by the launcher).
+// sigma is [S, B] (per_element false) or [S, B, N] (per_element true).
 template <typename scalar_t, int kVec, bool kGaussian>
 __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __restrict__ sigma,
-                               scalar_t* __restrict__ out, int64_t batch, int64_t levels,
-                               int64_t n, uint32_t k0, uint32_t k1, int64_t start,
-                               int64_t rows) {
+                               bool per_element, scalar_t* __restrict__ out, int64_t batch,
+                               int64_t levels, int64_t n, uint32_t k0, uint32_t k1,
+                               int64_t start, int64_t rows) {
   using P = Pack<scalar_t, kVec>;
   const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
   if (j0 >= n) return;
@@ -55,12 +56,21 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
                              k0, k1);
     }
     for (int64_t s = 0; s < levels; ++s) {
-      const float sd = sigma[s * batch + b];
+      float sd[kVec];
+      if (per_element) {  // uniform across the block: no divergence
+        const float* src = sigma + (s * batch + b) * n + j0;
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) sd[v] = src[v];
+      } else {
+        const float one = sigma[s * batch + b];
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) sd[v] = one;
+      }
       P p;
 #pragma unroll
       for (int v = 0; v < kVec; ++v) {
         // _rn intrinsics: no fused multiply-add, so the rounding equals the CPU reference.
-        p.v[v] = static_cast<scalar_t>(__fadd_rn(xv[v], __fmul_rn(sd, z[v])));
+        p.v[v] = static_cast<scalar_t>(__fadd_rn(xv[v], __fmul_rn(sd[v], z[v])));
       }
       scalar_t* dst = out + ((i * levels + s) * batch + b) * n + j0;
       if (kVec > 1) {
@@ -79,18 +89,19 @@ void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, at::Tensor& ou
   const int64_t rows = count * batch;
   const int64_t packs = (n + kVec - 1) / kVec;
   const dim3 grid(static_cast<unsigned>((packs + kThreads - 1) / kThreads),
-                  static_cast<unsigned>(std::min(rows, kMaxGridY)));
+                  static_cast<unsigned>(perturb_grid_y(rows)));
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const scalar_t* src = x.const_data_ptr<scalar_t>();
   const float* sd = sigma.const_data_ptr<float>();
+  const bool per_element = sigma.dim() == 3;
   scalar_t* dst = out.mutable_data_ptr<scalar_t>();
   if (gaussian) {
     perturb_kernel<scalar_t, kVec, true><<<grid, kThreads, 0, stream>>>(
-        src, sd, dst, batch, levels, n, k0, k1, start, rows);
+        src, sd, per_element, dst, batch, levels, n, k0, k1, start, rows);
   } else {
     perturb_kernel<scalar_t, kVec, false><<<grid, kThreads, 0, stream>>>(
-        src, sd, dst, batch, levels, n, k0, k1, start, rows);
+        src, sd, per_element, dst, batch, levels, n, k0, k1, start, rows);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -138,6 +149,9 @@ __global__ void philox_bits_kernel(const int64_t* example, const int64_t* sample
 at::Tensor philox_bits_cuda(int64_t seed, const at::Tensor& example, const at::Tensor& sample,
                             const at::Tensor& element) {
   check_philox_bits_args(example, sample, element);
+  TORCH_CHECK(example.is_cuda() && sample.device() == example.device() &&
+                  element.device() == example.device(),
+              "philox_bits: example, sample and element must be on the same CUDA device");
   const c10::cuda::CUDAGuard guard(example.device());
   const at::Tensor e = example.contiguous(), s = sample.contiguous(), j = element.contiguous();
   std::vector<int64_t> shape = example.sizes().vec();

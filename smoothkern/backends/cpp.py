@@ -8,5 +8,5 @@ from .registry import Backend, register
 # Above torch (0) and the Triton interpreter, which auto never picks on the CPU.
 CPP = register(Backend(
     name="cpp", perturb=ops.perturb, accumulate=ops.accumulate, device_types=("cpu",),
-    pass_mode="batched", auto_priority=10, why_unavailable=_ext.why_no_ops,
+    auto_priority=10, why_unavailable=_ext.why_no_ops,
     description="C++ CPU kernels: Philox noise in one pass, one-read streaming statistics"))

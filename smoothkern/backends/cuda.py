@@ -18,5 +18,5 @@ def why_unavailable() -> str | None:
 # Preferred over Triton on the GPU: no JIT compile on first use (benchmarks/gpu.py times both).
 CUDA = register(Backend(
     name="cuda", perturb=ops.perturb, accumulate=ops.accumulate, device_types=("cuda",),
-    pass_mode="batched", auto_priority=30, why_unavailable=why_unavailable,
+    auto_priority=30, why_unavailable=why_unavailable,
     description="CUDA kernels: Philox noise with 16-byte stores, one-read streaming statistics"))
