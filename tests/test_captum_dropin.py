@@ -10,7 +10,6 @@ import pytest
 import torch
 from attr_models import (
     BNNet,
-    FunctionalReluNet,
     GridOutputNet,
     SmallCNN,
     TwoInputNet,
@@ -334,8 +333,8 @@ def test_bad_input_raises_clear_errors():
         nt.attribute(x, target=[0, 1, 2])
     with pytest.raises(ValueError, match="one per input"):
         nt.attribute(x, stdevs=(0.1, 0.2), target=0)
-    with pytest.raises(TypeError, match="unexpected arguments"):
-        nt.attribute(x, target=0, n_steps=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_steps'"):
+        nt.attribute(x, target=0, n_steps=3)          # Captum's own error (generic path)
     with pytest.raises(ValueError, match="has no convergence delta"):
         nt.attribute(x, target=0, return_convergence_delta=True)
     with pytest.raises(ValueError, match="rng='captum'"):
@@ -349,11 +348,8 @@ def test_bad_input_raises_clear_errors():
     assert np.random.randint(1 << 30) == np.random.RandomState(0).randint(1 << 30)
     with pytest.raises(ValueError, match="rng must be"):
         nt.attribute(x, target=0, rng="numpy")
-    with pytest.raises(TypeError, match="NoiseTunnel takes one of"):
-        skc.NoiseTunnel(ca.Deconvolution(model))
-    with pytest.raises(ValueError, match="applies ReLU as a function"):
-        fmodel = make(FunctionalReluNet)
-        skc.NoiseTunnel(skc.GuidedBackprop(fmodel)).attribute(inputs_for(fmodel, 2), target=0)
+    with pytest.raises(TypeError, match="takes a captum.attr attribution object"):
+        skc.NoiseTunnel(model)
     model.train()
     with pytest.raises(ValueError, match="training mode"):
         skc.NoiseTunnel(skc.Saliency(make(BNNet).train())).attribute(

@@ -49,13 +49,15 @@ class BaselineDraws:
                  captum_chunks: list[int] | None = None) -> None:
         items = baselines if isinstance(baselines, tuple) else (baselines,)
         if len(items) != len(inputs):
-            raise CaptumArgumentError(f"baselines must have one entry per input ({len(inputs)}), got "
+            raise CaptumArgumentError(
+                f"baselines must have one entry per input ({len(inputs)}), got "
                              f"{len(items)}")
         for i, (b, x) in enumerate(zip(items, inputs)):
             if isinstance(b, Tensor):
                 if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or \
                         b.shape[0] < 1:
-                    raise CaptumArgumentError(f"with draw_baseline_from_distrib=True, baselines[{i}] "
+                    raise CaptumArgumentError(
+                        f"with draw_baseline_from_distrib=True, baselines[{i}] "
                                      f"must be [M, ...] rows shaped like inputs[{i}] "
                                      f"{tuple(x.shape[1:])}; got {tuple(b.shape)}")
             elif isinstance(b, bool) or not isinstance(b, (int, float)):

@@ -86,8 +86,7 @@ class CaptumAlgorithm(AttributionMethod):
         if self.record_delta:
             options["return_convergence_delta"] = True
         with torch.no_grad():  # Captum's NoiseTunnel calls the algorithm under no_grad too
-            out = self.algorithm.attribute.__wrapped__(
-                self.algorithm, noisy if self.is_tuple else noisy[0], **options)
+            out = self._call(noisy if self.is_tuple else noisy[0], **options)
         if self.record_delta:
             out, delta = out
             self.deltas.append(delta)
@@ -103,6 +102,14 @@ class CaptumAlgorithm(AttributionMethod):
         self.structure = (was_tuple, tuple(tuple(p.shape[1:]) for p in parts))
         flat = torch.cat([p.detach().reshape(rows, -1) for p in parts], dim=1)   # row b*k + s
         return flat.view(self.batch, count, -1).transpose(0, 1).reshape(rows, -1)
+
+    def _call(self, inputs: Any, **options: Any) -> Any:
+        """``attribute`` without Captum's usage logging (as Captum's NoiseTunnel calls it);
+        plainly where it is not decorated (LayerLRP, which Captum's NoiseTunnel cannot wrap)."""
+        bound = self.algorithm.attribute
+        if hasattr(bound, "__wrapped__"):
+            return bound.__wrapped__(self.algorithm, inputs, **options)
+        return bound(inputs, **options)
 
     def _captum_order(self, rows: Tensor, count: int) -> Tensor:
         """Rows ``s*B + b`` → ``b*k + s``."""

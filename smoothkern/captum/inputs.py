@@ -150,7 +150,8 @@ def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Ten
     shape = tuple(output_shape) or (1,)
     if target is None:
         if math.prod(shape) != 1:
-            raise CaptumArgumentError(f"target is required: the model returns {math.prod(shape)} outputs "
+            raise CaptumArgumentError(
+                f"target is required: the model returns {math.prod(shape)} outputs "
                              "per example (Captum's target=None only works for one output)")
         return torch.zeros(batch, dtype=torch.int64)
     if isinstance(target, Tensor):
@@ -159,7 +160,8 @@ def format_target(target: Any, batch: int, output_shape: tuple[int, ...]) -> Ten
         if target.numel() == 1:
             return _repeat(_flat_index(int(target.item()), shape), batch)
         if target.dim() != 1 or target.shape[0] != batch:
-            raise CaptumArgumentError(f"a target tensor must have one entry per example ({batch}), got "
+            raise CaptumArgumentError(
+                f"a target tensor must have one entry per example ({batch}), got "
                              f"shape {tuple(target.shape)}")
         return torch.tensor([_flat_index(int(t), shape) for t in target.tolist()],
                             dtype=torch.int64)
@@ -189,7 +191,8 @@ def _flat_index(target: Any, shape: tuple[int, ...]) -> int:
     flat = 0
     for i, size in zip(index, shape):
         if not -size <= i < size:
-            raise CaptumArgumentError(f"target {target!r} is out of range for outputs of shape {shape}")
+            raise CaptumArgumentError(
+                f"target {target!r} is out of range for outputs of shape {shape}")
         flat = flat * size + i % size
     return flat
 
@@ -220,7 +223,8 @@ def format_baselines(baselines: Any, inputs: tuple[Tensor, ...], layout: Layout
             continue
         if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or \
                 b.shape[0] not in (1, batch):
-            raise CaptumArgumentError(f"baselines[{i}] of shape {tuple(b.shape)} must be [1 or B, ...] "
+            raise CaptumArgumentError(
+                f"baselines[{i}] of shape {tuple(b.shape)} must be [1 or B, ...] "
                              f"like inputs[{i}] {tuple(x.shape)}")
         parts.append(b.to(device=x.device).expand(rows, *x.shape[1:]))
     return layout.join(parts)
