@@ -16,9 +16,11 @@ element inside one example) is a pure function of ``(seed, b, i, j)``:
 
 ``uint_to_unit`` is Triton's ``uint_to_uniform_float`` (reinterpret as int32, fold negatives with
 ``-x - 1``, multiply by 2**-31), so with ``i = b = 0`` the stream equals ``tl.rand``/``tl.randn``
-of the same seed and offset ``j``. A noisy copy is ``x[b] + sigma[s, b] * z``: every noise level
-of a sweep reuses the same ``z`` (common random numbers), so level 0.1 inside a sweep equals a
-run at 0.1 alone. Chunking, backend and device never change ``z``.
+of the same seed and offset ``j``. A noisy copy is ``x[b] + sigma[s, b] * z`` (or, with a σ per
+element, ``x[b, j] + sigma[s, b, j] * z``): every noise level of a sweep reuses the same ``z``
+(common random numbers), so level 0.1 inside a sweep equals a run at 0.1 alone. Chunking, backend
+and device never change ``z``. The counter words are 32-bit, so sample indices stop at 2**32
+(``start + count <= 2**32``, refused beyond by every backend), as do B and N.
 
 Every backend (this module's torch reference, the C++ op, the Triton and CUDA kernels) draws the
 same raw integers; the floats agree to rounding of ``log``/``cos``.

@@ -217,3 +217,39 @@ def test_gpu_matches_reference(name, dtype, n):
     for field in FIELDS:
         torch.testing.assert_close(getattr(got, field), getattr(ref, field), rtol=1e-4,
                                    atol=1e-3, msg=lambda m, f=field: f"{f}: {m}")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_float64_state_is_float64_accurate(name):
+    # Triton once passed Chan's weights and eps as Python floats, typed fp32 on the GPU.
+    backend = registry.resolve(name, "cuda")
+    samples = attributions(40, 300, torch.float64, seed=1).cuda()
+    got = stream(samples, (13, 27), backend.accumulate, torch.float64)
+    exact = direct_statistics(samples, AGGREGATES, got.eps)
+    for key, value in got.finalize().items():
+        torch.testing.assert_close(value, exact[key], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_tiny_state_many_rows(name):
+    # N = 1, k = 600000: the CUDA row split would ask for more than 65535 slices on grid.y.
+    backend = registry.resolve(name, "cuda")
+    samples = (torch.randn(600_000, 1, generator=torch.Generator().manual_seed(6)) + 2).cuda()
+    got = stream(samples, (600_000,), backend.accumulate, torch.float64)
+    exact = direct_statistics(samples, AGGREGATES, got.eps)
+    for key, value in got.finalize().items():
+        torch.testing.assert_close(value, exact[key], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_nan_and_inf_follow_one_rule(name):
+    backend = registry.resolve(name, "cuda")
+    samples = non_finite_samples()
+    got = stream(samples.cuda(), (4, 1, 4), backend.accumulate).finalize()
+    exact = direct_statistics(samples, AGGREGATES, 1e-10)
+    for key in AGGREGATES:
+        torch.testing.assert_close(got[key].cpu().double(), exact[key], equal_nan=True,
+                                   rtol=1e-5, atol=1e-5)

@@ -18,7 +18,7 @@
 namespace smoothkern {
 namespace {
 
-// Elements per task: four 4 KiB buffers stay in L1, 12 tasks for N = 3072 (measurements:
+// Elements per task: four 1 KiB buffers stay in L1, 12 tasks for N = 3072 (measurements:
 // benchmarks/RESULTS.md, "Kernel constants").
 constexpr int64_t kBlock = 256;
 // Below ~32k chunk values a task is cheaper to run than to hand to another thread.
