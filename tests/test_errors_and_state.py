@@ -162,3 +162,89 @@ def test_state_is_restored_after_an_exception(model, backend, monkeypatch):
     with pytest.raises(RuntimeError, match="injected"):
         sk.smooth_grad(model, x, n_samples=4, samples_per_pass=1, method=method, backend=backend)
     _assert_same(before, _snapshot(model, x))
+
+
+# ----------------------------------------------------------------------------------------------
+# defects found by trying to break it
+
+
+class TupleOut(nn.Module):
+    def __init__(self, wrap):
+        super().__init__()
+        self.lin, self.wrap = nn.Linear(4, 3), wrap
+
+    def forward(self, x):
+        return self.wrap(self.lin(x))
+
+
+@pytest.mark.parametrize("wrap", [lambda y: (y, y), lambda y: {"logits": y}])
+@pytest.mark.parametrize("backend", ["torch", "vmap", "loop"])
+def test_a_model_returning_a_tuple_or_dict_gets_a_clear_error(wrap, backend):
+    with pytest.raises(ValueError, match=r"must return logits shaped \[B, classes\]"):
+        sk.smooth_grad(TupleOut(wrap), torch.rand(2, 4), backend=backend)
+
+
+class NoGradModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.lin(x)
+
+
+@pytest.mark.parametrize("backend", ["torch", "vmap", "loop"])
+def test_no_gradient_path_is_refused_by_every_pass_strategy(backend):
+    # vmap(grad(...)) used to return all-zero maps here
+    with pytest.raises(RuntimeError, match="no gradient flows through the model"):
+        sk.smooth_grad(NoGradModel(), torch.rand(2, 4), target=0, n_samples=3, backend=backend)
+
+
+def test_meta_inputs_are_refused_up_front():
+    with pytest.raises(ValueError, match="meta device"):
+        sk.smooth_grad(tiny_mlp(), torch.empty(2, 3, 6, 6, device="meta"))
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Raises the allocator's error for batches larger than ``rows`` (a pass too big)."""
+
+    def __init__(self, inner, rows):
+        super().__init__()
+        self.inner, self.rows, self.refused = inner, rows, 0
+
+    def forward(self, x):
+        if x.shape[0] > self.rows:
+            self.refused += 1
+            raise torch.OutOfMemoryError(f"CUDA out of memory (test: {x.shape[0]} rows)")
+        return self.inner(x)
+
+
+def test_integrated_gradients_default_step_batch_recovers_from_out_of_memory():
+    inner = tiny_mlp()
+    x = torch.rand(2, 7)
+    want = sk.smooth_grad(inner, x, method="integrated_gradients", n_steps=8, n_samples=4)
+    tight = OutOfMemoryAbove(inner, rows=5)
+    for internal in (None, "auto"):
+        # a clean forward of 2 rows fits; 4 samples x 2 examples x 8 steps does not
+        got = sk.smooth_grad(tight, x, method="integrated_gradients", n_steps=8, n_samples=4,
+                             internal_batch_size=internal)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert tight.refused > 0
+
+
+def test_captum_rng_recovers_from_out_of_memory_by_splitting_its_drawn_chunk():
+    skc = pytest.importorskip("smoothkern.captum")
+    inner = tiny_mlp()
+    x = torch.rand(2, 7)
+    results = []
+    for model in (inner, OutOfMemoryAbove(inner, rows=5)):
+        torch.manual_seed(0)
+        results.append(skc.NoiseTunnel(skc.Saliency(model)).attribute(
+            x, nt_samples=6, nt_samples_batch_size=6, stdevs=0.1, target=1, rng="captum",
+            nt_type=("smoothgrad", "vargrad", "abs")))
+        results.append(torch.rand(1))       # torch's generator is where Captum leaves it
+    want, after_want, got, after_got = results
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    assert torch.equal(after_want, after_got)
