@@ -12,7 +12,8 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 
 TORCH_LIBRARY(smoothkern, m) {
-  // x[B, ...], sigma[S, B] float32 -> noisy[count*S*B, ...] in x.dtype, row (i*S + s)*B + b.
+  // x[B, ...], sigma[S, B] or [S, B, N] float32 -> noisy[count*S*B, ...] in x.dtype, row
+  // (i*S + s)*B + b; start + count <= 2**32.
   m.def("perturb(Tensor x, Tensor sigma, int seed, int start, int count, str noise) -> Tensor");
   // Welford/Chan update of the running statistics with chunk[k, N]; count = samples seen before.
   m.def(

@@ -1,1 +1,2 @@
-"""Triton kernels. Import only when triton is importable (see smoothkern.backends.triton)."""
+"""Triton kernels, one op per module (perturb, accumulate), imported by the "triton" backend on
+first use; ``launch`` (grids, device, interpreter switch) is pure Python and imports no triton."""
