@@ -350,10 +350,15 @@ def test_bad_input_raises_clear_errors():
         nt.attribute(x, target=0, rng="numpy")
     with pytest.raises(TypeError, match="takes a captum.attr attribution object"):
         skc.NoiseTunnel(model)
-    model.train()
-    with pytest.raises(ValueError, match="training mode"):
-        skc.NoiseTunnel(skc.Saliency(make(BNNet).train())).attribute(
-            inputs_for(make(BNNet), 2), target=0)
+    # a training-mode BatchNorm model runs as Captum runs it (generic path), with a warning
+    bn = make(BNNet).train()
+    x_bn = inputs_for(bn, 2)
+    with pytest.warns(UserWarning, match="training mode"):
+        torch.manual_seed(0)
+        ours = skc.NoiseTunnel(skc.Saliency(bn)).attribute(x_bn, target=0, rng="captum")
+    torch.manual_seed(0)
+    assert torch.equal(ours, ca.NoiseTunnel(ca.Saliency(bn)).attribute(x_bn, target=0))
+    assert bn.training
 
 
 def test_hooks_gone_after_exception_in_drop_in():

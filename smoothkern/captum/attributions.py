@@ -11,6 +11,7 @@ engine; every other Captum algorithm runs through the generic path (``generic.py
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,10 @@ def native_name(algorithm: Any, options: dict[str, Any]) -> str | None:
     """The Captum class a smoothkern method reproduces for this call, or None (generic path).
 
     Native only when nothing customises the algorithm: Captum's own class (or ours), its
-    default gradient function, only options the method understands, and for the guided
-    methods ``nn.ReLU`` modules to hook (Captum silently leaves functional ReLUs unguided).
+    default gradient function, only options the method understands, for the guided methods
+    ``nn.ReLU`` modules to hook (Captum silently leaves functional ReLUs unguided), and a model
+    in eval mode (Captum runs a training-mode BatchNorm model too; the generic path does so
+    with a warning).
     """
     for name in NATIVE_OPTIONS:
         if type(algorithm) in (getattr(_captum, name), globals()[name]):
@@ -124,6 +127,13 @@ def native_name(algorithm: Any, options: dict[str, Any]) -> str | None:
             return None
     if name in ("LayerGradCam", "GuidedGradCam") and getattr(algorithm, "device_ids", None):
         return None
+    if isinstance(algorithm.forward_func, nn.Module):
+        try:
+            check_eval_mode(algorithm.forward_func)
+        except ValueError as err:   # Captum runs it anyway: so does the generic path, warned
+            warnings.warn(f"{err} NoiseTunnel runs it as Captum does; the maps then depend on "
+                          "how samples are split into passes.", stacklevel=4)
+            return None
     return name
 
 
@@ -131,7 +141,6 @@ def native_method(name: str, algorithm: Any, problem: Problem, options: dict[str
                   record_delta: bool) -> AttributionMethod:
     """The smoothkern method equal to ``algorithm.attribute(..., **options)`` on one noisy
     batch. ``options`` holds only :data:`NATIVE_OPTIONS` of ``name`` (defaults filled in)."""
-    check_eval_mode(problem.model)
     params = {**NATIVE_OPTIONS[name], **options}
     if name == "Saliency":
         return methods.Saliency(abs=params["abs"])
