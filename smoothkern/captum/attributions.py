@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .. import methods
 from ..methods import AttributionMethod
 from ..state import check_eval_mode
-from .inputs import FlatModel, Layout, as_extra_args, as_tuple, format_baselines, format_target
+from .inputs import FlatModel, Layout, as_extra_args, as_tuple, format_baselines
 
 
 @dataclass
@@ -55,12 +55,6 @@ def build_problem(forward_func: Callable[..., Tensor], inputs: Any,
     model = FlatModel(forward_func, layout, as_extra_args(additional_forward_args), batch)
     x = layout.join([t.detach() for t in items])
     return Problem(items, is_tuple, layout, model, x)
-
-
-def engine_target(problem: Problem, target: Any, clean_output_shape: tuple[int, ...]) -> Tensor:
-    """Captum's ``target`` as a LongTensor[B] into each example's flattened outputs."""
-    batch = problem.x.shape[0]
-    return format_target(target, batch, clean_output_shape).to(problem.x.device)
 
 
 class Saliency(_captum.Saliency):

@@ -171,7 +171,7 @@ class _NativeRun:
         self.method = native_method(name, algorithm, problem,
                                     {k: v for k, v in options.items() if k not in _CALL_OPTIONS},
                                     want_delta)
-        logits, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
+        _, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
         self.target = format_target(options.get("target"), problem.x.shape[0],
                                     problem.model.output_shape).to(problem.x.device)
 
