@@ -84,3 +84,50 @@ def test_cuda_grid_arithmetic_at_the_limits(tmp_path):
                    check=True, capture_output=True, text=True, timeout=120)
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, (out.returncode, out.stdout)
+
+
+FMA_TEST = r"""
+#include "cuda/moments.cuh"
+using namespace smoothkern;
+template <typename T>
+__global__ void step(T* x, const T* y, int64_t n_a, int64_t n_b) {
+  Moments<T> a{x[0], x[1], x[2], x[3]};
+  welford_add(a, y[0], y[1]);
+  const Moments<T> b{y[2], y[3], y[4], y[5]};
+  merge(a, n_a, b, n_b);
+  x[0] = a.mean; x[1] = a.m2; x[2] = a.abs_sum; x[3] = a.log_sum;
+}
+template __global__ void step<float>(float*, const float*, int64_t, int64_t);
+template __global__ void step<double>(double*, const double*, int64_t, int64_t);
+"""
+
+
+def _setup_ext():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("setup_ext", ROOT / "setup_ext.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cuda_welford_and_merge_have_no_fused_multiply_add(tmp_path):
+    # nvcc contracts a * b + c into fma by default; with setup_ext's flags the CUDA accumulate's
+    # arithmetic must round like the C++ op (-ffp-contract=off) and Triton (no fp fusion).
+    setup_ext = _setup_ext()
+    home = setup_ext.find_cuda_home()
+    if home is None:
+        pytest.skip("no CUDA toolkit (nvcc)")
+    src = tmp_path / "moments_test.cu"
+    src.write_text(FMA_TEST)
+
+    def ptx(flags: list[str]) -> str:
+        out = tmp_path / "out.ptx"
+        subprocess.run([str(Path(home) / "bin" / "nvcc"), "-ptx", "-arch=compute_90",
+                        "-std=c++17", f"-I{ROOT / 'csrc'}", *flags, str(src), "-o", str(out)],
+                       check=True, capture_output=True, text=True, timeout=300)
+        return out.read_text()
+
+    assert "fma.rn" not in ptx(setup_ext.NVCC_FLAGS)
+    # The check can fail: without --fmad=false nvcc does fuse this code.
+    assert "fma.rn" in ptx([f for f in setup_ext.NVCC_FLAGS if f != "--fmad=false"])

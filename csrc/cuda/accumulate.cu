@@ -16,6 +16,7 @@
 
 #include "../checks.h"
 #include "grid.h"
+#include "moments.cuh"
 #include "vec.cuh"
 
 namespace smoothkern {
@@ -25,23 +26,6 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ float log_acc(float v) { return logf(v); }
 __device__ __forceinline__ double log_acc(double v) { return log(v); }
-
-template <typename acc_t>
-struct Moments {
-  acc_t mean, m2, abs_sum, log_sum;
-};
-
-// Chan's merge of (n_b, b) into (n_a, a).
-template <typename acc_t>
-__device__ __forceinline__ void merge(Moments<acc_t>& a, int64_t n_a, const Moments<acc_t>& b,
-                                      int64_t n_b) {
-  const int64_t n = n_a + n_b;
-  const acc_t delta = b.mean - a.mean;
-  a.mean += delta * static_cast<acc_t>(static_cast<double>(n_b) / n);
-  a.m2 += b.m2 + delta * delta * static_cast<acc_t>(static_cast<double>(n_a) * n_b / n);
-  a.abs_sum += b.abs_sum;
-  a.log_sum += b.log_sum;
-}
 
 // Grid: x over element packs, y over row slices. state = {mean, m2, abs_sum, log_sum}, each [N];
 // work = [slices, 4, N] (unused when slices == 1: the slice merges straight into the state).
@@ -71,9 +55,7 @@ __global__ void accumulate_kernel(const scalar_t* __restrict__ chunk, acc_t* __r
     const acc_t inv = acc_t(1) / static_cast<acc_t>(r - r0 + 1);
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      const acc_t delta = a[v] - m[v].mean;
-      m[v].mean += delta * inv;
-      m[v].m2 += delta * (a[v] - m[v].mean);
+      welford_add(m[v], a[v], inv);
       const acc_t mag = a[v] < 0 ? -a[v] : a[v];
       m[v].abs_sum += mag;
       m[v].log_sum += log_acc(mag + eps);
