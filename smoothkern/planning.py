@@ -81,9 +81,15 @@ def memory_budget(device: torch.device) -> int:
     if override is not None:
         return override
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * GPU_MEMORY_FRACTION)
+        return int(gpu_free_bytes(device) * GPU_MEMORY_FRACTION)
     return CPU_MEMORY_BUDGET
+
+
+def gpu_free_bytes(device: torch.device) -> int:
+    """Free bytes on a GPU, counting the blocks PyTorch's allocator holds cached but unused
+    (the driver reports them as taken, yet the next pass can use them)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,

@@ -106,3 +106,14 @@ def test_cpu_rows_variable_sizes_the_passes_of_smooth_grad(monkeypatch):
     assert sizes == [3, 3, 2]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
+
+
+def test_gpu_budget_counts_cached_but_free_memory(monkeypatch):
+    from smoothkern import planning
+
+    monkeypatch.delenv("SMOOTHKERN_MEMORY_BUDGET", raising=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 8000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1000)
+    assert planning.gpu_free_bytes(torch.device("cuda")) == 3000
+    assert planning.memory_budget(torch.device("cuda")) == int(3000 * planning.GPU_MEMORY_FRACTION)
