@@ -22,6 +22,12 @@ element, ``x[b, j] + sigma[s, b, j] * z``): every noise level of a sweep reuses 
 and device never change ``z``. The counter words are 32-bit, so sample indices stop at 2**32
 (``start + count <= 2**32``, refused beyond by every backend), as do B and N.
 
+``b`` is the example's index in the caller's data, not necessarily its position in the batch:
+every perturb takes ``example_index`` (LongTensor[B], values in ``0 .. 2**32 - 1``), and row
+``b`` of the batch then draws with counter word ``example_index[b]``. Without it (None) the
+word is the position ``b``. So example k gets the same noise in any batch, alone or with others
+(adaptive sample counts drop finished examples; data-set runs split the data into batches).
+
 Every backend (this module's torch reference, the C++ op, the Triton and CUDA kernels) draws the
 same raw integers; the floats agree to rounding of ``log``/``cos``.
 """
@@ -113,7 +119,8 @@ def standard_noise(seed: int, example: Tensor, sample: Tensor, element: Tensor,
 
 
 def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-                      noise: str = "gaussian") -> Tensor:
+                      noise: str = "gaussian", *,
+                      example_index: Tensor | None = None) -> Tensor:
     """Noisy copies of ``x`` for samples ``start .. start+count-1``, pure torch.
 
     Args:
@@ -125,14 +132,18 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
         start: index of the first sample.
         count: number of samples k; ``start + count <= 2**32``.
         noise: "gaussian" or "uniform".
+        example_index (Tensor[B] int64 or None): the examples' indices in the caller's data, on
+            x's device, each in ``0 .. 2**32 - 1``: row b draws the noise of example
+            ``example_index[b]`` (counter word 2). None: the position b in the batch.
 
     Returns:
         Tensor[k * S * B, ...] in ``x.dtype``, sample-major: row ``(i * S + s) * B + b``.
 
     Raises:
-        ValueError: bad shapes, devices, noise kind, or sample indices past 2**32.
+        ValueError: bad shapes, devices, noise kind, sample indices past 2**32, or a bad
+            ``example_index`` (dtype, shape, device, values outside ``0 .. 2**32 - 1``).
     """
-    check_perturb_args(x, sigma, start, count, noise)
+    check_perturb_args(x, sigma, start, count, noise, example_index)
     seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
@@ -140,7 +151,10 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
     n = flat.shape[1]
     dev = x.device
     sample = torch.arange(start, start + count, dtype=torch.int64, device=dev).view(count, 1, 1)
-    example = torch.arange(batch, dtype=torch.int64, device=dev).view(1, batch, 1)
+    if example_index is None:
+        example = torch.arange(batch, dtype=torch.int64, device=dev).view(1, batch, 1)
+    else:
+        example = example_index.view(1, batch, 1)
     element = torch.arange(n, dtype=torch.int64, device=dev).view(1, 1, n)
     z = standard_noise(seed, example, sample, element, noise)            # [k, B, N] float32
     scale = sigma.float().view(1, levels, batch, n if sigma.dim() == 3 else 1)
@@ -250,17 +264,21 @@ def check_counter(value: int, name: str) -> int:
     return value
 
 
-def check_perturb_args(x: Tensor, sigma: Tensor, start: int, count: int, noise: str) -> None:
+def check_perturb_args(x: Tensor, sigma: Tensor, start: int, count: int, noise: str,
+                       example_index: Tensor | None = None) -> None:
     """The argument checks every perturb (reference, C++, Triton, CUDA) makes before drawing.
 
     Args:
         x (Tensor[B, ...]): clean inputs, floating point, B >= 1, N elements per example.
         sigma (Tensor[S, B] or Tensor[S, B, N]): on x's device.
+        example_index (Tensor[B] int64 or None): on x's device, values in ``0 .. 2**32 - 1``
+            (reading them costs one device synchronisation on a GPU).
 
     Raises:
         ValueError: a bad shape or device, an unknown noise kind, or indices that do not fit
             the 32-bit Philox counter words (samples ``start + count``, examples B, elements N,
-            each at most 2**32): past them the noise would silently repeat.
+            each at most 2**32; example indices below 2**32): past them the noise would
+            silently repeat.
     """
     check_noise_kind(noise)
     start = check_counter(start, "start")
@@ -285,6 +303,32 @@ def check_perturb_args(x: Tensor, sigma: Tensor, start: int, count: int, noise: 
     if n > MAX_COUNTER or batch > MAX_COUNTER:
         raise ValueError(f"at most 2**32 examples and 2**32 elements per example (32-bit "
                          f"Philox counter words), got x of shape {tuple(x.shape)}")
+    if example_index is not None:
+        check_example_index(example_index, batch, x.device)
+
+
+def check_example_index(example_index: Tensor, batch: int, device: torch.device) -> None:
+    """``example_index`` must be an int64 Tensor[B] on ``device`` with values in 0 .. 2**32 - 1.
+
+    Raises:
+        ValueError: anything else (a value past the 32-bit counter word would alias another
+            example's noise).
+    """
+    if not isinstance(example_index, Tensor):
+        raise ValueError(f"example_index must be an int64 Tensor[{batch}] or None, got "
+                         f"{type(example_index).__name__}")
+    if example_index.dtype != torch.int64:
+        raise ValueError(f"example_index must be int64 (LongTensor), got {example_index.dtype}")
+    if tuple(example_index.shape) != (batch,):
+        raise ValueError(f"example_index must be [B] = [{batch}] (one index per example), got "
+                         f"{tuple(example_index.shape)}")
+    if example_index.device != device:
+        raise ValueError(f"example_index is on {example_index.device}, x on {device}")
+    bad = (example_index < 0) | (example_index >= MAX_COUNTER)
+    if bool(bad.any()):
+        first = int(example_index[bad][0])
+        raise ValueError(f"example indices must be in 0 .. 2**32 - 1 (a 32-bit Philox counter "
+                         f"word), got {first}")
 
 
 def check_seed(seed: int) -> int:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +155,78 @@ def test_perturb_reference_refuses_what_the_kernels_refuse():
         noise.perturb_reference(x, sigma, 0, 0, 1.0)
     with pytest.raises(ValueError, match="floating"):
         noise.perturb_reference(x.long(), sigma, 0, 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# example_index: the noise of a row is keyed by the example's index in the caller's data
+
+
+def _rows_of(out: Tensor, count: int, levels: int, batch: int, b: int) -> Tensor:
+    """The rows of batch position b, [count, S, ...], from a [count * S * batch, ...] result."""
+    return out.view(count, levels, batch, *out.shape[1:])[:, :, b]
+
+
+@settings(max_examples=15, deadline=None)
+@given(full=st.integers(1, 7), rest=st.sampled_from([(1,), (5,), (3, 7), (2, 3, 5)]),
+       levels=st.integers(1, 3), start=st.integers(0, 2**32 - 8), count=st.integers(1, 4),
+       seed=st.integers(0, 2**64 - 1), kind=st.sampled_from(noise.NOISE_KINDS),
+       per_element=st.booleans(), data=st.data())
+def test_example_index_row_is_that_row_of_a_larger_batch(full, rest, levels, start, count, seed,
+                                                         kind, per_element, data):
+    # The contract: perturb(x[idx], sigma[:, idx], ..., example_index=idx) gives, for every
+    # position p, exactly the rows of example idx[p] of the run without indices over the whole
+    # data (any subset, order, repeats).
+    x = torch.randn(full, *rest)
+    n = x[0].numel()
+    sigma = torch.rand(levels, full, n) if per_element else torch.rand(levels, full)
+    whole = noise.perturb_reference(x, sigma, seed, start, count, kind)
+    picked = data.draw(st.lists(st.integers(0, full - 1), min_size=1, max_size=5))
+    idx = torch.tensor(picked)
+    part = noise.perturb_reference(x[idx], sigma[:, idx], seed, start, count, kind,
+                                   example_index=idx)
+    assert part.shape == (count * levels * len(picked), *rest)
+    for p, k in enumerate(picked):
+        assert torch.equal(_rows_of(part, count, levels, len(picked), p),
+                           _rows_of(whole, count, levels, full, k))
+
+
+def test_example_index_none_and_arange_are_the_default():
+    x, sigma = torch.randn(3, 2, 5), torch.rand(2, 3)
+    plain = noise.perturb_reference(x, sigma, 9, 4, 3, "gaussian")
+    assert torch.equal(noise.perturb_reference(x, sigma, 9, 4, 3, "gaussian",
+                                               example_index=None), plain)
+    assert torch.equal(noise.perturb_reference(x, sigma, 9, 4, 3, "gaussian",
+                                               example_index=torch.arange(3)), plain)
+
+
+@pytest.mark.parametrize("kind", noise.NOISE_KINDS)
+def test_example_index_up_to_2_32_follows_the_contract(kind):
+    # Row b draws z(seed, example_index[b], i, j): checked at the top of the counter word.
+    x = torch.randn(3, 11)
+    idx = torch.tensor([2**32 - 1, 0, 2**31 + 7])
+    sigma = torch.rand(1, 3)
+    out = noise.perturb_reference(x, sigma, 2**63 + 3, 6, 2, kind, example_index=idx)
+    for i in range(2):
+        for b in range(3):
+            z = noise.standard_noise(2**63 + 3, idx[b], torch.tensor(6 + i), torch.arange(11),
+                                     kind)
+            assert torch.equal(out[i * 3 + b], x[b] + sigma[0, b] * z)
+
+
+@pytest.mark.parametrize("index, match", [
+    (torch.tensor([0, 1], dtype=torch.int32), "int64"),
+    (torch.tensor([0.0, 1.0]), "int64"),
+    (torch.tensor([0, 1, 2]), r"\[B\] = \[2\]"),
+    (torch.tensor([[0, 1]]), r"\[B\] = \[2\]"),
+    (torch.tensor(0), r"\[B\] = \[2\]"),
+    (torch.tensor([0, -1]), r"0 \.\. 2\*\*32 - 1"),
+    (torch.tensor([2**32, 1]), r"0 \.\. 2\*\*32 - 1"),
+    (torch.tensor([0, 1], device="meta"), "example_index is on"),
+    ([0, 1], "Tensor"),
+])
+def test_example_index_refused(index, match):
+    x, sigma = torch.randn(2, 3), torch.rand(1, 2)
+    with pytest.raises(ValueError, match=match):
+        noise.perturb_reference(x, sigma, 0, 0, 1, example_index=index)
+    with pytest.raises(ValueError, match=match):
+        noise.check_perturb_args(x, sigma, 0, 1, "gaussian", index)
