@@ -13,6 +13,7 @@ from . import engine
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from .precision import check_compute_dtype
 from .sources import CounterNoise
 from .state import check_eval_mode, preserved
 from .stats import ACCUMULATOR_DTYPES, check_aggregates
@@ -37,6 +38,8 @@ def smooth_grad(
     eps: float = 1e-10,
     backend: str | backend_registry.Backend = "auto",
     accumulator_dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    memory_limit: int | None = None,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -70,6 +73,11 @@ def smooth_grad(
             :class:`smoothkern.backends.Backend` kernel set object. A named backend that cannot
             run here is refused, never replaced.
         accumulator_dtype: float32 (default) or float64 running statistics.
+        compute_dtype: None (float32 model passes), torch.bfloat16 or torch.float16: the model's
+            forward/backward run under autocast in that dtype; noise, statistics and results stay
+            float32 (see :mod:`smoothkern.precision` for the accuracy contract).
+        memory_limit: bytes of saved activations one pass may hold (None: the default budget,
+            half the free GPU memory or 2 GiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
 
     Returns:
@@ -86,6 +94,8 @@ def smooth_grad(
     seed = check_seed(seed)
     check_eps(eps)
     check_accumulator_dtype(accumulator_dtype)
+    compute_dtype = check_compute_dtype(compute_dtype)
+    memory_limit = check_memory_limit(memory_limit)
     counts = _check_snapshots(snapshots, n_samples)
     if noise_level is None and stdevs is None:
         noise_level = DEFAULT_NOISE_LEVEL
@@ -101,13 +111,13 @@ def smooth_grad(
     target = logits.argmax(dim=1) if target is None else target
     target = _check_target(target, x.shape[0], logits.shape[1], x.device)
     per_pass = samples_per_pass or choose_samples_per_pass(
-        method_obj, x, row_bytes, sigma.shape[0], n_samples)
+        method_obj, x, row_bytes, sigma.shape[0], n_samples, memory_limit)
     job = engine.Job(
         method=method_obj, source=CounterNoise(x, sigma, seed, noise, choice.kernels.perturb),
         target=target, n_samples=n_samples,
         snapshots=counts + (() if counts[-1] == n_samples else (n_samples,)), aggregates=names,
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
-        accumulator_dtype=accumulator_dtype, eps=float(eps))
+        accumulator_dtype=accumulator_dtype, eps=float(eps), compute_dtype=compute_dtype)
     with preserved(model, inputs), method_obj.session(model):
         results = engine.run(model, job, progress)
     return engine.shape_results(results, names, sweep=sweep,
@@ -143,6 +153,16 @@ def check_eps(eps: Any) -> None:
 def check_accumulator_dtype(dtype: Any) -> None:
     if dtype not in ACCUMULATOR_DTYPES:
         raise TypeError(f"accumulator_dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def check_memory_limit(limit: Any) -> int | None:
+    """None, or a positive number of bytes."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 1 <= limit < float(
+            "inf"):
+        raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
+    return int(limit)
 
 
 def check_strategy(passes: str, method: AttributionMethod) -> None:

@@ -10,6 +10,7 @@ them and computes the statistics directly. Argument checks live with the public 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from .memory import is_out_of_memory, release_cached_memory
 from .methods import AttributionMethod
+from .precision import autocast
 from .sources import Chunk, NoiseSource
 from .stats import StreamingStats, direct_statistics
 
@@ -44,6 +46,8 @@ class Job:
         accumulator_dtype: float32 or float64 running statistics.
         eps: floor inside the geometric mean's log.
         taps: callables that see each chunk's attributions.
+        compute_dtype: None (float32 model passes) or bfloat16/float16: the method runs under
+            autocast; its attributions are taken back to float32 before the statistics.
     """
 
     method: AttributionMethod
@@ -58,6 +62,7 @@ class Job:
     accumulator_dtype: torch.dtype = torch.float32
     eps: float = 1e-10
     taps: tuple[Tap, ...] = ()
+    compute_dtype: torch.dtype | None = None
 
 
 def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Tensor]]:
@@ -110,11 +115,14 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
 
 
 def _attribute(model: nn.Module, job: Job, chunk: Chunk, rows_target: Tensor) -> Tensor:
-    if job.passes == "vmap":
-        if chunk.extras:
-            raise ValueError(f"passes 'vmap' cannot take per-row {sorted(chunk.extras)}")
-        return job.method.vmap_attribute(model, chunk.rows, rows_target)
-    return job.method.attribute(model, chunk.rows, rows_target, **chunk.extras)
+    with autocast(chunk.rows.device, job.compute_dtype):
+        if job.passes == "vmap":
+            if chunk.extras:
+                raise ValueError(f"passes 'vmap' cannot take per-row {sorted(chunk.extras)}")
+            out = job.method.vmap_attribute(model, chunk.rows, rows_target)
+        else:
+            out = job.method.attribute(model, chunk.rows, rows_target, **chunk.extras)
+    return out if job.compute_dtype is None else out.float()
 
 
 class _Reducer:
@@ -149,7 +157,7 @@ def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
     samples = []
     for i in range(job.n_samples):
         chunk = source.draw(i, 1)
-        out = job.method.attribute(model, chunk.rows, rows_target, **chunk.extras)
+        out = _attribute(model, dataclasses.replace(job, passes="batched"), chunk, rows_target)
         samples.append(out)
         for tap in job.taps:
             tap(chunk, out.reshape(1, source.levels, source.batch, *out.shape[1:]))

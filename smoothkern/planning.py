@@ -61,15 +61,20 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
     return out, max(per_row, x[0].numel() * x.element_size())
 
 
-def rows_in_budget(row_bytes: int, device: torch.device) -> int:
+def rows_in_budget(row_bytes: int, device: torch.device, memory_limit: int | None = None
+                   ) -> int:
     """Model rows one pass may hold: the memory budget, and on a CPU the cache limit CPU_ROWS.
 
     ``SMOOTHKERN_CPU_ROWS`` overrides CPU_ROWS.
 
     Args:
         row_bytes: activations autograd saves per model row.
+        memory_limit: the caller's cap on saved bytes per pass (below the budget wins).
     """
-    rows = memory_budget(device) // max(1, row_bytes)
+    budget = memory_budget(device)
+    if memory_limit is not None:
+        budget = min(budget, memory_limit)
+    rows = budget // max(1, row_bytes)
     if device.type == "cpu":
         rows = min(rows, _environment_number("SMOOTHKERN_CPU_ROWS", CPU_ROWS))
     return max(1, rows)
@@ -93,7 +98,7 @@ def gpu_free_bytes(device: torch.device) -> int:
 
 
 def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,
-                            levels: int, n_samples: int) -> int:
+                            levels: int, n_samples: int, memory_limit: int | None = None) -> int:
     """Sample indices per pass: fills the memory budget; on a CPU, also splits a small job.
 
     Chunks are balanced so the last pass is not a sliver: 50 samples at a limit of 48 become
@@ -104,9 +109,10 @@ def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int
         x (Tensor[B, ...]): the clean inputs.
         row_bytes: activations autograd saves per model row (``forward_measuring_saved_bytes``).
         levels: noise levels S in the sweep.
+        memory_limit: the caller's cap on saved bytes per pass (``smooth_grad(memory_limit=)``).
     """
     model_rows_per_sample = levels * x.shape[0] * max(1, method.rows_per_sample)
-    rows = rows_in_budget(row_bytes, x.device)
+    rows = rows_in_budget(row_bytes, x.device, memory_limit)
     if x.device.type == "cpu":
         job_rows = n_samples * model_rows_per_sample
         rows = min(rows, max(CPU_MIN_ROWS, math.ceil(job_rows / CPU_MIN_PASSES)))

@@ -16,6 +16,7 @@ from ..api import check_strategy
 from ..backends import choose
 from ..noise import check_noise_kind, check_seed
 from ..planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from ..precision import check_compute_dtype
 from ..sources import CounterNoise, DrawnBaselines, NoiseSource
 from ..state import preserved
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
@@ -62,7 +63,8 @@ class NoiseTunnel(_captum.NoiseTunnel):
                   stdevs: float | tuple[float, ...] = 1.0,
                   draw_baseline_from_distrib: bool = False, *, noise: str = "gaussian",
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
-                  backend: str = "auto", rng: str = "smoothkern", **kwargs: Any) -> Any:
+                  backend: str = "auto", rng: str = "smoothkern",
+                  compute_dtype: torch.dtype | None = None, **kwargs: Any) -> Any:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
         Args:
@@ -86,6 +88,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
                 cannot run here is refused, never replaced.
             rng: "smoothkern" (reproducible counter-based noise, chunk invariant) or "captum"
                 (Captum's exact draws: equal to ``captum.attr.NoiseTunnel`` after the same seed).
+            compute_dtype: None, torch.bfloat16 or torch.float16: the attribution passes run
+                under autocast in that dtype; noise and statistics stay float32 (with
+                rng="captum" the draws are still Captum's, the sums no longer bit-equal).
             **kwargs: the attribution method's ``attribute`` arguments: ``target``,
                 ``additional_forward_args``, ``baselines``, ``n_steps``, ``feature_mask``,
                 ``return_convergence_delta``, ...
@@ -102,6 +107,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
             _check_captum_mode(noise, noise_level, seed, backend)
         noise = check_noise_kind(noise)
         seed = check_seed(0 if seed is None else seed)
+        compute_dtype = check_compute_dtype(compute_dtype)
         options = dict(kwargs)
         want_delta = bool(options.pop("return_convergence_delta", False))
         if want_delta and not self.is_delta_supported:
@@ -145,7 +151,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
             snapshots=(nt_samples,), aggregates=aggregates,
             accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
             accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
-            else torch.float32, taps=taps)
+            else torch.float32, taps=taps, compute_dtype=compute_dtype)
         with preserved(problem.model, problem.x, freeze_parameters=run.native), \
                 run.method.session(problem.model):
             (stats,) = engine.run(problem.model, job)
