@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import logging
 import os
 import sys
@@ -17,6 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_USAGE = 2
+BENCH_SAMPLES = 50
+# smoothkern.bench.VARIANTS, spelled out so that --help does not import torch.
+BENCH_VARIANTS = ("loop", "smoothkern", "smoothkern-bf16", "smoothkern-fp16", "captum",
+                  "captum-bs10")
 
 
 class CliError(Exception):
@@ -111,24 +114,34 @@ def cmd_figure(args: argparse.Namespace) -> int:
 # bench
 
 
-def find_engine_table():
-    """``benchmarks.engine_table`` from the source checkout (not an installed package), or None."""
-    candidates = [Path(__file__).resolve().parents[1], Path.cwd()]
-    for root in candidates:
-        if (root / "benchmarks" / "engine_table.py").is_file():
-            if str(root) not in sys.path:
-                sys.path.insert(0, str(root))
-            return importlib.import_module("benchmarks.engine_table")
-    return None
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    module = find_engine_table()
-    if module is None or not hasattr(module, "main"):
-        raise CliError("the benchmark table lives in benchmarks/engine_table.py of the source "
-                       "checkout; run `python -m benchmarks.engine_table` from the repository "
-                       "root (or `smoothkern bench` inside it)")
-    module.main(list(args.bench_args))
+    from . import bench
+
+    n_samples, repeats = args.samples, args.repeats
+    if args.quick:  # a smoke run: explicit --samples/--repeats still win
+        n_samples = 10 if args.samples == BENCH_SAMPLES else args.samples
+        repeats = repeats or 1
+    model, x = bench.named_inputs(args.model, args.weights, args.batch, args.input_shape,
+                                  args.seed)
+    variants = [v for v in args.variants or bench.VARIANTS
+                if not (args.no_captum and v.startswith("captum"))]
+    result = bench.benchmark(model, x, n_samples=n_samples, method=args.method,
+                             aggregate=args.aggregate, noise_level=args.noise_level,
+                             seed=args.seed, variants=variants, repeats=repeats,
+                             memory=not args.no_memory, model_name=args.model,
+                             weights=args.weights, progress=not args.quiet,
+                             **dict(args.option))
+    if args.json == "-":
+        print(result.to_json())
+        return 0
+    print(result.table())
+    if args.json:
+        path = Path(args.json)
+        try:
+            path.write_text(result.to_json() + "\n")
+        except OSError as err:
+            raise CliError(f"cannot write {path}: {err.strerror or err}") from None
+        print(f"wrote {path}")
     return 0
 
 
@@ -194,12 +207,44 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--quiet", action="store_true", help="no progress bars")
     fig.set_defaults(func=cmd_figure)
 
-    bench = sub.add_parser("bench", help="the engine benchmark table (source checkout)",
-                           description="Runs benchmarks/engine_table.py from the source "
-                           "checkout; further arguments go to it (e.g. --quick).")
-    bench.add_argument("bench_args", nargs="*", metavar="ARG",
-                       help="arguments for the table script, e.g. --quick (see its --help: "
-                       "python -m benchmarks.engine_table --help)")
+    bench = sub.add_parser(
+        "bench", help="time and compare SmoothGrad implementations on a model",
+        description="Times (interleaved repeats, medians, after a warm-up) and takes the peak "
+        "memory (a fresh process per variant) of the naive loop, smoothkern in fp32 and in "
+        "reduced precision, and Captum's NoiseTunnel (default and nt_samples_batch_size=10) "
+        "if installed, on a named model; reports each map's relative L2 difference from "
+        "smoothkern's fp32 map of the same seed. Table on stdout, JSON with --json.")
+    bench.add_argument("--model", default="digits", help="digits (the bundled CNN, default), "
+                       "mnist, cifar10_resnet18, or a torchvision architecture (resnet18, ...)")
+    bench.add_argument("--weights", help="local state dict file (default: bundled for digits, "
+                       "random weights otherwise; speed does not depend on them)")
+    bench.add_argument("--input-shape", type=_positive, nargs="+", metavar="N",
+                       help="one input's shape, e.g. 3 224 224 (default: the model's own)")
+    bench.add_argument("--batch", type=_positive, default=1, help="examples B (default 1)")
+    bench.add_argument("--samples", type=_positive, default=BENCH_SAMPLES,
+                       help=f"noise samples m (default {BENCH_SAMPLES}; 10 with --quick)")
+    bench.add_argument("--method", default="gradient", help="base attribution method "
+                       "(default gradient)")
+    bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       type=_method_option, help="a keyword option of the method, repeatable "
+                       "(e.g. --option n_steps=20)")
+    bench.add_argument("--aggregate", default="mean", choices=("mean", "abs", "sq", "var",
+                                                                "geomean"))
+    bench.add_argument("--noise-level", type=_fraction, default=0.15, metavar="LEVEL",
+                       help="σ as a fraction of the inputs' range (default 0.15)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--repeats", type=_positive, help="timed repeats (default: enough for "
+                       "about 3 s of the slowest variant, 3 to 25)")
+    bench.add_argument("--variants", nargs="+", metavar="NAME", choices=BENCH_VARIANTS,
+                       help="rows to run (default all): " + ", ".join(BENCH_VARIANTS))
+    bench.add_argument("--no-captum", action="store_true", help="leave out Captum's rows")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory "
+                       "subprocesses")
+    bench.add_argument("--quick", action="store_true", help="m = 10 (unless --samples), one "
+                       "repeat: a smoke run")
+    bench.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the result "
+                       "as JSON to FILE, or alone: JSON on stdout instead of the table")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -245,11 +290,7 @@ def _bar(total: int, desc: str, enabled: bool):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``smoothkern`` and ``python -m smoothkern``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv):
-        # Everything after "bench" goes to the table script verbatim (its options, not ours).
-        args = argparse.Namespace(command="bench", func=cmd_bench, bench_args=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if os.environ.get("SMOOTHKERN_DEBUG"):
         return args.func(args)
     # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF's samples per pixel) before

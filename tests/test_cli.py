@@ -6,7 +6,6 @@ import io
 import struct
 import subprocess
 import sys
-import types
 import zlib
 
 import pytest
@@ -149,18 +148,20 @@ def test_help(command, capsys):
     assert "usage: smoothkern" in capsys.readouterr().out
 
 
-def test_bench_calls_the_table_script(monkeypatch):
-    calls = []
-    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv))
-    monkeypatch.setattr(cli, "find_engine_table", lambda: fake)
-    assert cli.main(["bench", "--quick", "--models", "mnist_cnn", "--batches", "1"]) == 0
-    assert calls == [["--quick", "--models", "mnist_cnn", "--batches", "1"]]
+def test_bench_runs_the_packaged_harness(capsys):
+    # `smoothkern bench` is smoothkern.bench, not a script of the checkout (tests/test_bench.py
+    # runs it from another folder).
+    assert cli.main(["bench", "--quick", "--samples", "2", "--variants", "loop", "smoothkern",
+                     "--no-memory", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "| smoothkern fp32 |" in out
 
 
-def test_bench_without_the_source_checkout(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "find_engine_table", lambda: None)
-    assert cli.main(["bench"]) == 2
-    assert "python -m benchmarks.engine_table" in capsys.readouterr().err
+def test_bench_rejects_unknown_variants(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--variants", "fastest"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
 
 
 def test_figure_passes_method_options(tmp_path, digit_files):
