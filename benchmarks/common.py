@@ -1,16 +1,14 @@
-"""Shared benchmark pieces: the models, the machine line, interleaved timing, the limit."""
+"""Shared benchmark pieces: the models and the limit. The machine line, interleaved timing and
+peak memory are the installed package's harness (``smoothkern.bench``), re-exported here."""
 
 from __future__ import annotations
 
-import platform
-import statistics
-import subprocess
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from smoothkern.bench import interleaved_medians, machine_info, machine_line
 from smoothkern.models.cifar import CifarResNet
 from smoothkern.models.mnist import MnistCNN
 
@@ -18,6 +16,10 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mnist_cnn": (MnistCNN, (1, 28, 28)),
     "cifar_resnet18": (CifarResNet, (3, 32, 32)),
 }
+
+
+__all__ = ["MODELS", "interleaved_medians", "limit_candidates", "machine", "make_model",
+           "plain_passes"]
 
 
 def make_model(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
@@ -28,47 +30,8 @@ def make_model(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
 
 def machine() -> str:
-    """One line naming the CPU (and GPU if any), core count and torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
-
-
-def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int,
-                        sync: Callable[[], None] = lambda: None,
-                        warm_up: bool = True) -> dict[str, float]:
-    """Median wall time of each variant, running them in turn within each repeat.
-
-    Interleaving makes a slow phase of a noisy machine hit every variant alike, so ratios
-    inside one run are trustworthy even when absolute times drift.
-
-    Args:
-        warm_up: call every variant once, untimed, first (allocator, lazy init, kernel builds).
-    """
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    if warm_up:
-        for fn in variants.values():
-            fn()
-        sync()
-    names = list(variants)
-    for r in range(repeats):
-        # Rotate the order each repeat: a variant's cost can leak into the next one (allocator,
-        # caches, thread pools), so no variant should always follow the same neighbour.
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn = variants[name]
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    """One line naming the CPU (and GPU if any), cores, threads and versions (the package's)."""
+    return machine_line(machine_info())
 
 
 def plain_passes(model: nn.Module, x: Tensor, target: Tensor, n_samples: int,

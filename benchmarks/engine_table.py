@@ -7,25 +7,25 @@ For the MNIST CNN (1×28×28) and CIFAR ResNet18 (3×32×32), B ∈ {1, 8}, m = 
 aggregates, ``samples_per_pass=None``. Every variant of one row runs interleaved in the same
 repeats. Speedup = loop time / time; efficiency = limit time / time, where the limit is plain
 batched forward/backward passes over the same m·B inputs at the best samples per pass.
+Timing (warm-up, interleaved repeats, medians) is the installed package's harness,
+``smoothkern.bench`` (``smoothkern bench`` runs it on one model of your choice).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import math
-import time
 from collections.abc import Sequence
 
 import torch
 
-import smoothkern as sk
 from smoothkern import backends as registry
+from smoothkern.bench import benchmark
 from smoothkern.stats import AGGREGATES
 
-from .common import interleaved_medians, limit_candidates, machine, make_model, plain_passes
+from .common import limit_candidates, machine, make_model, plain_passes
 
-# Cheap rows are noisy on a shared 2-core machine: repeat them until each variant has run for
+# Cheap rows are noisy on a shared 2-core machine: repeat until the slowest variant has run for
 # about this long (medians of 3 repeats of the MNIST rows moved efficiency by ±0.15 between runs).
 ROW_SECONDS = 3.0
 # Interpreted Triton on the CPU is a correctness tool, not a contender.
@@ -41,24 +41,30 @@ def engine_variants(device: str) -> list[str]:
 
 def run_row(model_name: str, batch: int, n_samples: int, repeats: int,
             device: str = "cpu") -> dict[str, float]:
-    """Median times of loop, every engine variant and every limit candidate for one row."""
+    """Median times of loop, every engine variant and every limit candidate for one row,
+    timed by the package's harness (``smoothkern.bench.benchmark``) in one set of repeats."""
     model, shape = make_model(model_name)
     model = model.to(device)
     x = torch.rand(batch, *shape, device=device)
     target = model(x).argmax(1).detach()
-    run = functools.partial(sk.smooth_grad, model, x, target, n_samples=n_samples,
-                            aggregate=AGGREGATES)
-    variants = {"loop": functools.partial(run, backend="loop")}
-    for name in engine_variants(device):
-        variants[name] = functools.partial(run, backend=name)
-    for k in limit_candidates(n_samples, batch):
-        variants[f"limit@{k}"] = functools.partial(plain_passes, model, x, target, n_samples, k)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if repeats <= 0:  # auto: about ROW_SECONDS of loop time per variant, at least 3 repeats
-        start = time.perf_counter()
-        variants["loop"]()
-        repeats = max(3, min(25, math.ceil(ROW_SECONDS / (time.perf_counter() - start))))
-    return interleaved_medians(variants, repeats, sync)
+    backends = [name for name in engine_variants(device) if name != "auto"]
+    limits = {f"limit@{k}": functools.partial(plain_passes, model, x, target, n_samples, k)
+              for k in limit_candidates(n_samples, batch)}
+    # repeats <= 0: the harness picks about ROW_SECONDS of the slowest variant (3 to 25).
+    result = benchmark(model, x, target, n_samples=n_samples, aggregate=AGGREGATES,
+                       variants=("loop", "smoothkern"), backends=backends, extra=limits,
+                       repeats=repeats if repeats > 0 else None, seconds=ROW_SECONDS,
+                       memory=False, errors=False)
+    names = {"loop": "loop", **{f"backend={n}": n for n in backends}, "smoothkern": "auto",
+             **{k: k for k in limits}}
+    times = {}
+    for variant, name in names.items():
+        row = result.row(variant)
+        if row.time_s is None:
+            print(f"{model_name} B={batch}: {name} not timed ({row.skipped})", flush=True)
+        else:
+            times[name] = row.time_s
+    return times
 
 
 def format_table(rows: list[tuple[str, int, dict[str, float]]]) -> str:
@@ -84,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="m = 10, one repeat, smoke run")
     parser.add_argument("--samples", type=int, default=50, help="noise samples m (default 50)")
     parser.add_argument("--repeats", type=int, default=0,
-                        help="interleaved repeats (median); 0: enough for ~3 s of loop time")
+                        help="interleaved repeats (median); 0: enough for ~3 s of the slowest "
+                        "variant (the loop), 3 to 25")
     parser.add_argument("--models", nargs="+", default=["mnist_cnn", "cifar_resnet18"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--device", default="cpu")
