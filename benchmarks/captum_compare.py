@@ -15,20 +15,23 @@ saw it (autograd's saved activations, noisy copies, allocator slack).
 
 Captum runs whose saved activations alone would exceed ``--max-gb`` (estimated from a one-row
 probe) are not run and say so: on a CPU box they would swap or be killed.
+
+Timing, the memory measurement and the machine line are the installed package's harness
+(``smoothkern.bench``); ``smoothkern bench`` compares the same libraries on one model of your
+choice. This script keeps the drop-in (``smoothkern.captum``) grid of the results file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 import warnings
 
 import torch
 
+from smoothkern.bench import peak_rss_of_call, run_child, warm_model
 from smoothkern.planning import forward_measuring_saved_bytes
 
 from .common import interleaved_medians, machine
@@ -94,33 +97,13 @@ def make_call(model_name: str, method: str, batch: int, variant: str):
 
 
 def peak_of_first_call(model_name: str, method: str, batch: int, variant: str) -> dict:
-    """Peak RSS (MiB) the first call adds in this fresh process."""
+    """Peak RSS (MiB) the first call adds in this fresh process (``smoothkern.bench``'s
+    measurement: VmHWM reset just before the call, minus the resident size before it)."""
     model, x, call = make_call(model_name, method, batch, variant)
     # Both libraries (and smoothkern's compiled ops) are loaded, and the model has run one
     # forward and backward (torch's one-time buffers: thread pool, oneDNN primitives) before
     # the baseline, so the peak counts what the call allocates, not what the process sets up once.
-    one = x[:1].clone().requires_grad_(True)
-    torch.autograd.grad(model(one).sum(), one)
-    rss_before = _status_mib("VmRSS")
-    _reset_peak_rss()
-    call()
-    return {"peak_mib": max(0.0, _status_mib("VmHWM") - rss_before)}
-
-
-def _status_mib(field: str) -> float:
-    """A ``/proc/self/status`` size in MiB. VmHWM (peak RSS) belongs to this process's own
-    address space; ``ru_maxrss`` would also carry the parent's peak across fork + exec."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Sets VmHWM to the current RSS (Linux >= 4.0), so the peak is the call's own."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    return peak_rss_of_call(call, warm=lambda: warm_model(model, x))
 
 
 def warm_times(model_name: str, method: str, batch: int, variants: list[str],
@@ -138,12 +121,8 @@ def warm_times(model_name: str, method: str, batch: int, variants: list[str],
 
 
 def measure(model_name: str, method: str, batch: int, variant: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.captum_compare", "--one",
-           json.dumps([model_name, method, batch, variant])]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child([sys.executable, "-m", "benchmarks.captum_compare", "--one",
+                      json.dumps([model_name, method, batch, variant])])
 
 
 def main() -> None:
@@ -165,8 +144,7 @@ def main() -> None:
     models = ["mnist"] if args.quick else args.models.split(",")
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
     skip = set(filter(None, args.skip.split(",")))
-    print(f"machine: {machine()}, {os.cpu_count()} cores visible, "
-          f"threads {torch.get_num_threads()}; nt_samples={N_SAMPLES}, IG n_steps={N_STEPS}, "
+    print(f"machine: {machine()}; nt_samples={N_SAMPLES}, IG n_steps={N_STEPS}, "
           f"Captum chunk={CHUNK}")
     print("| model | method | B | repeats | smoothkern s | Captum chunked s | Captum unchunked s | "
           "speed-up vs chunked | vs unchunked | smoothkern MiB | Captum chunked MiB | "
