@@ -4,10 +4,11 @@ end-to-end speedup over the loop.
     python -m benchmarks.gpu            # needs a CUDA GPU; says so and exits 1 without one
 
 1. Correctness: the cuda and triton backends' perturb (raw Philox words and floats, σ per
-   example and per element) and accumulate (float32 and float64 states) against the pure-torch
-   reference, for fp32/fp16/bf16 (relative tolerances), aligned, odd and misaligned (a view one
-   element into its storage) sizes, and on cuda:1 while cuda:0 is current when there are two
-   GPUs. Nothing is timed after a correctness failure.
+   example and per element, with and without example indices) and accumulate (float32 and
+   float64 states) against the pure-torch reference, for fp32/fp16/bf16 (relative
+   tolerances), aligned, odd and misaligned (a view one element into its storage) sizes, and
+   on cuda:1 while cuda:0 is current when there are two GPUs. Nothing is timed after a
+   correctness failure.
 2. Ops: achieved GB/s of perturb and accumulate (bytes each must move / time, the CUDA
    accumulate's partial results included) next to a device-to-device copy timed in the same
    run; target >= 80 % of the copy.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import statistics
 
 import torch
@@ -72,15 +74,19 @@ def check_perturb(name: str, backend, device: str, gen: torch.Generator) -> list
             for x in (clean, misaligned(clean)):
                 for sigma in (torch.rand(2, shape[0], device=device, generator=gen),
                               torch.rand(2, shape[0], n, device=device, generator=gen)):
-                    for kind in ("gaussian", "uniform"):
-                        got = backend.perturb(x, sigma, 2**63 + 5, 7, 9, kind)
-                        want = noise.perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind)
+                    # example indices: none (positions), and the top of the counter word
+                    index = torch.tensor([2**32 - 1, 3, 2**31][:shape[0]], device=device)
+                    for kind, idx in itertools.product(("gaussian", "uniform"), (None, index)):
+                        got = backend.perturb(x, sigma, 2**63 + 5, 7, 9, kind, example_index=idx)
+                        want = noise.perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind,
+                                                       example_index=idx)
                         err = ((got.double() - want.double()).abs()
                                / want.double().abs().clamp_min(1.0)).max().item()
                         if got.shape != want.shape or got.device != x.device or err > RTOL[dtype]:
                             failures.append(f"{name} perturb {device} {shape} {dtype} "
                                             f"sigma{list(sigma.shape)} {kind} aligned="
-                                            f"{x.data_ptr() % 16 == 0}: rel err {err:.2e}")
+                                            f"{x.data_ptr() % 16 == 0} example_index="
+                                            f"{idx is not None}: rel err {err:.2e}")
     return failures
 
 

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string_view>
 
 namespace smoothkern {
@@ -52,6 +53,22 @@ inline void check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int
               " > 2**32 (the sample index is a 32-bit Philox counter word)");
   TORCH_CHECK(n <= kMaxCounter && batch <= kMaxCounter,
               "perturb: more than 2**32 examples or 2**32 elements per example");
+}
+
+// perturb's example_index (when given): int64 [B], values in 0 .. 2**32 - 1 (counter word 2;
+// a larger value would alias another example's noise). Reading the values synchronises once
+// on a GPU. The device check stays with each kernel.
+inline void check_example_index(const std::optional<at::Tensor>& example_index, int64_t batch) {
+  if (!example_index.has_value()) return;
+  const at::Tensor& idx = *example_index;
+  TORCH_CHECK(idx.scalar_type() == at::kLong,
+              "perturb: example_index must be int64 (LongTensor), got ", idx.scalar_type());
+  TORCH_CHECK(idx.dim() == 1 && idx.size(0) == batch,
+              "perturb: example_index must be [B] with B = x.size(0) = ", batch, ", got ",
+              idx.sizes());
+  const bool bad = idx.lt(0).logical_or_(idx.ge(kMaxCounter)).any().item<bool>();
+  TORCH_CHECK(!bad, "perturb: example indices must be in 0 .. 2**32 - 1 (a 32-bit Philox "
+              "counter word)");
 }
 
 // philox_bits: three int64 index tensors of one shape (each word is taken modulo 2**32).

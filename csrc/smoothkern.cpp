@@ -13,8 +13,11 @@ PyMODINIT_FUNC PyInit__C(void) {
 
 TORCH_LIBRARY(smoothkern, m) {
   // x[B, ...], sigma[S, B] or [S, B, N] float32 -> noisy[count*S*B, ...] in x.dtype, row
-  // (i*S + s)*B + b; start + count <= 2**32.
-  m.def("perturb(Tensor x, Tensor sigma, int seed, int start, int count, str noise) -> Tensor");
+  // (i*S + s)*B + b; start + count <= 2**32. example_index: int64 [B] (values < 2**32), the
+  // examples' indices in the caller's data, used as counter word 2 instead of b.
+  m.def(
+      "perturb(Tensor x, Tensor sigma, int seed, int start, int count, str noise, "
+      "Tensor? example_index=None) -> Tensor");
   // Welford/Chan update of the running statistics with chunk[k, N]; count = samples seen before.
   m.def(
       "accumulate_(Tensor(a!) mean, Tensor(b!) m2, Tensor(c!) abs_sum, Tensor(d!) log_sum, "

@@ -11,8 +11,11 @@ from torch import Tensor
 
 @torch.library.register_fake("smoothkern::perturb")
 def _perturb_fake(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-                  noise: str) -> Tensor:
+                  noise: str, example_index: Tensor | None = None) -> Tensor:
     torch._check(sigma.dim() in (2, 3) and sigma.shape[1] == x.shape[0])
+    if example_index is not None:  # the values (< 2**32) are checked by the real kernel only
+        torch._check(example_index.dim() == 1 and example_index.shape[0] == x.shape[0])
+        torch._check(example_index.dtype == torch.int64)
     rows = count * sigma.shape[0] * x.shape[0]
     return x.new_empty((rows, *x.shape[1:]))
 

@@ -20,7 +20,7 @@ def signed_seed(seed: int) -> int:
 
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-            noise: str = "gaussian") -> Tensor:
+            noise: str = "gaussian", *, example_index: Tensor | None = None) -> Tensor:
     """Noisy copies, the fused op; same contract as :func:`smoothkern.noise.perturb_reference`.
 
     Args:
@@ -28,6 +28,9 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         sigma (Tensor[S, B] or Tensor[S, B, N]): standard deviations per example or per element
             (cast to float32), on x's device.
         seed, start, count, noise: as the reference; ``start + count <= 2**32``.
+        example_index (Tensor[B] int64 or None): the examples' indices in the caller's data
+            (counter word 2 of row b; values in ``0 .. 2**32 - 1``), on x's device. None: the
+            position in the batch.
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
@@ -36,9 +39,9 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         ValueError: the reference's argument checks (:func:`smoothkern.noise.check_perturb_args`);
             the op repeats them in C++ for direct ``torch.ops`` calls.
     """
-    check_perturb_args(x, sigma, start, count, noise)
+    check_perturb_args(x, sigma, start, count, noise, example_index)
     return torch.ops.smoothkern.perturb(x, sigma.to(torch.float32), signed_seed(seed), start,
-                                        count, noise)
+                                        count, noise, example_index)
 
 
 def accumulate(state: StreamingStats, chunk: Tensor) -> None:

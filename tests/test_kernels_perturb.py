@@ -239,6 +239,194 @@ def test_cpp_rejects_bad_arguments():
         ops.perturb(torch.randn(2, 3), torch.rand(1, 2), 0, 0, 1, "laplace")
 
 
+# ----------------------------------------------------------------------------------------------
+# example_index: row b draws with counter word example_index[b] instead of b
+
+
+def index_perturb_of(name: str):
+    if name == "torch":
+        return noise.perturb_reference
+    if name == "registry-triton":      # the registered backend's callable, keyword and all
+        return registry.resolve("triton", "cpu").perturb
+    return perturb_of(name)
+
+
+INDEX_KERNELS = [*KERNELS, pytest.param("registry-triton", marks=needs_triton)]
+BACKEND_PERTURBS = ["torch", *INDEX_KERNELS]
+
+
+@pytest.mark.parametrize("kernel", INDEX_KERNELS)
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 4), shape=st.sampled_from([(1,), (7,), (3, 5, 7), (2, 33), (1031,)]),
+       levels=st.integers(1, 3), start=st.integers(0, 2**32 - 6), count=st.integers(1, 5),
+       seed=st.one_of(st.sampled_from(SEEDS), st.integers(0, 2**64 - 1)),
+       kind=st.sampled_from(["gaussian", "uniform"]), per_element=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+       index=st.lists(st.one_of(st.integers(0, 9), st.integers(0, 2**32 - 1)), min_size=4,
+                      max_size=4))
+def test_example_index_matches_reference(kernel, batch, shape, levels, start, count, seed,
+                                         kind, per_element, dtype, index):
+    gen = torch.Generator().manual_seed(start)
+    x = (torch.rand(batch, *shape, generator=gen) * 4 - 2).to(dtype)
+    n = x[0].numel()
+    sigma = (torch.rand(levels, batch, n, generator=gen) if per_element
+             else torch.rand(levels, batch, generator=gen))
+    idx = torch.tensor(index[:batch])
+    got = index_perturb_of(kernel)(x, sigma, seed, start, count, kind, example_index=idx)
+    want = noise.perturb_reference(x, sigma, seed, start, count, kind, example_index=idx)
+    assert got.shape == want.shape == (count * levels * batch, *shape) and got.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+    else:  # computed in float32, then cast: one ulp of the output dtype
+        ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
+        torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-5)
+    # Uniform noise is bit-identical (not the interpreter's truncating bf16 cast, see above).
+    if kind == "uniform" and not (kernel.endswith("triton") and dtype == torch.bfloat16):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", BACKEND_PERTURBS)
+@pytest.mark.parametrize("per_element", [False, True])
+def test_example_index_k_is_row_k_of_the_larger_batch(kernel, per_element):
+    # The contract: perturb(x[[k]], sigma[:, [k]], ..., example_index=tensor([k])) equals the
+    # rows of position k in the run without indices over the whole batch; so does any subset
+    # in any order (finished examples leaving the batch, data-set batches).
+    fn = index_perturb_of(kernel)
+    full, count, levels = 6, 3, 2
+    x = torch.randn(full, 3, 5, 7)                    # 105 elements: odd
+    sigma = torch.rand(levels, full, 105) if per_element else torch.rand(levels, full)
+    for kind in ("gaussian", "uniform"):
+        whole = fn(x, sigma, 2**63 + 11, 17, count, kind).view(count, levels, full, 3, 5, 7)
+        for k in (0, 4, 5):
+            one = fn(x[[k]], sigma[:, [k]], 2**63 + 11, 17, count, kind,
+                     example_index=torch.tensor([k]))
+            assert torch.equal(one.view(count, levels, 3, 5, 7), whole[:, :, k])
+        idx = torch.tensor([5, 1, 1, 3])              # a subset, out of order, a repeat
+        part = fn(x[idx], sigma[:, idx], 2**63 + 11, 17, count, kind, example_index=idx)
+        assert torch.equal(part.view(count, levels, 4, 3, 5, 7), whole[:, :, idx])
+
+
+@pytest.mark.parametrize("kernel", BACKEND_PERTURBS)
+def test_example_index_none_is_unchanged(kernel):
+    # None (and the positions 0..B-1) draw exactly what a call without the argument draws.
+    fn = index_perturb_of(kernel)
+    x, sigma = torch.randn(3, 4, 9), torch.rand(2, 3)
+    plain = fn(x, sigma, 5, 7, 2, "gaussian")
+    assert torch.equal(fn(x, sigma, 5, 7, 2, "gaussian", example_index=None), plain)
+    assert torch.equal(fn(x, sigma, 5, 7, 2, "gaussian", example_index=torch.arange(3)), plain)
+    # A strided index tensor reads the same values.
+    strided = torch.arange(6)[::2] // 2               # [0, 1, 2], stride 2
+    assert torch.equal(fn(x, sigma, 5, 7, 2, "gaussian", example_index=strided), plain)
+
+
+@pytest.mark.parametrize("kernel", BACKEND_PERTURBS)
+def test_example_index_chunks_concatenate_to_one_call(kernel):
+    fn = index_perturb_of(kernel)
+    x, sigma = torch.randn(2, 3, 5, 5), torch.rand(1, 2)
+    idx = torch.tensor([2**32 - 1, 12345])
+    whole = fn(x, sigma, 2**64 - 2, 0, 10, "gaussian", example_index=idx)
+    parts = torch.cat([fn(x, sigma, 2**64 - 2, 0, 4, "gaussian", example_index=idx),
+                       fn(x, sigma, 2**64 - 2, 4, 6, "gaussian", example_index=idx)])
+    assert torch.equal(whole, parts)
+
+
+@pytest.mark.parametrize("kernel", BACKEND_PERTURBS)
+@pytest.mark.parametrize("index, match", [
+    (torch.tensor([0, 1], dtype=torch.int32), "int64"),
+    (torch.tensor([0.0, 1.0]), "int64"),
+    (torch.tensor([0, 1, 2]), r"\[B\] = \[2\]"),
+    (torch.tensor([[0, 1]]), r"\[B\] = \[2\]"),
+    (torch.tensor([0, -1]), r"0 \.\. 2\*\*32 - 1"),
+    (torch.tensor([2**32, 1]), r"0 \.\. 2\*\*32 - 1"),
+    (torch.tensor([0, 1], device="meta"), "example_index is on"),
+])
+def test_example_index_refused(kernel, index, match):
+    fn = index_perturb_of(kernel)
+    x, sigma = torch.randn(2, 5), torch.rand(1, 2)
+    assert fn(x, sigma, 0, 0, 1, "uniform",
+              example_index=torch.tensor([2**32 - 1, 0])).shape == (2, 5)
+    with pytest.raises(ValueError, match=match):
+        fn(x, sigma, 0, 0, 1, "uniform", example_index=index)
+
+
+@needs_ext
+def test_cpp_op_checks_example_index_itself():
+    # Direct torch.ops calls skip the Python checks; the op makes the same ones.
+    op = torch.ops.smoothkern.perturb
+    x, sigma = torch.randn(2, 5), torch.rand(1, 2)
+    idx = torch.tensor([7, 2**32 - 1])
+    want = noise.perturb_reference(x, sigma, 3, 0, 2, "uniform", example_index=idx)
+    assert torch.equal(op(x, sigma, 3, 0, 2, "uniform", idx), want)
+    assert torch.equal(op(x, sigma, 3, 0, 2, "uniform", example_index=idx), want)
+    assert torch.equal(op(x, sigma, 3, 0, 2, "uniform", None), op(x, sigma, 3, 0, 2, "uniform"))
+    for bad, match in ((idx.int(), "int64"), (idx[:1], "\\[B\\]"),
+                       (idx.view(2, 1), "\\[B\\]"), (torch.tensor([0, -1]), "2\\*\\*32"),
+                       (torch.tensor([2**32, 0]), "2\\*\\*32")):
+        with pytest.raises(RuntimeError, match=match):
+            op(x, sigma, 3, 0, 2, "uniform", bad)
+
+
+@needs_ext
+def test_opcheck_perturb_with_example_index():
+    x = torch.randn(3, 2, 5)
+    idx = torch.tensor([9, 0, 2**32 - 1])
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default,
+                          (x, torch.rand(2, 3), 4, 1, 2, "gaussian", idx))
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default,
+                          (x.bfloat16(), torch.rand(1, 3, 10), -4, 0, 3, "uniform", idx))
+    torch.library.opcheck(torch.ops.smoothkern.perturb.default,
+                          (x, torch.rand(1, 3), 4, 1, 2, "gaussian", None))
+
+
+def test_registered_perturbs_take_example_index_as_a_keyword():
+    import inspect
+
+    for name in registry.names():
+        if name in ("vmap", "loop"):
+            continue
+        params = inspect.signature(registry._REGISTRY[name].perturb).parameters
+        assert params["example_index"].default is None, name
+        assert params["example_index"].kind is inspect.Parameter.KEYWORD_ONLY, name
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_example_index_matches_reference(name, dtype):
+    backend = registry.resolve(name, "cuda")
+    for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):     # scalar path, vector path
+        x = torch.randn(*shape, device="cuda").to(dtype)
+        idx = torch.tensor([2**32 - 1, 5, 2**31][:shape[0]], device="cuda")
+        for sigma in (torch.rand(2, shape[0], device="cuda"),
+                      torch.rand(2, shape[0], x[0].numel(), device="cuda")):
+            for kind in ("gaussian", "uniform"):
+                got = backend.perturb(x, sigma, 2**63 + 1, 3, 5, kind, example_index=idx)
+                want = noise.perturb_reference(x, sigma, 2**63 + 1, 3, 5, kind,
+                                               example_index=idx)
+                torch.testing.assert_close(got.double(), want.double(), rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_gpu_example_index_k_is_row_k_and_refusals(name):
+    backend = registry.resolve(name, "cuda")
+    x = torch.randn(70000, 3, device="cuda")           # > 65535 rows: strided grid
+    sigma = torch.rand(1, 70000, device="cuda")
+    whole = backend.perturb(x, sigma, 1, 0, 1, "uniform")
+    idx = torch.tensor([69999, 0, 65536], device="cuda")
+    part = backend.perturb(x[idx], sigma[:, idx], 1, 0, 1, "uniform", example_index=idx)
+    assert torch.equal(part, whole[idx])
+    with pytest.raises(ValueError, match="example_index is on"):
+        backend.perturb(x[idx], sigma[:, idx], 1, 0, 1, "uniform", example_index=idx.cpu())
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        backend.perturb(x[idx], sigma[:, idx], 1, 0, 1, "uniform", example_index=idx - 1)
+    if name == "cuda":  # the op's own checks, for direct torch.ops calls
+        with pytest.raises(RuntimeError, match="example_index must be on"):
+            torch.ops.smoothkern.perturb(x[idx], sigma[:, idx], 1, 0, 1, "uniform", idx.cpu())
+        with pytest.raises(RuntimeError, match="2\\*\\*32"):
+            torch.ops.smoothkern.perturb(x[idx], sigma[:, idx], 1, 0, 1, "uniform", idx + 2**32)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -29,13 +29,17 @@ from smoothkern.kernels import accumulate, perturb
 target = GPUTarget("cuda", 90, 32)
 options = {"num_warps": 4, "enable_fp_fusion": False}
 out = {}
-for dtype, gaussian, per_element in (("fp32", False, False), ("bf16", True, True),
-                                     ("fp16", True, False)):
-    sig = {"x_ptr": f"*{dtype}", "sigma_ptr": "*fp32", "out_ptr": f"*{dtype}", "n": "i32",
+for dtype, gaussian, per_element, has_index in (("fp32", False, False, False),
+                                                ("bf16", True, True, True),
+                                                ("fp16", True, False, False)):
+    sig = {"x_ptr": f"*{dtype}", "sigma_ptr": "*fp32",
+           "index_ptr": "*i64" if has_index else "*fp32", "out_ptr": f"*{dtype}", "n": "i32",
            "batch": "i32", "levels": "i32", "rows": "i32", "seed": "u64", "start": "i32",
-           "BLOCK": "constexpr", "GAUSSIAN": "constexpr", "PER_ELEMENT": "constexpr"}
+           "BLOCK": "constexpr", "GAUSSIAN": "constexpr", "PER_ELEMENT": "constexpr",
+           "HAS_INDEX": "constexpr"}
     src = ASTSource(fn=perturb._perturb_kernel, signature=sig,
-                    constexprs={"BLOCK": 1024, "GAUSSIAN": gaussian, "PER_ELEMENT": per_element})
+                    constexprs={"BLOCK": 1024, "GAUSSIAN": gaussian, "PER_ELEMENT": per_element,
+                                "HAS_INDEX": has_index})
     out[f"perturb_{dtype}_{gaussian}"] = triton.compile(src, target=target,
                                                         options=options).asm["ptx"]
 for acc, chunk in (("fp32", "fp16"), ("fp64", "fp64"), ("fp64", "fp32")):

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string_view>
 
 #include "../checks.h"
@@ -67,10 +68,11 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
   }
 }
 
+// example_index: nullptr (row b draws as example b) or int64 [B], the counter word of each row.
 template <typename scalar_t>
 void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scalar_t* out,
                   int64_t batch, int64_t levels, int64_t n, uint64_t seed, int64_t start,
-                  int64_t count, bool gaussian) {
+                  int64_t count, bool gaussian, const int64_t* example_index) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -86,15 +88,20 @@ void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scala
       perturb_block(x + b * n + j0, sigma_b, level_stride, per_element,
                     out + ((i * levels) * batch + b) * n + j0, batch, n, levels,
                     std::min(kBlock, n - j0), j0, static_cast<uint32_t>(start + i),
-                    static_cast<uint32_t>(b), k0, k1, gaussian);
+                    static_cast<uint32_t>(example_index ? example_index[b] : b), k0, k1,
+                    gaussian);
     }
   });
 }
 
 at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
-                       int64_t count, std::string_view noise) {
+                       int64_t count, std::string_view noise,
+                       const std::optional<at::Tensor>& example_index) {
   TORCH_CHECK(x.device().is_cpu() && sigma.device().is_cpu(), "perturb: tensors must be on CPU");
+  TORCH_CHECK(!example_index.has_value() || example_index->device().is_cpu(),
+              "perturb: example_index must be on the CPU, as x");
   check_perturb_args(x, sigma, start, count, noise);
+  check_example_index(example_index, x.size(0));
   const int64_t batch = x.size(0);
   const int64_t levels = sigma.size(0);
   const int64_t n = x.numel() / batch;
@@ -104,10 +111,13 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
   shape[0] = count * levels * batch;
   at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
+  const at::Tensor ic = example_index.has_value() ? example_index->contiguous() : at::Tensor();
+  const int64_t* index = ic.defined() ? ic.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cpu", [&] {
     perturb_impl<scalar_t>(xc.const_data_ptr<scalar_t>(), sc.const_data_ptr<float>(),
                            sc.dim() == 3, out.mutable_data_ptr<scalar_t>(), batch, levels, n,
-                           static_cast<uint64_t>(seed), start, count, noise == "gaussian");
+                           static_cast<uint64_t>(seed), start, count, noise == "gaussian",
+                           index);
   });
   return out;
 }

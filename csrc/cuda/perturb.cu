@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <string_view>
 
 #include "../checks.h"
@@ -30,18 +31,21 @@ __device__ __forceinline__ float draw(int64_t j, uint32_t sample, uint32_t examp
 
 // Grid: x over element packs, y (strided) over rows = (sample, example) pairs.
 // kVec > 1 only when n % kVec == 0 and x, out are 16-byte aligned (checked by the launcher).
-// sigma is [S, B] (per_element false) or [S, B, N] (per_element true).
+// sigma is [S, B] (per_element false) or [S, B, N] (per_element true). example_index is
+// nullptr (row b draws as example b) or int64 [B], the counter word of each row.
 template <typename scalar_t, int kVec, bool kGaussian>
 __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __restrict__ sigma,
-                               bool per_element, scalar_t* __restrict__ out, int64_t batch,
-                               int64_t levels, int64_t n, uint32_t k0, uint32_t k1,
-                               int64_t start, int64_t rows) {
+                               bool per_element, const int64_t* __restrict__ example_index,
+                               scalar_t* __restrict__ out, int64_t batch, int64_t levels,
+                               int64_t n, uint32_t k0, uint32_t k1, int64_t start,
+                               int64_t rows) {
   using P = Pack<scalar_t, kVec>;
   const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
   if (j0 >= n) return;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int64_t b = row % batch;
     const int64_t i = row / batch;
+    const uint32_t example = static_cast<uint32_t>(example_index ? example_index[b] : b);
     float xv[kVec], z[kVec];
     if (kVec > 1) {
       const P p = *reinterpret_cast<const P*>(x + b * n + j0);
@@ -52,8 +56,7 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
     }
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      z[v] = draw<kGaussian>(j0 + v, static_cast<uint32_t>(start + i), static_cast<uint32_t>(b),
-                             k0, k1);
+      z[v] = draw<kGaussian>(j0 + v, static_cast<uint32_t>(start + i), example, k0, k1);
     }
     for (int64_t s = 0; s < levels; ++s) {
       float sd[kVec];
@@ -83,9 +86,9 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
 }
 
 template <typename scalar_t, int kVec>
-void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, at::Tensor& out, int64_t batch,
-                    int64_t levels, int64_t n, uint64_t seed, int64_t start, int64_t count,
-                    bool gaussian) {
+void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t* index,
+                    at::Tensor& out, int64_t batch, int64_t levels, int64_t n, uint64_t seed,
+                    int64_t start, int64_t count, bool gaussian) {
   const int64_t rows = count * batch;
   const int64_t packs = (n + kVec - 1) / kVec;
   const dim3 grid(static_cast<unsigned>((packs + kThreads - 1) / kThreads),
@@ -98,19 +101,23 @@ void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, at::Tensor& ou
   scalar_t* dst = out.mutable_data_ptr<scalar_t>();
   if (gaussian) {
     perturb_kernel<scalar_t, kVec, true><<<grid, kThreads, 0, stream>>>(
-        src, sd, per_element, dst, batch, levels, n, k0, k1, start, rows);
+        src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
   } else {
     perturb_kernel<scalar_t, kVec, false><<<grid, kThreads, 0, stream>>>(
-        src, sd, per_element, dst, batch, levels, n, k0, k1, start, rows);
+        src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
-                        int64_t count, std::string_view noise) {
+                        int64_t count, std::string_view noise,
+                        const std::optional<at::Tensor>& example_index) {
   TORCH_CHECK(x.is_cuda() && sigma.device() == x.device(),
               "perturb: x and sigma must be on the same CUDA device");
+  TORCH_CHECK(!example_index.has_value() || example_index->device() == x.device(),
+              "perturb: example_index must be on x's CUDA device");
   check_perturb_args(x, sigma, start, count, noise);
+  check_example_index(example_index, x.size(0));
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t batch = x.size(0), levels = sigma.size(0), n = x.numel() / batch;
   const at::Tensor xc = x.contiguous(), sc = sigma.contiguous();
@@ -119,14 +126,18 @@ at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t se
   at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const bool gaussian = noise == "gaussian";
+  const at::Tensor ic = example_index.has_value() ? example_index->contiguous() : at::Tensor();
+  const int64_t* index = ic.defined() ? ic.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cuda", [&] {
     constexpr int kVec = pack_size<scalar_t>();
     const bool vector_ok = n % kVec == 0 && is_aligned(xc.const_data_ptr(), kVectorBytes) &&
                            is_aligned(out.const_data_ptr(), kVectorBytes);
     if (vector_ok) {
-      launch_perturb<scalar_t, kVec>(xc, sc, out, batch, levels, n, seed, start, count, gaussian);
+      launch_perturb<scalar_t, kVec>(xc, sc, index, out, batch, levels, n, seed, start, count,
+                                     gaussian);
     } else {
-      launch_perturb<scalar_t, 1>(xc, sc, out, batch, levels, n, seed, start, count, gaussian);
+      launch_perturb<scalar_t, 1>(xc, sc, index, out, batch, levels, n, seed, start, count,
+                                  gaussian);
     }
   });
   return out;

@@ -47,8 +47,9 @@ def why_unavailable() -> str | None:
 
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-            noise: str = "gaussian") -> Tensor:
-    return _kernels("perturb").perturb(x, sigma, seed, start, count, noise)
+            noise: str = "gaussian", *, example_index: Tensor | None = None) -> Tensor:
+    return _kernels("perturb").perturb(x, sigma, seed, start, count, noise,
+                                       example_index=example_index)
 
 
 def accumulate(state: StreamingStats, chunk: Tensor) -> None:

@@ -1,6 +1,7 @@
 """Triton perturb: replicate, draw, scale, add and cast in one pass (and a raw-bits kernel).
 
-Same counters as :func:`smoothkern.noise.perturb_reference`: ``tl.philox(seed, j, i, b, 0)``,
+Same counters as :func:`smoothkern.noise.perturb_reference`: ``tl.philox(seed, j, i, b, 0)``
+(b: ``example_index[b]`` when the caller gives the examples' indices),
 ``uint_to_uniform_float`` and Box-Muller's first output, so the raw integers match the reference
 exactly and the floats to rounding.
 """
@@ -53,10 +54,12 @@ def standard_noise(seed, element, sample, example, GAUSSIAN: tl.constexpr):
 # start, seed and the sizes vary between calls of one run: no specialisation on their value
 # (== 1, divisible by 16), which would recompile the kernel when a chunk starts elsewhere.
 @triton.jit(do_not_specialize=["n", "batch", "levels", "rows", "seed", "start"])
-def _perturb_kernel(x_ptr, sigma_ptr, out_ptr, n, batch, levels, rows, seed, start,
-                    BLOCK: tl.constexpr, GAUSSIAN: tl.constexpr, PER_ELEMENT: tl.constexpr):
+def _perturb_kernel(x_ptr, sigma_ptr, index_ptr, out_ptr, n, batch, levels, rows, seed, start,
+                    BLOCK: tl.constexpr, GAUSSIAN: tl.constexpr, PER_ELEMENT: tl.constexpr,
+                    HAS_INDEX: tl.constexpr):
     # Grid: (element blocks, min(rows, 65535)); rows r = i * batch + b strided along y.
     # All offsets are int64: batch * n and the element index itself can pass 2**31.
+    # HAS_INDEX: row b draws as example index_ptr[b] (int64, < 2**32), else as example b.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     n64 = tl.zeros([], tl.int64) + n
@@ -67,7 +70,11 @@ def _perturb_kernel(x_ptr, sigma_ptr, out_ptr, n, batch, levels, rows, seed, sta
         b = row64 % batch64
         i = row64 // batch64
         x = tl.load(x_ptr + b * n64 + offs, mask=mask, other=0.0).to(tl.float32)
-        z = standard_noise(seed, offs, (start + i).to(tl.uint32), b.to(tl.uint32), GAUSSIAN)
+        if HAS_INDEX:
+            example = tl.load(index_ptr + b).to(tl.uint32)
+        else:
+            example = b.to(tl.uint32)
+        z = standard_noise(seed, offs, (start + i).to(tl.uint32), example, GAUSSIAN)
         out_row = out_ptr + (i * levels * batch64 + b) * n64 + offs
         for s in range(levels):
             if PER_ELEMENT:  # sigma[s, b, j]
@@ -95,7 +102,7 @@ def _philox_bits_kernel(example_ptr, sample_ptr, element_ptr, out_ptr, total, se
 
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-            noise: str = "gaussian") -> Tensor:
+            noise: str = "gaussian", *, example_index: Tensor | None = None) -> Tensor:
     """Noisy copies; the contract of :func:`smoothkern.noise.perturb_reference`.
 
     Args:
@@ -103,11 +110,14 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         sigma (Tensor[S, B] or Tensor[S, B, N]): standard deviations per example or per element
             (cast to float32), on x's device.
         seed, start, count, noise: as the reference; ``start + count <= 2**32``.
+        example_index (Tensor[B] int64 or None): the examples' indices in the caller's data
+            (counter word 2 of row b; values in ``0 .. 2**32 - 1``), on x's device. None: the
+            position in the batch.
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
     """
-    check_perturb_args(x, sigma, start, count, noise)
+    check_perturb_args(x, sigma, start, count, noise, example_index)
     seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
@@ -117,14 +127,17 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
     out = torch.empty((count * levels * batch, *x.shape[1:]), dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
+    has_index = example_index is not None
+    # Without indices the pointer is never read (HAS_INDEX is a constexpr): pass sigma.
+    index = example_index.contiguous() if has_index else sigma
     block = block_size(n)
     grid = perturb_grid(count * batch, n, block)
     with on_device_of(x):
         # No fused multiply-add: float(x) + sigma * z rounds like the reference.
-        _perturb_kernel[grid](x, sigma, out, n, batch, levels, count * batch, seed, start,
+        _perturb_kernel[grid](x, sigma, index, out, n, batch, levels, count * batch, seed, start,
                               BLOCK=block, GAUSSIAN=noise == "gaussian",
-                              PER_ELEMENT=sigma.dim() == 3, num_warps=GPU_WARPS,
-                              enable_fp_fusion=False)
+                              PER_ELEMENT=sigma.dim() == 3, HAS_INDEX=has_index,
+                              num_warps=GPU_WARPS, enable_fp_fusion=False)
     return out
 
 
