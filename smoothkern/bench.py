@@ -459,7 +459,12 @@ def benchmark(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | Te
         if not isinstance(out, Tensor) or out.dim() != 2:
             raise ValueError("target=None needs a model returning logits [B, classes]")
         target = out.argmax(1)
-    target = torch.as_tensor(target, device=device).long().expand(inputs.shape[0]).clone()
+    target = torch.as_tensor(target, device=device).long()
+    if target.dim() == 0:
+        target = target.expand(inputs.shape[0]).clone()
+    elif target.shape != (inputs.shape[0],):
+        raise ValueError(f"target must be an int or one class per example ({inputs.shape[0]}), "
+                         f"got shape {list(target.shape)}")
     sigma = float(noise_level) * float(inputs.max() - inputs.min())
     cfg = {"n_samples": n_samples, "method": method, "aggregate": aggregate, "sigma": sigma,
            "seed": seed, "method_options": dict(method_options)}

@@ -123,6 +123,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats = repeats or 1
     model, x = bench.named_inputs(args.model, args.weights, args.batch, args.input_shape,
                                   args.seed)
+    device = args.device or ("cuda" if _cuda_available() else "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise CliError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not _cuda_available():
+        raise CliError(f"--device {device}: torch sees no CUDA device here")
+    model, x = model.to(device), x.to(device)
     variants = [v for v in args.variants or bench.VARIANTS
                 if not (args.no_captum and v.startswith("captum"))]
     result = bench.benchmark(model, x, n_samples=n_samples, method=args.method,
@@ -244,9 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "repeat: a smoke run")
     bench.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the result "
                        "as JSON to FILE, or alone: JSON on stdout instead of the table")
+    bench.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _positive(text: str) -> int:

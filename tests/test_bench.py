@@ -128,7 +128,8 @@ def test_memory_in_a_fresh_process(tiny):
 @pytest.mark.parametrize("kwargs, match", [({"n_samples": 0}, "n_samples"),
                                            ({"variants": ["fast"]}, "unknown benchmark variant"),
                                            ({"method": "nope"}, "unknown method"),
-                                           ({"repeats": 0}, "repeats")])
+                                           ({"repeats": 0}, "repeats"),
+                                           ({"target": [1, 2, 3]}, "one class per example")])
 def test_bad_arguments(tiny, kwargs, match):
     model, x = tiny
     with pytest.raises(ValueError, match=match):
@@ -163,6 +164,7 @@ def test_command_json_on_stdout(capsys):
     (["--weights", "/no/such/file.pt"], "/no/such/file.pt"),
     (["--method", "nope"], "unknown method 'nope'"),
     (["--json", "/no/such/dir/out.json"], "cannot write /no/such/dir/out.json"),
+    (["--device", "tpu"], "--device must be cpu or cuda"),
 ])
 def test_command_errors_are_one_line(argv, message, capsys):
     status = cli.main(["bench", "--quick", "--samples", "2", "--variants", "smoothkern",
