@@ -14,6 +14,7 @@ from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .precision import check_compute_dtype
+from .prepare import check_preparations, prepared_model, usable_preparations
 from .sources import CounterNoise
 from .state import check_eval_mode, preserved
 from .stats import ACCUMULATOR_DTYPES, check_aggregates
@@ -40,6 +41,7 @@ def smooth_grad(
     accumulator_dtype: torch.dtype = torch.float32,
     compute_dtype: torch.dtype | None = None,
     memory_limit: int | None = None,
+    prepare: bool | Sequence[str] = True,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -76,6 +78,10 @@ def smooth_grad(
         compute_dtype: None (float32 model passes), torch.bfloat16 or torch.float16: the model's
             forward/backward run under autocast in that dtype; noise, statistics and results stay
             float32 (see :mod:`smoothkern.precision` for the accuracy contract).
+        prepare: run a prepared copy of the model (True: the default preparations, BatchNorm
+            folded; False: none; or names from ``smoothkern.prepare.PREPARATIONS``:
+            "fold_batchnorm", "channels_last"); the caller's model is never changed. Methods that hook modules
+            always run the caller's model.
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 2 GiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
@@ -96,6 +102,7 @@ def smooth_grad(
     check_accumulator_dtype(accumulator_dtype)
     compute_dtype = check_compute_dtype(compute_dtype)
     memory_limit = check_memory_limit(memory_limit)
+    preparations = check_preparations(prepare)
     counts = _check_snapshots(snapshots, n_samples)
     if noise_level is None and stdevs is None:
         noise_level = DEFAULT_NOISE_LEVEL
@@ -119,7 +126,9 @@ def smooth_grad(
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
         accumulator_dtype=accumulator_dtype, eps=float(eps), compute_dtype=compute_dtype)
     with preserved(model, inputs), method_obj.session(model):
-        results = engine.run(model, job, progress)
+        runner = model if method_obj.uses_model_structure else prepared_model(
+            model, x, logits, usable_preparations(preparations, choice.passes))
+        results = engine.run(runner, job, progress)
     return engine.shape_results(results, names, sweep=sweep,
                                 returned_snapshots=len(counts) if snapshots is not None else 0,
                                 single_aggregate=single)

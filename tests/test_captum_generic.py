@@ -222,3 +222,24 @@ def test_a_requested_backend_is_run_or_refused_never_replaced(backend):
     with pytest.raises(ValueError, match=f"backend {backend!r}"):  # per-input σ too
         nt.attribute((torch.rand(2, 4), torch.rand(2, 2, 3)), stdevs=(0.1, 0.2), target=0,
                      additional_forward_args=(1.0,), backend=backend)
+
+
+def test_captums_own_algorithms_built_on_noise_tunnel_keep_captums_stream(monkeypatch):
+    # GradientShap builds a NoiseTunnel inside and calls attribute.__wrapped__: with ours in its
+    # place (as when every class is swapped in) the result must stay Captum's, draws included
+    import captum.attr._core.gradient_shap as gradient_shap
+
+    def run():
+        torch.manual_seed(7)
+        np.random.seed(7)
+        return ca.GradientShap(MODEL).attribute(X, baselines=DIST, target=1, n_samples=5,
+                                                stdevs=0.1)
+
+    want = run()
+    monkeypatch.setattr(gradient_shap, "NoiseTunnel", skc.NoiseTunnel)
+    assert torch.equal(run(), want)
+    # while a user's call keeps smoothkern's counter-based default
+    import inspect
+
+    assert inspect.signature(skc.NoiseTunnel(ca.Saliency(MODEL)).attribute
+                             ).parameters["rng"].default == "smoothkern"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -56,14 +58,13 @@ class NoiseTunnel(_captum.NoiseTunnel):
                             f"{type(attribution_method).__name__}")
         super().__init__(attribution_method)
 
-    @log_usage()
-    def attribute(self, inputs: Tensor | tuple[Tensor, ...],
+    def _attribute(self, inputs: Tensor | tuple[Tensor, ...],
                   nt_type: str | Sequence[str] = "smoothgrad", nt_samples: int = 5,
                   nt_samples_batch_size: int | None = None,
                   stdevs: float | tuple[float, ...] = 1.0,
                   draw_baseline_from_distrib: bool = False, *, noise: str = "gaussian",
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
-                  backend: str = "auto", rng: str = "smoothkern",
+                  backend: str = "auto", rng: str = "captum",
                   compute_dtype: torch.dtype | None = None, **kwargs: Any) -> Any:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
@@ -86,8 +87,12 @@ class NoiseTunnel(_captum.NoiseTunnel):
                 from torch's global generator: seed it with ``torch.manual_seed``.
             backend: smoothkern backend name ("auto", "torch", "cpp", "loop", ...); one that
                 cannot run here is refused, never replaced.
-            rng: "smoothkern" (reproducible counter-based noise, chunk invariant) or "captum"
-                (Captum's exact draws: equal to ``captum.attr.NoiseTunnel`` after the same seed).
+            rng: "smoothkern" (the default of ``attribute``: reproducible counter-based noise,
+                chunk invariant) or "captum" (Captum's exact draws: equal to
+                ``captum.attr.NoiseTunnel`` after the same seed). Captum's own algorithms that
+                build a NoiseTunnel inside (GradientShap, LayerGradientShap, NeuronGradientShap)
+                call ``attribute.__wrapped__``, whose default is "captum": their results stay
+                Captum's, random stream included.
             compute_dtype: None, torch.bfloat16 or torch.float16: the attribution passes run
                 under autocast in that dtype; noise and statistics stay float32 (with
                 rng="captum" the draws are still Captum's, the sums no longer bit-equal).
@@ -164,6 +169,18 @@ class NoiseTunnel(_captum.NoiseTunnel):
             out[t] = run.format(parts)
         result = out[types[0]] if single else out
         return (result, run.deltas()) if want_delta else result
+
+    @functools.wraps(_attribute)
+    def attribute(self, *args: Any, rng: str = "smoothkern", **kwargs: Any) -> Any:
+        return self._attribute(*args, rng=rng, **kwargs)
+
+    attribute = log_usage()(attribute)
+    # What Captum's internals call, bypassing usage logging: Captum's draws by default.
+    attribute.__wrapped__ = _attribute
+    attribute.__signature__ = inspect.signature(_attribute).replace(parameters=[
+        p.replace(default="smoothkern") if p.name == "rng" else p
+        for p in inspect.signature(_attribute).parameters.values()])
+
 
 
 class _NativeRun:

@@ -24,11 +24,14 @@ class AttributionMethod:
         rows_per_sample: model rows one noisy input costs (integrated gradients: ``n_steps``);
             the engine uses it to size passes.
         supports_vmap: whether :meth:`vmap_attribute` is implemented.
+        uses_model_structure: the method hooks modules of the caller's model (by name or
+            object), so the engine never swaps in a prepared copy (:mod:`smoothkern.prepare`).
     """
 
     name = "method"
     rows_per_sample = 1
     supports_vmap = False
+    uses_model_structure = False
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         """Attributions of a batch.

@@ -25,6 +25,7 @@ class GuidedGradCam(AttributionMethod):
     """
 
     name = "guided_grad_cam"
+    uses_model_structure = True
 
     def __init__(self, layer: str | nn.Module, interpolate_mode: str = "nearest",
                  attribute_to_layer_input: bool = False) -> None:

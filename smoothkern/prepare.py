@@ -1,0 +1,185 @@
+"""A prepared copy of the caller's model for the duration of a call: BatchNorm folded into the
+convolution or linear layer before it, channels_last for convolutional models.
+
+Input gradients of an eval-mode model do not need the model's own structure, only its function,
+so the engine may run an equivalent, faster module. The caller's model is never changed: the
+copy has its own containers; it shares every parameter and buffer it does not change (a folded
+layer gets new weights, channels_last gives the convolutions' weights a second layout). The
+copy is checked against the caller's model on the clean inputs (equal to float32 rounding, or
+it is not used) and cached per model while the model's tensors are unchanged.
+
+Methods that hook the modules the user named (guided backprop, Grad-CAM, guided Grad-CAM)
+declare ``uses_model_structure`` and always run the caller's model.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+PREPARATIONS = ("fold_batchnorm", "channels_last")
+# prepare=True: folding is exact up to rounding and measured faster (benchmarks/RESULTS.md);
+# channels_last is applied only when asked for, until it is measured faster on the CPU here
+DEFAULT_PREPARATIONS = ("fold_batchnorm",)
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
+    """True: :data:`DEFAULT_PREPARATIONS`; False or (): none; or the names to apply."""
+    if prepare is True:
+        return DEFAULT_PREPARATIONS
+    if prepare is False or prepare is None:
+        return ()
+    if isinstance(prepare, str):
+        prepare = (prepare,)
+    names = tuple(prepare)
+    for name in names:
+        if name not in PREPARATIONS:
+            raise ValueError(f"unknown preparation {name!r}; choose from {PREPARATIONS} (or "
+                             "prepare=True / False)")
+    return names
+
+
+def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str, ...]:
+    """The preparations a pass strategy can run: vmap cannot make a channels_last copy of its
+    per-row inputs (torch.func refuses it)."""
+    if passes == "vmap":
+        return tuple(p for p in preparations if p != "channels_last")
+    return preparations
+
+
+def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tuple[str, ...]
+                   ) -> nn.Module:
+    """The module the passes should run: a (cached) prepared copy, or ``model`` itself.
+
+    Args:
+        x (Tensor[B, ...]): the clean inputs; logits (Tensor[B, classes]): the caller's model's
+            output for them (the copy must reproduce it).
+        preparations: names from :data:`PREPARATIONS`.
+    """
+    if not preparations:
+        return model
+    key = (preparations, tuple(x.shape[1:]), x.dtype, x.device, _fingerprint(model))
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    copy_ = _build(model, x, preparations)
+    if copy_ is not model and not _same_function(copy_, x, logits):
+        copy_ = model                   # folding changed what the model computes: not used
+    _CACHE[model] = (key, copy_)
+    return copy_
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or written in place (version
+    counters), so a cached copy is never stale."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Module:
+    result = model
+    if "fold_batchnorm" in preparations:
+        pairs = _conv_bn_pairs(model, x)
+        if pairs:
+            result = _structural_copy(model)
+            for layer_name, bn_name in pairs:
+                layer, bn = result.get_submodule(layer_name), result.get_submodule(bn_name)
+                fold = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) \
+                    else fuse_linear_bn_eval
+                folded = fold(layer, bn)
+                folded.requires_grad_(False)
+                _replace(result, layer_name, folded)
+                _replace(result, bn_name, nn.Identity())
+    convs = [n for n, m in result.named_modules() if isinstance(m, nn.Conv2d)]
+    if "channels_last" in preparations and x.dim() == 4 and convs:
+        result = _structural_copy(result) if result is model else result
+        for name in convs:
+            conv = copy.copy(result.get_submodule(name))
+            conv._parameters = dict(conv._parameters)
+            conv._parameters["weight"] = nn.Parameter(
+                conv.weight.detach().contiguous(memory_format=torch.channels_last),
+                requires_grad=False)
+            _replace(result, name, conv)
+        result = ChannelsLast(result)
+    return result
+
+
+def _conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
+    """(layer, BatchNorm) names where the BatchNorm's input is the layer's output, each called
+    once in a forward over ``x`` (found by hooks: works for models torch.fx cannot trace)."""
+    names = {m: n for n, m in model.named_modules()}
+    outputs: dict[int, nn.Module] = {}
+    calls: dict[nn.Module, int] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def after_layer(module, args, out):
+        calls[module] = calls.get(module, 0) + 1
+        if isinstance(out, Tensor):
+            outputs[id(out)] = module
+
+    def before_bn(module, args):
+        calls[module] = calls.get(module, 0) + 1
+        if args and isinstance(args[0], Tensor) and id(args[0]) in outputs:
+            pairs.append((outputs[id(args[0])], module))
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, _FOLDABLE):
+            handles.append(module.register_forward_hook(after_layer))
+        elif isinstance(module, _BATCHNORM) and not module.training and \
+                module.track_running_stats and module.running_mean is not None:
+            handles.append(module.register_forward_pre_hook(before_bn))
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(names[a], names[b]) for a, b in pairs
+            if calls.get(a) == 1 and calls.get(b) == 1 and a in names and b in names]
+
+
+def _structural_copy(model: nn.Module) -> nn.Module:
+    """Every container copied (own ``_modules``/``_parameters``/``_buffers`` dicts), every
+    parameter and buffer shared: replacing a submodule of the copy leaves ``model`` as it is."""
+    clone = copy.copy(model)
+    clone._parameters = dict(model._parameters)
+    clone._buffers = dict(model._buffers)
+    clone._modules = {name: None if child is None else _structural_copy(child)
+                      for name, child in model._modules.items()}
+    return clone
+
+
+def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, leaf = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    parent._modules[leaf] = new
+
+
+def _same_function(candidate: nn.Module, x: Tensor, logits: Tensor) -> bool:
+    with torch.no_grad():
+        out = candidate(x)
+    if not isinstance(out, Tensor) or out.shape != logits.shape:
+        return False
+    scale = logits.abs().amax().clamp_min(1e-12)
+    return bool(((out.float() - logits.float()).abs().amax() / scale) <= 1e-4)
+
+
+class ChannelsLast(nn.Module):
+    """Runs ``module`` (its convolution kernels already channels_last) on channels_last
+    inputs; gradients flow back to the caller's layout."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last))

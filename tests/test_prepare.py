@@ -1,0 +1,107 @@
+"""The prepared copy: equal to the caller's model within float32 rounding, the caller's model
+untouched, weights shared, cached while fresh and never stale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import smoothkern as sk
+from smoothkern.models import cifar10_resnet18
+from smoothkern.prepare import PREPARATIONS, prepared_model
+
+
+def resnet():
+    torch.manual_seed(0)
+    model = cifar10_resnet18().eval()
+    with torch.no_grad():                   # BatchNorm statistics that folding must respect
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return model
+
+
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("prepare", [True, ("fold_batchnorm",), ("channels_last",), PREPARATIONS])
+@pytest.mark.parametrize("backend", ["torch", "vmap"])
+def test_each_preparation_equals_the_unprepared_model(prepare, backend):
+    model = resnet()
+    want = sk.smooth_grad(model, X, n_samples=4, prepare=False, backend=backend)
+    got = sk.smooth_grad(model, X, n_samples=4, prepare=prepare, backend=backend)
+    assert relative(got, want) < 1e-3          # float32 rounding of other kernels and order
+
+
+def test_folding_finds_every_pair_and_leaves_the_callers_model_alone():
+    model = resnet()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
+    logits = model(X)
+    copy_ = prepared_model(model, X, logits, ("fold_batchnorm",))
+    assert copy_ is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
+    assert [type(m) for m in model.modules()] == types
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # every tensor folding did not change is shared, not copied
+    kept = {id(p) for p in model.parameters()}
+    linear = [m for m in copy_.modules() if isinstance(m, nn.Linear)][0]
+    assert id(linear.weight) in kept
+    assert prepared_model(model, X, logits, ("fold_batchnorm",)) is copy_      # cached
+
+
+def test_the_cached_copy_is_never_stale():
+    model = resnet()
+    first = sk.smooth_grad(model, X, n_samples=3)
+    with torch.no_grad():
+        model.net.layer1[0].bn1.weight.mul_(3.0)          # an in-place change
+    changed = sk.smooth_grad(model, X, n_samples=3)
+    fresh = sk.smooth_grad(model, X, n_samples=3, prepare=False)
+    assert relative(changed, fresh) < 1e-3 and relative(changed, first) > 1e-3
+
+
+class SharedConvOutput(nn.Module):
+    """A conv whose output feeds a BatchNorm and a skip connection: folding would change the
+    skip's input, so the copy must not be used."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.head = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head((self.bn(y) + y).flatten(1))
+
+
+def test_a_fold_that_changes_the_function_is_not_used():
+    torch.manual_seed(0)
+    model = SharedConvOutput().eval()
+    with torch.no_grad():
+        model.bn.running_var.fill_(4.0)
+    x = torch.rand(2, 3, 8, 8)
+    assert prepared_model(model, x, model(x), ("fold_batchnorm",)) is model
+    torch.testing.assert_close(sk.smooth_grad(model, x, n_samples=3),
+                               sk.smooth_grad(model, x, n_samples=3, prepare=False))
+
+
+def test_hooking_methods_run_the_callers_model():
+    model = resnet()
+    layer = "net.layer4"
+    want = sk.smooth_grad(model, X, n_samples=3, method="grad_cam", layer=layer, prepare=False)
+    got = sk.smooth_grad(model, X, n_samples=3, method="grad_cam", layer=layer)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("bad", ["fold", ("channels_last", "magic")])
+def test_unknown_preparations_are_refused(bad):
+    with pytest.raises(ValueError, match="unknown preparation"):
+        sk.smooth_grad(resnet(), X, prepare=bad)
