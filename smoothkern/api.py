@@ -80,8 +80,8 @@ def smooth_grad(
             float32 (see :mod:`smoothkern.precision` for the accuracy contract).
         prepare: run a prepared copy of the model (True: the default preparations, BatchNorm
             folded; False: none; or names from ``smoothkern.prepare.PREPARATIONS``:
-            "fold_batchnorm", "channels_last"); the caller's model is never changed. Methods that hook modules
-            always run the caller's model.
+            "fold_batchnorm", "channels_last"); the caller's model is never changed. Methods
+            that hook modules always run the caller's model.
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 2 GiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
