@@ -42,6 +42,8 @@ def smooth_grad(
     compute_dtype: torch.dtype | None = None,
     memory_limit: int | None = None,
     prepare: bool | Sequence[str] = True,
+    compile: bool = False,  # noqa: A002 - the name users expect
+    tolerance: float | None = None,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -82,12 +84,19 @@ def smooth_grad(
             folded; False: none; or names from ``smoothkern.prepare.PREPARATIONS``:
             "fold_batchnorm", "channels_last"); the caller's model is never changed. Methods
             that hook modules always run the caller's model.
+        compile: run the (prepared) model through ``torch.compile`` (cached with the prepared
+            copy; the first pass's compile time is logged once). For long jobs.
+        tolerance: adaptive sample counts, ``n_samples`` being the cap: after each pass an
+            example stops drawing once ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ and leaves the later
+            passes; aggregate "count" says how many samples each used. Each example's result
+            equals a fixed run with ``n_samples`` = its count. Not with snapshots or "loop".
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 2 GiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
 
     Returns:
-        Tensor[(P,) (S,) B, *attribution_shape] in ``accumulator_dtype``, or a dict of them.
+        Tensor[(P,) (S,) B, *attribution_shape] in ``accumulator_dtype``, or a dict of them;
+        aggregate "count" is LongTensor[(P,) B], the samples each example used.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -103,6 +112,9 @@ def smooth_grad(
     compute_dtype = check_compute_dtype(compute_dtype)
     memory_limit = check_memory_limit(memory_limit)
     preparations = check_preparations(prepare)
+    if compile:
+        preparations = tuple(dict.fromkeys(preparations + ("compile",)))
+    tolerance = check_tolerance(tolerance, snapshots, backend)
     counts = _check_snapshots(snapshots, n_samples)
     if noise_level is None and stdevs is None:
         noise_level = DEFAULT_NOISE_LEVEL
@@ -124,7 +136,8 @@ def smooth_grad(
         target=target, n_samples=n_samples,
         snapshots=counts + (() if counts[-1] == n_samples else (n_samples,)), aggregates=names,
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
-        accumulator_dtype=accumulator_dtype, eps=float(eps), compute_dtype=compute_dtype)
+        accumulator_dtype=accumulator_dtype, eps=float(eps), compute_dtype=compute_dtype,
+        tolerance=tolerance)
     with preserved(model, inputs), method_obj.session(model):
         runner = model if method_obj.uses_model_structure else prepared_model(
             model, x, logits, usable_preparations(preparations, choice.passes))
@@ -172,6 +185,22 @@ def check_memory_limit(limit: Any) -> int | None:
             "inf"):
         raise ValueError(f"memory_limit must be a positive number of bytes, got {limit!r}")
     return int(limit)
+
+
+def check_tolerance(tolerance: Any, snapshots: Any, backend: Any) -> float | None:
+    """None, or a positive finite relative standard error, for a call that can stop early."""
+    if tolerance is None:
+        return None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or \
+            not 0 < tolerance < float("inf"):
+        raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}")
+    if snapshots is not None:
+        raise ValueError("tolerance and snapshots cannot be combined: examples stop at "
+                         "different counts")
+    if backend == "loop":
+        raise ValueError("tolerance needs batched passes; the 'loop' reference draws every "
+                         "sample (compare against it with n_samples = the counts)")
+    return float(tolerance)
 
 
 def check_strategy(passes: str, method: AttributionMethod) -> None:

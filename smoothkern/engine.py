@@ -21,7 +21,7 @@ from .memory import is_out_of_memory, release_cached_memory
 from .methods import AttributionMethod
 from .precision import autocast
 from .sources import Chunk, NoiseSource
-from .stats import StreamingStats, direct_statistics
+from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats, direct_statistics
 
 PASS_STRATEGIES = ("batched", "vmap", "loop")
 AccumulateFn = Callable[[StreamingStats, Tensor], None]
@@ -48,6 +48,10 @@ class Job:
         taps: callables that see each chunk's attributions.
         compute_dtype: None (float32 model passes) or bfloat16/float16: the method runs under
             autocast; its attributions are taken back to float32 before the statistics.
+        tolerance: adaptive sample counts: after each pass, an example whose standard error
+            satisfies ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ stops drawing and leaves later passes
+            (the source and method follow it through ``subset``); None: every example draws
+            ``n_samples``.
     """
 
     method: AttributionMethod
@@ -63,6 +67,7 @@ class Job:
     eps: float = 1e-10
     taps: tuple[Tap, ...] = ()
     compute_dtype: torch.dtype | None = None
+    tolerance: float | None = None
 
 
 def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Tensor]]:
@@ -73,18 +78,19 @@ def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Te
 
 
 def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Tensor]]:
-    source = job.source
-    levels, batch = source.levels, source.batch
-    rows_target = job.target.repeat(levels)                 # target of row s·B + b
-    reducer = _Reducer(job, levels, batch)
+    source, method, target = job.source, job.method, job.target
+    levels = source.levels
+    reducer = _Reducer(job, levels, source.batch)
+    active = torch.arange(source.batch)           # examples (positions) still drawing samples
     per_pass = job.samples_per_pass
     bar = _progress_bar(job.n_samples, progress)
 
     def attribute(chunk: Chunk) -> None:
         """Attributes a drawn chunk; on out-of-memory splits it (the draws are kept)."""
         nonlocal per_pass
+        rows_target = target.repeat(levels * chunk.count)     # target of row (i·S + s)·B + b
         try:
-            out = _attribute(model, job, chunk, rows_target.repeat(chunk.count))
+            out = _attribute(model, job, method, chunk, rows_target)
         except Exception as err:  # noqa: BLE001 - only OOM is retried, the rest re-raised
             if not is_out_of_memory(err) or chunk.count == 1:
                 raise
@@ -94,19 +100,28 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
             attribute(first)
             attribute(second)
             return
-        reducer.add(chunk, out)
+        reducer.add(chunk, out, active)
         if bar is not None:
             bar.update(chunk.count)
 
     results, start = [], 0
     try:
         for boundary in job.snapshots:
-            while start < boundary:
+            while start < boundary and len(active):
                 count = source.chunk_size(start, min(per_pass, boundary - start))
                 chunk = source.draw(start, count)
                 attribute(chunk)
                 del chunk
                 start += count
+                if job.tolerance is not None and start < job.n_samples:
+                    keep = ~reducer.converged(active, job.tolerance)
+                    if not bool(keep.all()):
+                        index = keep.nonzero().view(-1)
+                        active = active[index]
+                        if len(active):
+                            source = source.subset(index)
+                            method = method.subset(index)
+                            target = target[index.to(target.device)]
             results.append(reducer.finalize())
     finally:
         if bar is not None:
@@ -114,37 +129,71 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
     return results
 
 
-def _attribute(model: nn.Module, job: Job, chunk: Chunk, rows_target: Tensor) -> Tensor:
+def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
+               rows_target: Tensor) -> Tensor:
     with autocast(chunk.rows.device, job.compute_dtype):
         if job.passes == "vmap":
             if chunk.extras:
                 raise ValueError(f"passes 'vmap' cannot take per-row {sorted(chunk.extras)}")
-            out = job.method.vmap_attribute(model, chunk.rows, rows_target)
+            out = method.vmap_attribute(model, chunk.rows, rows_target)
         else:
-            out = job.method.attribute(model, chunk.rows, rows_target, **chunk.extras)
+            out = method.attribute(model, chunk.rows, rows_target, **chunk.extras)
     return out if job.compute_dtype is None else out.float()
 
 
 class _Reducer:
-    """Streaming statistics of a job, created at the first chunk (its attribution shape)."""
+    """Streaming statistics of a job, created at the first chunk (its attribution shape): one
+    state for the batch, or one per example when examples may stop at different counts."""
 
     def __init__(self, job: Job, levels: int, batch: int) -> None:
         self.job, self.levels, self.batch = job, levels, batch
-        self.state: StreamingStats | None = None
+        self.per_example = job.tolerance is not None
+        self.states: list[StreamingStats] = []
+        self.counts = torch.zeros(batch, dtype=torch.int64)
+        self.names = tuple(n for n in job.aggregates if n not in PER_EXAMPLE_AGGREGATES)
 
-    def add(self, chunk: Chunk, attributions: Tensor) -> None:
-        shaped = attributions.reshape(chunk.count, self.levels, self.batch,
+    def add(self, chunk: Chunk, attributions: Tensor, active: Tensor) -> None:
+        """attributions (Tensor[count·S·B_active, ...]) of the examples in ``active``."""
+        shaped = attributions.reshape(chunk.count, self.levels, len(active),
                                       *attributions.shape[1:])
-        if self.state is None:
-            self.state = StreamingStats.empty(shaped.shape[1:], device=attributions.device,
-                                              dtype=self.job.accumulator_dtype, eps=self.job.eps)
-        self.state.update(shaped, accumulate=self.job.accumulate)
+        if not self.states:
+            shape = shaped.shape[1:2] + shaped.shape[3:] if self.per_example else shaped.shape[1:]
+            self.states = [StreamingStats.empty(shape, device=attributions.device,
+                                                dtype=self.job.accumulator_dtype,
+                                                eps=self.job.eps)
+                           for _ in range(self.batch if self.per_example else 1)]
+        if self.per_example:
+            for position, example in enumerate(active.tolist()):
+                self.states[example].update(shaped[:, :, position],
+                                            accumulate=self.job.accumulate)
+        else:
+            self.states[0].update(shaped, accumulate=self.job.accumulate)
+        self.counts[active] += chunk.count
         for tap in self.job.taps:
             tap(chunk, shaped)
 
+    def converged(self, active: Tensor, tolerance: float) -> Tensor:
+        """BoolTensor[len(active)]: ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ (over levels and
+        elements)."""
+        done = []
+        for example in active.tolist():
+            stats = self.states[example].finalize(("mean", "sem"))
+            sem, mean = stats["sem"].norm(), stats["mean"].norm()
+            done.append(bool(sem <= tolerance * mean))
+        return torch.tensor(done, dtype=torch.bool)
+
     def finalize(self) -> dict[str, Tensor]:
-        assert self.state is not None, "finalize before any chunk"
-        return self.state.finalize(self.job.aggregates)
+        assert self.states, "finalize before any chunk"
+        if not self.names:                    # only "count" was asked for
+            out = {}
+        elif self.per_example:
+            parts = [state.finalize(self.names) for state in self.states]
+            out = {name: torch.stack([p[name] for p in parts], dim=1) for name in self.names}
+        else:
+            out = self.states[0].finalize(self.names)
+        if "count" in self.job.aggregates:
+            out["count"] = self.counts.clone()
+        return out
 
 
 def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
@@ -157,15 +206,22 @@ def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
     samples = []
     for i in range(job.n_samples):
         chunk = source.draw(i, 1)
-        out = _attribute(model, dataclasses.replace(job, passes="batched"), chunk, rows_target)
+        out = _attribute(model, dataclasses.replace(job, passes="batched"), job.method, chunk,
+                         rows_target)
         samples.append(out)
         for tap in job.taps:
             tap(chunk, out.reshape(1, source.levels, source.batch, *out.shape[1:]))
     stacked = torch.stack(samples)                       # [m, S*B, *attr]
     stacked = stacked.reshape(job.n_samples, source.levels, source.batch, *stacked.shape[2:])
-    return [{name: value.to(job.accumulator_dtype) for name, value in
-             direct_statistics(stacked[:count], job.aggregates, job.eps).items()}
-            for count in job.snapshots]
+    names = tuple(n for n in job.aggregates if n not in PER_EXAMPLE_AGGREGATES)
+    results = []
+    for count in job.snapshots:
+        stats = {name: value.to(job.accumulator_dtype) for name, value in
+                 direct_statistics(stacked[:count], names, job.eps).items()}
+        if "count" in job.aggregates:
+            stats["count"] = torch.full((source.batch,), count, dtype=torch.int64)
+        results.append(stats)
+    return results
 
 
 def shape_results(results: list[dict[str, Tensor]], aggregates: Sequence[str], *,
@@ -179,7 +235,8 @@ def shape_results(results: list[dict[str, Tensor]], aggregates: Sequence[str], *
     results = results[:returned_snapshots] if returned_snapshots else results[-1:]
     out = {}
     for name in aggregates:
-        values = [r[name] if sweep else r[name][0] for r in results]
+        values = [r[name] if sweep or name in PER_EXAMPLE_AGGREGATES else r[name][0]
+                  for r in results]
         out[name] = torch.stack(values) if returned_snapshots else values[0]
     return out[aggregates[0]] if single_aggregate else out
 

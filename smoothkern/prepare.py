@@ -8,6 +8,9 @@ layer gets new weights, channels_last gives the convolutions' weights a second l
 copy is checked against the caller's model on the clean inputs (equal to float32 rounding, or
 it is not used) and cached per model while the model's tensors are unchanged.
 
+``"compile"`` wraps the copy in ``torch.compile`` (asked for by ``compile=True``): for long jobs,
+since compiling costs seconds to minutes; it is never part of the defaults.
+
 Methods that hook the modules the user named (guided backprop, Grad-CAM, guided Grad-CAM)
 declare ``uses_model_structure`` and always run the caller's model.
 """
@@ -15,6 +18,8 @@ declare ``uses_model_structure`` and always run the caller's model.
 from __future__ import annotations
 
 import copy
+import logging
+import time
 import weakref
 from collections.abc import Iterable
 
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-PREPARATIONS = ("fold_batchnorm", "channels_last")
+PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: folding is exact up to rounding and measured faster (benchmarks/RESULTS.md);
 # channels_last is applied only when asked for, until it is measured faster on the CPU here
 DEFAULT_PREPARATIONS = ("fold_batchnorm",)
@@ -50,8 +55,8 @@ def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
 def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str, ...]:
     """The preparations a pass strategy can run: vmap cannot make a channels_last copy of its
     per-row inputs (torch.func refuses it)."""
-    if passes == "vmap":
-        return tuple(p for p in preparations if p != "channels_last")
+    if passes == "vmap":      # torch.compile of vmap(grad(...)) also takes minutes: not offered
+        return tuple(p for p in preparations if p not in ("channels_last", "compile"))
     return preparations
 
 
@@ -73,6 +78,8 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tu
     copy_ = _build(model, x, preparations)
     if copy_ is not model and not _same_function(copy_, x, logits):
         copy_ = model                   # folding changed what the model computes: not used
+    if "compile" in preparations:
+        copy_ = Compiled(copy_)
     _CACHE[model] = (key, copy_)
     return copy_
 
@@ -171,6 +178,28 @@ def _same_function(candidate: nn.Module, x: Tensor, logits: Tensor) -> bool:
         return False
     scale = logits.abs().amax().clamp_min(1e-12)
     return bool(((out.float() - logits.float()).abs().amax() / scale) <= 1e-4)
+
+
+class Compiled(nn.Module):
+    """``torch.compile`` of ``module``; the first call's time (mostly compiling) is logged once
+    on the "smoothkern" logger, and the compiled module is cached like any prepared copy."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.first_call_seconds: float | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.first_call_seconds is not None:
+            return self.compiled(x)
+        start = time.perf_counter()
+        out = self.compiled(x)
+        self.first_call_seconds = time.perf_counter() - start
+        logging.getLogger("smoothkern").warning(
+            "torch.compile: first pass took %.1f s (compiling); later calls reuse it",
+            self.first_call_seconds)
+        return out
 
 
 class ChannelsLast(nn.Module):

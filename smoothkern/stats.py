@@ -15,6 +15,10 @@ State per element (all of shape ``[N]``, the attribution flattened):
     sq      = m2 / count + mean²        SmoothGrad², Captum's smoothgrad_sq
     var     = m2 / count                VarGrad (population variance, like Captum)
     geomean = exp(log_sum / count)
+    sem     = sqrt(m2 / (count - 1) / count)   standard error of the mean (NaN for one sample)
+
+``"count"`` (the samples each example used, Tensor[B]) is a valid aggregate name for the engine,
+not an element-wise statistic: ``finalize`` refuses it.
 
 NaN and ±Inf attributions (one rule on every backend, and in :func:`direct_statistics`)
 ----------------------------------------------------------------------------------------------
@@ -39,7 +43,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-AGGREGATES = ("mean", "abs", "sq", "var", "geomean")
+AGGREGATES = ("mean", "abs", "sq", "var", "geomean", "sem")
+# aggregate names the engine answers beside the element-wise statistics
+PER_EXAMPLE_AGGREGATES = ("count",)
 ACCUMULATOR_DTYPES = (torch.float32, torch.float64)
 
 
@@ -56,8 +62,9 @@ def check_aggregates(aggregate: str | Iterable[str]) -> tuple[tuple[str, ...], b
         if not names:
             raise ValueError("aggregate is empty; choose from " + ", ".join(AGGREGATES))
     for name in names:
-        if name not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {name!r}; choose from {AGGREGATES}")
+        if name not in AGGREGATES + PER_EXAMPLE_AGGREGATES:
+            raise ValueError(f"unknown aggregate {name!r}; choose from "
+                             f"{AGGREGATES + PER_EXAMPLE_AGGREGATES}")
     if len(set(names)) != len(names):
         raise ValueError(f"aggregate names repeat: {names}")
     return names, single
@@ -201,6 +208,12 @@ class StreamingStats:
             elif name == "sq":
                 value = torch.where(bad, self.abs_sum, (self.m2 / n).clamp_min(0)
                                     + self.mean.square())
+            elif name == "sem":
+                value = torch.where(bad, nan, (self.m2 / max(n - 1, 0) / n).clamp_min(0).sqrt()
+                                    if n > 1 else torch.full_like(self.mean, float("nan")))
+            elif name in PER_EXAMPLE_AGGREGATES:
+                raise ValueError(f"{name!r} is not an element-wise statistic: the engine "
+                                 "answers it")
             else:
                 value = torch.where(nan_seen, nan, torch.exp(self.log_sum / n))
             out[name] = value
@@ -232,6 +245,10 @@ def direct_statistics(samples: Tensor, aggregates: Iterable[str], eps: float) ->
             out[name] = a.square().mean(0)
         elif name == "var":
             out[name] = a.var(0, unbiased=False)
+        elif name == "sem":
+            sem = a.std(0, unbiased=True) / a.shape[0] ** 0.5 if a.shape[0] > 1 else \
+                torch.full_like(a[0], float("nan"))
+            out[name] = torch.where(a.isinf().any(0), float("nan"), sem)
         else:
             out[name] = torch.exp(torch.log(a.abs() + eps).mean(0))
     return out

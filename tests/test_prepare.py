@@ -105,3 +105,18 @@ def test_hooking_methods_run_the_callers_model():
 def test_unknown_preparations_are_refused(bad):
     with pytest.raises(ValueError, match="unknown preparation"):
         sk.smooth_grad(resnet(), X, prepare=bad)
+
+
+def test_compile_equals_eager_and_is_cached(caplog):
+    import logging
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    x = torch.rand(2, 3, 2, 2)
+    eager = sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, prepare=False)
+    with caplog.at_level(logging.WARNING, logger="smoothkern"):
+        compiled = sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, compile=True)
+        again = sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, compile=True)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(again, eager, rtol=1e-5, atol=1e-6)
+    assert caplog.text.count("torch.compile: first pass") == 1       # compiled once, reused

@@ -132,10 +132,18 @@ def native_name(algorithm: Any, options: dict[str, Any]) -> str | None:
 
 
 def native_method(name: str, algorithm: Any, problem: Problem, options: dict[str, Any],
-                  record_delta: bool) -> AttributionMethod:
+                  record_delta: bool, bounded_steps: bool = False) -> AttributionMethod:
     """The smoothkern method equal to ``algorithm.attribute(..., **options)`` on one noisy
-    batch. ``options`` holds only :data:`NATIVE_OPTIONS` of ``name`` (defaults filled in)."""
+    batch. ``options`` holds only :data:`NATIVE_OPTIONS` of ``name`` (defaults filled in).
+
+    Args:
+        bounded_steps: integrated gradients without an ``internal_batch_size`` runs its steps
+            in passes sized by the memory budget (its result does not depend on them) instead
+            of all at once as Captum does; off under Captum's replay (Captum's rounding).
+    """
     params = {**NATIVE_OPTIONS[name], **options}
+    if bounded_steps and params.get("internal_batch_size", "") is None:
+        params["internal_batch_size"] = "auto"
     if name == "Saliency":
         return methods.Saliency(abs=params["abs"])
     if name == "InputXGradient":

@@ -11,7 +11,7 @@ from typing import Any
 import captum.attr as _captum
 import torch
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import engine
 from ..api import check_strategy
@@ -19,6 +19,7 @@ from ..backends import choose
 from ..noise import check_noise_kind, check_seed
 from ..planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from ..precision import check_compute_dtype
+from ..prepare import check_preparations, prepared_model, usable_preparations
 from ..sources import CounterNoise, DrawnBaselines, NoiseSource
 from ..state import preserved
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
@@ -65,7 +66,8 @@ class NoiseTunnel(_captum.NoiseTunnel):
                   draw_baseline_from_distrib: bool = False, *, noise: str = "gaussian",
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
                   backend: str = "auto", rng: str = "captum",
-                  compute_dtype: torch.dtype | None = None, **kwargs: Any) -> Any:
+                  compute_dtype: torch.dtype | None = None, prepare: bool | Sequence[str] = True,
+                  **kwargs: Any) -> Any:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
         Args:
@@ -96,6 +98,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
             compute_dtype: None, torch.bfloat16 or torch.float16: the attribution passes run
                 under autocast in that dtype; noise and statistics stay float32 (with
                 rng="captum" the draws are still Captum's, the sums no longer bit-equal).
+            prepare: with the default rng, the native methods run a prepared copy of the model
+                (BatchNorm folded; see ``smooth_grad``'s ``prepare``); False runs the model as
+                given. rng="captum" never prepares (Captum's arithmetic, bit for bit).
             **kwargs: the attribution method's ``attribute`` arguments: ``target``,
                 ``additional_forward_args``, ``baselines``, ``n_steps``, ``feature_mask``,
                 ``return_convergence_delta``, ...
@@ -127,7 +132,10 @@ class NoiseTunnel(_captum.NoiseTunnel):
         choice = choose(backend, problem.x.device)
         name = native_name(algorithm, {k: v for k, v in options.items()
                                        if k not in _CALL_OPTIONS})
-        run = _NativeRun(name, algorithm, problem, options, want_delta) if name else \
+        # Captum's replay keeps Captum's arithmetic too: no prepared copy, Captum's IG steps
+        preparations = check_preparations(prepare) if rng == "smoothkern" else ()
+        run = _NativeRun(name, algorithm, problem, options, want_delta, rng == "smoothkern",
+                         preparations) if name else \
             _GenericRun(algorithm, problem, options, want_delta)
         check_strategy(choice.passes, run.method)
 
@@ -159,7 +167,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
             else torch.float32, taps=taps, compute_dtype=compute_dtype)
         with preserved(problem.model, problem.x, freeze_parameters=run.native), \
                 run.method.session(problem.model):
-            (stats,) = engine.run(problem.model, job)
+            (stats,) = engine.run(run.runner(choice.passes), job)
         out = {}
         for t in types:
             if sums is not None and t in CAPTUM_TYPES:
@@ -189,14 +197,21 @@ class _NativeRun:
     native = True
 
     def __init__(self, name: str, algorithm: Any, problem: Problem, options: dict[str, Any],
-                 want_delta: bool) -> None:
-        self.problem, self.name = problem, name
+                 want_delta: bool, bounded_steps: bool, preparations: tuple[str, ...]) -> None:
+        self.problem, self.name, self.preparations = problem, name, preparations
         self.method = native_method(name, algorithm, problem,
                                     {k: v for k, v in options.items() if k not in _CALL_OPTIONS},
-                                    want_delta)
-        _, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
+                                    want_delta, bounded_steps)
+        self.logits, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
         self.target = format_target(options.get("target"), problem.x.shape[0],
                                     problem.model.output_shape).to(problem.x.device)
+
+    def runner(self, passes: str) -> nn.Module:
+        """The prepared copy of the wrapped model the passes run (see smoothkern.prepare)."""
+        if self.method.uses_model_structure:
+            return self.problem.model
+        return prepared_model(self.problem.model, self.problem.x, self.logits,
+                              usable_preparations(self.preparations, passes))
 
     def part_shapes(self) -> list[tuple[int, ...]]:
         if input_shaped(self.name):
@@ -238,6 +253,10 @@ class _GenericRun:
         self.method = CaptumAlgorithm(algorithm, problem.inputs, problem.is_tuple,
                                       problem.layout, options, want_delta)
         self.target = torch.zeros(problem.x.shape[0], dtype=torch.int64, device=problem.x.device)
+
+    def runner(self, passes: str) -> nn.Module:
+        """Captum's algorithm hooks and calls the caller's model itself: nothing is prepared."""
+        return self.problem.model
 
     def part_shapes(self) -> list[tuple[int, ...]]:
         assert self.method.structure is not None

@@ -58,6 +58,12 @@ class AttributionMethod:
         """
         return tuple(example.shape[1:])
 
+    def subset(self, index: Tensor) -> AttributionMethod:
+        """The method for the examples at positions ``index`` (LongTensor[B']), for adaptive
+        sample counts: a method holding per-example state (a baseline per example) returns a
+        copy holding theirs; the rest return themselves."""
+        return self
+
     @contextlib.contextmanager
     def session(self, model: nn.Module) -> Iterator[None]:
         """Set-up held around all passes (hooks for guided backprop, Grad-CAM, ...).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -89,6 +91,17 @@ class IntegratedGradients(AttributionMethod):
         self._probed: tuple | None = None
         self._row_bytes = 0
         self._row_cap: int | None = None       # model rows that fit, learnt from OOM errors
+        self._input_dim: int | None = None     # dims of the rows seen (tells [B, ...] baselines)
+
+    def subset(self, index: Tensor) -> IntegratedGradients:
+        """A copy whose per-example baseline (Tensor[B, ...], B > 1) keeps only ``index``."""
+        per_example = (isinstance(self.baseline, Tensor) and self._input_dim is not None
+                       and self.baseline.dim() == self._input_dim and self.baseline.shape[0] > 1)
+        if not per_example:
+            return self
+        clone = copy.copy(self)
+        clone.baseline = self.baseline[index.to(self.baseline.device)]
+        return clone
 
     def _steps_per_pass(self, model: nn.Module, x: Tensor) -> int:
         size = self.internal_batch_size
@@ -113,6 +126,7 @@ class IntegratedGradients(AttributionMethod):
         """IG of each row; ``baseline`` (Tensor[R, ...]) replaces ``self.baseline`` for this
         call (drawn baselines, one per noisy row)."""
         x = inputs.detach()
+        self._input_dim = x.dim()
         baseline = expand_baseline(self.baseline if baseline is None else baseline, x)
         sizes, alphas = steps_and_alphas(self.integration, self.n_steps)
         per_pass = self._steps_per_pass(model, x)

@@ -61,3 +61,8 @@ class NoiseSource:
 
     def draw(self, start: int, count: int) -> Chunk:
         raise NotImplementedError
+
+    def subset(self, index: Tensor) -> NoiseSource:
+        """The source for the examples at positions ``index`` (LongTensor[B'] into this
+        source's batch), each keeping its own noise (adaptive sample counts drop examples)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot follow a subset of examples")

@@ -23,13 +23,26 @@ class CounterNoise(NoiseSource):
         seed: the stream's 64-bit seed.
         noise: "gaussian" or "uniform".
         perturb: the kernel set's perturb op (``Backend.perturb``).
+        example_index (LongTensor[B] or None): the examples' indices in the noise stream (None:
+            their positions 0..B-1).
     """
 
     def __init__(self, x: Tensor, sigma: Tensor, seed: int, noise: str,
-                 perturb: PerturbFn) -> None:
+                 perturb: PerturbFn, example_index: Tensor | None = None) -> None:
         self.x, self.sigma, self.seed, self.noise, self.perturb = x, sigma, seed, noise, perturb
+        self.example_index = example_index
         self.levels, self.batch = sigma.shape[0], x.shape[0]
 
     def draw(self, start: int, count: int) -> Chunk:
-        rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
+        if self.example_index is None:      # kernel sets of users may not take the keyword
+            rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
+        else:
+            rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise,
+                                example_index=self.example_index)
         return Chunk(start, count, rows)
+
+    def subset(self, index: Tensor) -> CounterNoise:
+        index = index.to(self.x.device)
+        own = index if self.example_index is None else self.example_index[index]
+        return CounterNoise(self.x[index], self.sigma[:, index], self.seed, self.noise,
+                            self.perturb, own)
