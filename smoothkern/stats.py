@@ -25,7 +25,7 @@ NaN and ±Inf attributions (one rule on every backend, and in :func:`direct_stat
 For an element whose samples hold a NaN, every statistic is NaN. For an element whose samples
 hold ±Inf but no NaN, the statistics are the values the direct formulas give, except the mean:
 
-    mean = NaN, abs = +Inf, sq = +Inf, var = NaN, geomean = +Inf
+    mean = NaN, abs = +Inf, sq = +Inf, var = NaN, geomean = +Inf, sem = NaN
 
 (the direct mean would be ±Inf when all infinite samples share a sign, but a running mean cannot
 carry an infinity: Welford's update computes Inf - Inf). ``finalize`` applies the rule from

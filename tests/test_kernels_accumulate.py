@@ -152,7 +152,7 @@ def non_finite_samples() -> torch.Tensor:
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, interpreted: inf - inf
 def test_nan_and_inf_follow_one_rule(kernel, splits, acc_dtype):
     # The documented rule (stats module docstring): NaN seen -> every statistic NaN; ±Inf seen ->
-    # mean NaN, abs +Inf, sq +Inf, var NaN, geomean +Inf; identical on every accumulator and in
+    # mean NaN, abs +Inf, sq +Inf, var NaN, geomean +Inf, sem NaN; identical on every accumulator and in
     # direct_statistics (the loop reference).
     samples = non_finite_samples()
     acc = accumulate_reference if kernel == "torch" else accumulate_of(kernel)
@@ -162,7 +162,7 @@ def test_nan_and_inf_follow_one_rule(kernel, splits, acc_dtype):
     want_non_finite = {
         "mean": [nan] * 8, "abs": [inf, inf, nan, inf, nan, inf, inf, inf],
         "sq": [inf, inf, nan, inf, nan, inf, inf, inf], "var": [nan] * 8,
-        "geomean": [inf, inf, nan, inf, nan, inf, inf, inf]}
+        "geomean": [inf, inf, nan, inf, nan, inf, inf, inf], "sem": [nan] * 8}
     for name in AGGREGATES:
         want = torch.tensor(want_non_finite[name], dtype=torch.float64)
         torch.testing.assert_close(exact[name][:8], want, equal_nan=True, rtol=0, atol=0)
