@@ -28,9 +28,8 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
-# prepare=True: folding is exact up to rounding and measured faster (benchmarks/RESULTS.md);
-# channels_last is applied only when asked for, until it is measured faster on the CPU here
-DEFAULT_PREPARATIONS = ("fold_batchnorm",)
+# prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
+DEFAULT_PREPARATIONS = ("fold_batchnorm", "channels_last")
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -73,22 +72,27 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tu
         return model
     key = (preparations, tuple(x.shape[1:]), x.dtype, x.device, _fingerprint(model))
     cached = _CACHE.get(model)
-    if cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == key and cached[2] == _flags(cached[1]):
         return cached[1]
     copy_ = _build(model, x, preparations)
     if copy_ is not model and not _same_function(copy_, x, logits):
         copy_ = model                   # folding changed what the model computes: not used
     if "compile" in preparations:
-        copy_ = Compiled(copy_)
-    _CACHE[model] = (key, copy_)
+        copy_ = _wrapped(Compiled, copy_)
+    # the copy's own training flags too: code that ran it may have changed them
+    _CACHE[model] = (key, copy_, _flags(copy_))
     return copy_
+
+
+def _flags(module: nn.Module) -> tuple[bool, ...]:
+    return tuple(m.training for m in module.modules())
 
 
 def _fingerprint(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or written in place (version
     counters), so a cached copy is never stale."""
     tensors = list(model.parameters()) + list(model.buffers())
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    return (_flags(model),) + tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
 def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Module:
@@ -104,7 +108,9 @@ def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Mod
                 folded = fold(layer, bn)
                 folded.requires_grad_(False)
                 _replace(result, layer_name, folded)
-                _replace(result, bn_name, nn.Identity())
+                identity = nn.Identity()
+                identity.training = bn.training              # new modules keep the flags
+                _replace(result, bn_name, identity)
     convs = [n for n, m in result.named_modules() if isinstance(m, nn.Conv2d)]
     if "channels_last" in preparations and x.dim() == 4 and convs:
         result = _structural_copy(result) if result is model else result
@@ -115,8 +121,15 @@ def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Mod
                 conv.weight.detach().contiguous(memory_format=torch.channels_last),
                 requires_grad=False)
             _replace(result, name, conv)
-        result = ChannelsLast(result)
+        result = _wrapped(ChannelsLast, result)
     return result
+
+
+def _wrapped(wrapper: type[nn.Module], module: nn.Module) -> nn.Module:
+    """``wrapper(module)`` with the module's own training flag (not train mode by default)."""
+    out = wrapper(module)
+    out.training = module.training
+    return out
 
 
 def _conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:

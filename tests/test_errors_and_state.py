@@ -159,8 +159,9 @@ def test_state_is_restored_after_an_exception(model, backend, monkeypatch):
         return torch.zeros_like(inputs)
 
     monkeypatch.setattr(method, "attribute", failing)
-    with pytest.raises(RuntimeError, match="injected"):
-        sk.smooth_grad(model, x, n_samples=4, samples_per_pass=1, method=method, backend=backend)
+    with pytest.raises(RuntimeError, match="injected"):   # the method gets the caller's model
+        sk.smooth_grad(model, x, n_samples=4, samples_per_pass=1, method=method, backend=backend,
+                       prepare=False)
     _assert_same(before, _snapshot(model, x))
 
 
@@ -248,3 +249,35 @@ def test_captum_rng_recovers_from_out_of_memory_by_splitting_its_drawn_chunk():
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
     assert torch.equal(after_want, after_got)
+
+
+def test_state_is_restored_when_a_method_changes_the_prepared_copy(model, monkeypatch):
+    x = X.clone()
+    before = _snapshot(model, x)
+    method = sk.methods.Gradient()
+    seen = []
+
+    def meddling(net, inputs, target):
+        seen.append(net)
+        for module in net.modules():               # hooks and flags on the copy's modules
+            module.register_forward_hook(lambda *a: None)
+            module.train()
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(method, "attribute", meddling)
+    with pytest.raises(RuntimeError, match="injected"):
+        sk.smooth_grad(model, x, n_samples=2, method=method)
+    assert seen and seen[0] is not model                # it did run the prepared copy
+    _assert_same(before, _snapshot(model, x))
+    # and the next call does not reuse the copy left in training mode
+    monkeypatch.undo()
+    training = []
+    original = sk.methods.Gradient.attribute
+
+    def recording(self, net, inputs, target):
+        training.append(any(m.training for m in net.modules()))
+        return original(self, net, inputs, target)
+
+    monkeypatch.setattr(sk.methods.Gradient, "attribute", recording)
+    sk.smooth_grad(model, x, n_samples=2, samples_per_pass=2)
+    assert training == [False]
