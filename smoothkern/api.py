@@ -81,8 +81,9 @@ def smooth_grad(
             forward/backward run under autocast in that dtype; noise, statistics and results stay
             float32 (see :mod:`smoothkern.precision` for the accuracy contract).
         prepare: run a prepared copy of the model (True: the default preparations, BatchNorm
-            folded and channels_last for convolutional models; False: none; or names from ``smoothkern.prepare.PREPARATIONS``:
-            "fold_batchnorm", "channels_last"); the caller's model is never changed. Methods
+            folded and channels_last for convolutional models; False: none; or names from
+            ``smoothkern.prepare.PREPARATIONS``: "fold_batchnorm", "channels_last",
+            "compile"); the caller's model is never changed. Methods
             that hook modules always run the caller's model.
         compile: run the (prepared) model through ``torch.compile`` (cached with the prepared
             copy; the first pass's compile time is logged once). For long jobs.
