@@ -153,8 +153,7 @@ def non_finite_samples() -> torch.Tensor:
 def test_nan_and_inf_follow_one_rule(kernel, splits, acc_dtype):
     # The documented rule (stats module docstring): NaN seen -> every statistic NaN; ±Inf seen ->
     # mean NaN, abs +Inf, sq +Inf, var NaN, geomean +Inf, sem NaN; identical on every accumulator
-    # and in
-    # direct_statistics (the loop reference).
+    # and in direct_statistics (the loop reference).
     samples = non_finite_samples()
     acc = accumulate_reference if kernel == "torch" else accumulate_of(kernel)
     got = stream(samples, splits, acc, acc_dtype).finalize()
