@@ -92,7 +92,7 @@ def smooth_grad(
             passes; aggregate "count" says how many samples each used. Each example's result
             equals a fixed run with ``n_samples`` = its count. Not with snapshots or "loop".
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
-            half the free GPU memory or 2 GiB on a CPU); passes are sized to stay below it.
+            half the free GPU memory or 192 MiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
 
     Returns:

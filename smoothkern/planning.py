@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 GPU_MEMORY_FRACTION = 0.5
 # CPU rows per pass: larger batches fall out of cache and run slower (SMOOTHKERN_CPU_ROWS).
 CPU_ROWS = 48
-# Saved activations per CPU pass: a memory bound for models whose rows are very large.
-CPU_MEMORY_BUDGET = 2 * 1024**3
+# Saved activations per CPU pass: binds only for large rows (ResNet18 at 224²: 21 MiB a row, 9
+# rows a pass, below Captum's nt_samples_batch_size=10 peak at the same speed; RESULTS.md).
+CPU_MEMORY_BUDGET = 192 * 1024**2
 # Small CPU jobs run in this many passes: the same time as one pass, a fraction of its memory.
 CPU_MIN_PASSES = 4
 # ...of at least this many rows each: below about 12 rows the time per row grows.

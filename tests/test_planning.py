@@ -65,10 +65,10 @@ def test_cpu_rows_variable_is_honoured(monkeypatch):
     monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "16")
     assert rows_in_budget(1 << 20, CPU) == 16
     assert choose_samples_per_pass(gradient, eight, 1 << 20, 1, 50) == 2  # 16 rows / 8 examples
-    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "200")
-    assert rows_in_budget(1 << 20, CPU) == 200
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "200")          # rows small enough for the budget
+    assert rows_in_budget(1 << 16, CPU) == 200
     # 400 rows: the small-job split caps a pass at 100 rows (12 samples): 5 passes of 10
-    assert choose_samples_per_pass(gradient, eight, 1 << 20, 1, 50) == 10
+    assert choose_samples_per_pass(gradient, eight, 1 << 16, 1, 50) == 10
     monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "")  # empty: the default
     assert rows_in_budget(1 << 20, CPU) == CPU_ROWS
 
