@@ -86,7 +86,8 @@ def smooth_grad(
             "compile"); the caller's model is never changed. Methods
             that hook modules always run the caller's model.
         compile: run the (prepared) model through ``torch.compile`` (cached with the prepared
-            copy; the first pass's compile time is logged once). For long jobs.
+            copy; a one-time note says the first pass compiles). For long jobs; on a small CPU
+            it did not pay (benchmarks/RESULTS.md).
         tolerance: adaptive sample counts, ``n_samples`` being the cap: after each pass an
             example stops drawing once ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ and leaves the later
             passes; aggregate "count" says how many samples each used. Each example's result

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import weakref
 from collections.abc import Iterable
 
@@ -70,9 +69,11 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tu
     """
     if not preparations:
         return model
-    key = (preparations, tuple(x.shape[1:]), x.dtype, x.device, _fingerprint(model))
-    cached = _CACHE.get(model)
-    if cached is not None and cached[0] == key and cached[2] == _flags(cached[1]):
+    key = (preparations, tuple(x.shape[1:]), x.dtype, x.device)
+    entries = _CACHE.setdefault(model, {})     # one entry per preparation set and input shape
+    fingerprint = _fingerprint(model)
+    cached = entries.get(key)
+    if cached is not None and cached[0] == fingerprint and cached[2] == _flags(cached[1]):
         return cached[1]
     copy_ = _build(model, x, preparations)
     if copy_ is not model and not _same_function(copy_, x, logits):
@@ -80,7 +81,7 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tu
     if "compile" in preparations:
         copy_ = _wrapped(Compiled, copy_)
     # the copy's own training flags too: code that ran it may have changed them
-    _CACHE[model] = (key, copy_, _flags(copy_))
+    entries[key] = (fingerprint, copy_, _flags(copy_))
     return copy_
 
 
@@ -194,25 +195,20 @@ def _same_function(candidate: nn.Module, x: Tensor, logits: Tensor) -> bool:
 
 
 class Compiled(nn.Module):
-    """``torch.compile`` of ``module``; the first call's time (mostly compiling) is logged once
-    on the "smoothkern" logger, and the compiled module is cached like any prepared copy."""
+    """``torch.compile`` of ``module``, cached like any prepared copy; says once, on the
+    "smoothkern" logger, that its first pass compiles (12-18 s for small CNNs on the 2-core CPU
+    of benchmarks/RESULTS.md)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
         self.compiled = torch.compile(module)
-        self.first_call_seconds: float | None = None
+        logging.getLogger("smoothkern").warning(
+            "torch.compile: the first pass compiles the model (seconds to minutes on a CPU); "
+            "later passes and calls reuse it")
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.first_call_seconds is not None:
-            return self.compiled(x)
-        start = time.perf_counter()
-        out = self.compiled(x)
-        self.first_call_seconds = time.perf_counter() - start
-        logging.getLogger("smoothkern").warning(
-            "torch.compile: first pass took %.1f s (compiling); later calls reuse it",
-            self.first_call_seconds)
-        return out
+        return self.compiled(x)
 
 
 class ChannelsLast(nn.Module):

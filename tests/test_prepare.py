@@ -119,4 +119,9 @@ def test_compile_equals_eager_and_is_cached(caplog):
         again = sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, compile=True)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(again, eager, rtol=1e-5, atol=1e-6)
-    assert caplog.text.count("torch.compile: first pass") == 1       # compiled once, reused
+    assert caplog.text.count("torch.compile: the first pass") == 1   # compiled once, reused
+    # an eager call in between keeps the compiled copy cached (one entry per preparation set)
+    sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2)
+    with caplog.at_level(logging.WARNING, logger="smoothkern"):
+        sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, compile=True)
+    assert caplog.text.count("torch.compile: the first pass") == 1
