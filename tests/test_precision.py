@@ -109,3 +109,17 @@ def test_memory_limit_sizes_passes_and_keeps_the_result(digits, monkeypatch):
     for bad in (0, -5, float("inf"), "1GB", True):
         with pytest.raises(ValueError, match="memory_limit"):
             sk.smooth_grad(model, x, memory_limit=bad)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton"])
+def test_contract_on_the_gpu(digits, backend):
+    # the same autocast path on CUDA (bf16 and fp16 tensor cores), every GPU kernel set
+    model, x = digits
+    model, x = model.cuda(), x.cuda()
+    try:
+        assert_contract(model, x, n_samples=16, backend=backend)
+        report = fast_reduced_precision(x.device)
+        assert set(report) == {"bfloat16", "float16"}
+    finally:
+        model.cpu()

@@ -125,3 +125,14 @@ def test_compile_equals_eager_and_is_cached(caplog):
     with caplog.at_level(logging.WARNING, logger="smoothkern"):
         sk.smooth_grad(model, x, n_samples=4, samples_per_pass=2, compile=True)
     assert caplog.text.count("torch.compile: the first pass") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("prepare", [("fold_batchnorm",), ("channels_last",), True])
+def test_preparations_on_the_gpu(prepare):
+    model = resnet().cuda()
+    x = X.cuda()
+    want = sk.smooth_grad(model, x, n_samples=4, prepare=False)
+    got = sk.smooth_grad(model, x, n_samples=4, prepare=prepare)
+    assert relative(got, want) < 1e-3
+    assert next(model.parameters()).is_cuda and model.net.layer1[0].bn1 is not None
