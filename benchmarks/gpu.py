@@ -189,6 +189,11 @@ def end_to_end_rows(names: list[str], repeats: int) -> list[str]:
     times = {"loop": cuda_time(functools.partial(run, backend="loop"), repeats)}
     for name in names + ["torch"]:
         times[name] = cuda_time(functools.partial(run, backend=name), repeats)
+    # the issue-10 features on the GPU: no preparation, bf16/fp16 autocast (default backend)
+    times["auto, prepare=False"] = cuda_time(functools.partial(run, prepare=False), repeats)
+    for dtype in (torch.bfloat16, torch.float16):
+        times[f"auto, {dtype}".replace("torch.", "")] = cuda_time(
+            functools.partial(run, compute_dtype=dtype), repeats)
     limit = min(cuda_time(functools.partial(plain_passes, model, x, target, 50, k), repeats)
                 for k in limit_candidates(50, 1))
     return [f"| {name} | {t * 1e3:.1f} | {times['loop'] / t:.1f}x | {limit / t:.2f} |"
