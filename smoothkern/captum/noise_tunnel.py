@@ -190,7 +190,6 @@ class NoiseTunnel(_captum.NoiseTunnel):
         for p in inspect.signature(_attribute).parameters.values()])
 
 
-
 class _NativeRun:
     """A call of one of the six classes smoothkern has a method for."""
 
