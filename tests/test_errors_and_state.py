@@ -281,3 +281,10 @@ def test_state_is_restored_when_a_method_changes_the_prepared_copy(model, monkey
     monkeypatch.setattr(sk.methods.Gradient, "attribute", recording)
     sk.smooth_grad(model, x, n_samples=2, samples_per_pass=2)
     assert training == [False]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_no_backend_is_available_on_cuda_without_a_gpu():
+    status = sk.backend_status("cuda")
+    assert all(reason != "available" for reason in status.values()), status
+    assert status["torch"] == "no CUDA device"

@@ -88,6 +88,8 @@ def _reason(backend: Backend, device: torch.device | str | None) -> str | None:
         kind = torch.device(device).type
         if kind not in backend.device_types:
             reason = f"does not run on {kind} (runs on {', '.join(backend.device_types)})"
+        elif kind == "cuda" and not torch.cuda.is_available():
+            reason = "no CUDA device"
     return reason
 
 
