@@ -44,6 +44,7 @@ def smooth_grad(
     prepare: bool | Sequence[str] = True,
     compile: bool = False,  # noqa: A002 - the name users expect
     tolerance: float | None = None,
+    example_index: int | Sequence[int] | Tensor | None = None,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -92,6 +93,10 @@ def smooth_grad(
             example stops drawing once ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ and leaves the later
             passes; aggregate "count" says how many samples each used. Each example's result
             equals a fixed run with ``n_samples`` = its count. Not with snapshots or "loop".
+        example_index: which examples of the caller's data the rows are, for the noise: an int
+            (the first row's index; rows are consecutive from it), a LongTensor[B] or a list of
+            B ints (each within 0..2**32-1); None: positions 0..B-1. The noise of example k
+            then does not depend on the batch it is computed in (data sets, several processes).
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 192 MiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
@@ -117,6 +122,7 @@ def smooth_grad(
     if compile:
         preparations = tuple(dict.fromkeys(preparations + ("compile",)))
     tolerance = check_tolerance(tolerance, snapshots, backend)
+    index = check_example_index(example_index, inputs.shape[0], inputs.device)
     counts = _check_snapshots(snapshots, n_samples)
     if noise_level is None and stdevs is None:
         noise_level = DEFAULT_NOISE_LEVEL
@@ -134,7 +140,8 @@ def smooth_grad(
     per_pass = samples_per_pass or choose_samples_per_pass(
         method_obj, x, row_bytes, sigma.shape[0], n_samples, memory_limit)
     job = engine.Job(
-        method=method_obj, source=CounterNoise(x, sigma, seed, noise, choice.kernels.perturb),
+        method=method_obj,
+        source=CounterNoise(x, sigma, seed, noise, choice.kernels.perturb, index),
         target=target, n_samples=n_samples,
         snapshots=counts + (() if counts[-1] == n_samples else (n_samples,)), aggregates=names,
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
@@ -177,6 +184,31 @@ def check_eps(eps: Any) -> None:
 def check_accumulator_dtype(dtype: Any) -> None:
     if dtype not in ACCUMULATOR_DTYPES:
         raise TypeError(f"accumulator_dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def check_example_index(index: Any, batch: int, device: torch.device) -> Tensor | None:
+    """None, or the examples' indices as a LongTensor[B] on ``device``."""
+    if index is None:
+        return None
+    if isinstance(index, bool):
+        raise TypeError("example_index must be an int, a sequence of ints or a LongTensor")
+    if isinstance(index, int):
+        index = torch.arange(index, index + batch, dtype=torch.int64)
+    elif isinstance(index, Tensor):
+        if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise TypeError(f"example_index must hold integers, got dtype {index.dtype}")
+    elif isinstance(index, Sequence) and not isinstance(index, str) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in index):
+        index = torch.tensor(list(index), dtype=torch.int64)
+    else:
+        raise TypeError(f"example_index must be an int, a sequence of ints or a LongTensor, "
+                        f"got {type(index).__name__}")
+    if index.dim() != 1 or index.shape[0] != batch:
+        raise ValueError(f"example_index must have one entry per example ({batch}), got shape "
+                         f"{tuple(index.shape)}")
+    if bool(((index < 0) | (index >= 2**32)).any()):
+        raise ValueError("example_index values must be within 0..2**32-1")
+    return index.to(device=device, dtype=torch.int64)
 
 
 def check_memory_limit(limit: Any) -> int | None:
