@@ -119,6 +119,8 @@ def smooth_grad(
     compute_dtype = check_compute_dtype(compute_dtype)
     memory_limit = check_memory_limit(memory_limit)
     preparations = check_preparations(prepare)
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
     if compile:
         preparations = tuple(dict.fromkeys(preparations + ("compile",)))
     tolerance = check_tolerance(tolerance, snapshots, backend)

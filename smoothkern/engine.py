@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .backends.registry import AccumulateFn
 from .memory import is_out_of_memory, release_cached_memory
 from .methods import AttributionMethod
 from .precision import autocast
@@ -24,7 +25,6 @@ from .sources import Chunk, NoiseSource
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats, direct_statistics
 
 PASS_STRATEGIES = ("batched", "vmap", "loop")
-AccumulateFn = Callable[[StreamingStats, Tensor], None]
 # A tap sees every chunk's attributions, Tensor[count, S, B, *attr], after they are accumulated.
 Tap = Callable[[Chunk, Tensor], None]
 

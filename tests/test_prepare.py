@@ -136,3 +136,13 @@ def test_preparations_on_the_gpu(prepare):
     got = sk.smooth_grad(model, x, n_samples=4, prepare=prepare)
     assert relative(got, want) < 1e-3
     assert next(model.parameters()).is_cuda and model.net.layer1[0].bn1 is not None
+
+
+def test_bad_prepare_and_compile_are_refused_also_in_the_drop_in():
+    with pytest.raises(TypeError, match="compile"):
+        sk.smooth_grad(resnet(), X, compile="yes")
+    skc = pytest.importorskip("smoothkern.captum")
+    nt = skc.NoiseTunnel(skc.Saliency(resnet()))
+    for rng in ("smoothkern", "captum"):
+        with pytest.raises(ValueError, match="unknown preparation"):
+            nt.attribute(X, target=0, prepare="fold", rng=rng)

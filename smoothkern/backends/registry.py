@@ -64,9 +64,6 @@ class Choice:
 _REGISTRY: dict[str, Backend] = {}
 # backend names that choose a pass strategy rather than kernels: name -> (kernel set, passes)
 _STRATEGY_NAMES = {"vmap": ("torch", "vmap"), "loop": ("torch", "loop")}
-STRATEGY_DESCRIPTIONS = {
-    "vmap": "torch.func.vmap(torch.func.grad(...)) over the noisy copies, pure-torch kernels",
-    "loop": "the naive reference: one forward/backward per noise sample, all m kept"}
 
 
 def register(backend: Backend) -> Backend:

@@ -133,7 +133,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
         name = native_name(algorithm, {k: v for k, v in options.items()
                                        if k not in _CALL_OPTIONS})
         # Captum's replay keeps Captum's arithmetic too: no prepared copy, Captum's IG steps
-        preparations = check_preparations(prepare) if rng == "smoothkern" else ()
+        preparations = check_preparations(prepare)       # checked in both modes
+        if rng == "captum":
+            preparations = ()
         run = _NativeRun(name, algorithm, problem, options, want_delta, rng == "smoothkern",
                          preparations) if name else \
             _GenericRun(algorithm, problem, options, want_delta)
@@ -249,6 +251,7 @@ class _GenericRun:
     def __init__(self, algorithm: Any, problem: Problem, options: dict[str, Any],
                  want_delta: bool) -> None:
         self.problem = problem
+        problem.model.strict = False         # any output: Captum's algorithm reads it itself
         self.method = CaptumAlgorithm(algorithm, problem.inputs, problem.is_tuple,
                                       problem.layout, options, want_delta)
         self.target = torch.zeros(problem.x.shape[0], dtype=torch.int64, device=problem.x.device)
@@ -262,11 +265,7 @@ class _GenericRun:
         return list(self.method.structure[1])
 
     def samples_per_pass(self, nt_samples: int) -> int:
-        self.problem.model.strict = False        # any output: Captum's algorithm reads it
-        try:
-            _, row_bytes = forward_measuring_saved_bytes(self.problem.model, self.problem.x)
-        finally:
-            self.problem.model.strict = True
+        _, row_bytes = forward_measuring_saved_bytes(self.problem.model, self.problem.x)
         return choose_samples_per_pass(self.method, self.problem.x, row_bytes, 1, nt_samples)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:

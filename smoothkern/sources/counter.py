@@ -3,13 +3,10 @@ element), drawn by a kernel set's ``perturb``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor
 
+from ..backends.registry import PerturbFn
 from .base import Chunk, NoiseSource
-
-PerturbFn = Callable[[Tensor, Tensor, int, int, int, str], Tensor]
 
 
 class CounterNoise(NoiseSource):
