@@ -26,9 +26,12 @@ setup(
         "data": ["scikit-learn", "scikit-image"],
         "vision": ["torchvision"],
         "captum": ["captum"],
-        "all": ["matplotlib", "pillow", "scikit-learn", "scikit-image", "torchvision", "captum"],
+        "dataset": ["zarr>=3; python_version >= '3.11'"],
+        "all": ["matplotlib", "pillow", "scikit-learn", "scikit-image", "torchvision", "captum",
+                "zarr>=3; python_version >= '3.11'"],
+        # quantus: parity tests of the deletion curves against its PixelFlipping
         "test": ["pytest", "hypothesis", "pytest-benchmark", "captum", "matplotlib", "pillow",
-                 "scikit-learn", "scikit-image"],
+                 "scikit-learn", "scikit-image", "zarr>=3; python_version >= '3.11'", "quantus"],
     },
     entry_points={"console_scripts": ["smoothkern=smoothkern.cli:main"]},
     package_data={"smoothkern.models": ["weights/*.pt"]},  # bundled digits CNN

@@ -253,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(func=cmd_bench)
+
+    # Commands of their own packages (imports there stay light: heavy ones happen when run).
+    from .dataset.command import register as register_dataset_commands
+    from .ood.command import register as register_ood_command
+
+    register_dataset_commands(sub)
+    register_ood_command(sub)
     return parser
 
 
