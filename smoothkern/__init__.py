@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .api import smooth_grad
 from .backends import status as _backend_status
+from .dataset import attribute_dataset
 from .methods import (
     METHODS,
     AttributionMethod,
@@ -16,6 +17,7 @@ from .methods import (
     Saliency,
 )
 from .noise import perturb_reference
+from .noise_grad import noise_grad
 from .stats import AGGREGATES, StreamingStats
 
 __version__ = "0.1.0"
@@ -31,5 +33,5 @@ def backend_status(device: str = "cpu") -> dict[str, str]:
 
 __all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
            "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam", "InputXGradient",
-           "IntegratedGradients", "Saliency",
+           "IntegratedGradients", "Saliency", "attribute_dataset", "noise_grad",
            "perturb_reference", "smooth_grad", "__version__"]
