@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from . import backends as backend_registry
 from . import engine
+from .layer_noise import AtLayer, check_layer_strategy, clean_forward_at_layer, resolve_layer
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
@@ -45,6 +46,7 @@ def smooth_grad(
     compile: bool = False,  # noqa: A002 - the name users expect
     tolerance: float | None = None,
     example_index: int | Sequence[int] | Tensor | None = None,
+    noise_at: str | nn.Module | None = None,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -53,13 +55,15 @@ def smooth_grad(
     Args:
         model: a classifier returning logits ``[B, classes]``; in eval mode if it has
             BatchNorm/Dropout. It comes back unchanged (flags, requires_grad, .grad, hooks).
-        inputs (Tensor[B, ...]): clean inputs, floating point, finite.
+        inputs (Tensor[B, ...]): clean inputs, floating point, finite (with ``noise_at``: any
+            dtype the model takes, integer token ids too).
         target: the class to explain: None (the class predicted for the clean input), an int,
             or a LongTensor[B]. The attribution is taken of that class's logit.
         n_samples: noise samples m per example.
         noise_level: σ_b = noise_level · (max x_b − min x_b) per example, the SmoothGrad
-            paper's definition; 0.15 when neither this nor ``stdevs`` is given. A sequence is a
-            sweep (result gains a leading dim S).
+            paper's definition (with ``noise_at``: the range of example b's activation);
+            0.15 when neither this nor ``stdevs`` is given. A sequence is a sweep (result
+            gains a leading dim S).
         stdevs: absolute σ instead: float, Tensor[B], sequence (sweep) or Tensor[S, B].
         noise: "gaussian" or "uniform" (same standard deviation, half-width √3·σ).
         aggregate: one of "mean", "abs", "sq", "var", "geomean" (returns a Tensor) or a tuple of
@@ -97,6 +101,14 @@ def smooth_grad(
             (the first row's index; rows are consecutive from it), a LongTensor[B] or a list of
             B ints (each within 0..2**32-1); None: positions 0..B-1. The noise of example k
             then does not depend on the batch it is computed in (data sets, several processes).
+        noise_at: add the noise to the output of this module (a dotted path such as
+            ``"embeddings"`` or ``"layer2.0.conv1"``, or the module) instead of the inputs, and
+            attribute with respect to that output: the result is [B, *layer_output]. Methods
+            "gradient", "saliency", "input_x_gradient", "integrated_gradients" (its
+            ``baseline`` is then a baseline activation; see
+            :func:`smoothkern.layer_noise.layer_activation`). The noise is a pure function of
+            (seed, example, sample, element of the layer output). Runs the caller's model (no
+            prepared copy); not with backend "vmap".
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 192 MiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
@@ -107,7 +119,7 @@ def smooth_grad(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_inputs(inputs)
+    check_inputs(inputs, integer_ok=noise_at is not None)
     n_samples = check_count(n_samples, "n_samples")
     if samples_per_pass is not None:
         samples_per_pass = check_count(samples_per_pass, "samples_per_pass")
@@ -129,21 +141,33 @@ def smooth_grad(
     if noise_level is None and stdevs is None:
         noise_level = DEFAULT_NOISE_LEVEL
     x = inputs.detach()
-    sigma, sweep = plan_sigma(x, noise_level, stdevs)
+    if noise_at is None:
+        sigma, sweep = plan_sigma(x, noise_level, stdevs)
+    else:                              # checked now, planned on the activation after its forward
+        plan_sigma(torch.zeros(x.shape[0], 1), noise_level, stdevs)
     method_obj = resolve_method(method, **method_options)
     choice = (backend_registry.Choice(backend, "batched")
               if isinstance(backend, backend_registry.Backend)
               else backend_registry.choose(backend, x.device))
-    check_strategy(choice.passes, method_obj)
-    check_eval_mode(model)
-    logits, row_bytes = clean_forward(model, x)
+    if noise_at is None:
+        check_strategy(choice.passes, method_obj)
+        check_eval_mode(model)
+        logits, row_bytes = clean_forward(model, x)
+        noised = x
+    else:
+        method_obj = AtLayer(method_obj, resolve_layer(model, noise_at), x)
+        check_layer_strategy(choice.passes)
+        check_eval_mode(model)
+        logits, noised, row_bytes = clean_forward_at_layer(model, method_obj.layer, x)
+        check_logits(logits, x.shape[0])
+        sigma, sweep = plan_sigma(noised, noise_level, stdevs)
     target = logits.argmax(dim=1) if target is None else target
     target = _check_target(target, x.shape[0], logits.shape[1], x.device)
     per_pass = samples_per_pass or choose_samples_per_pass(
-        method_obj, x, row_bytes, sigma.shape[0], n_samples, memory_limit)
+        method_obj, noised, row_bytes, sigma.shape[0], n_samples, memory_limit)
     job = engine.Job(
         method=method_obj,
-        source=CounterNoise(x, sigma, seed, noise, choice.kernels.perturb, index),
+        source=CounterNoise(noised, sigma, seed, noise, choice.kernels.perturb, index),
         target=target, n_samples=n_samples,
         snapshots=counts + (() if counts[-1] == n_samples else (n_samples,)), aggregates=names,
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
@@ -162,19 +186,27 @@ def smooth_grad(
 # checks, shared with the Captum drop-in
 
 
-def check_inputs(inputs: Tensor) -> None:
-    """A floating, finite ``[B, ...]`` tensor with values (not on the meta device)."""
+def check_inputs(inputs: Tensor, integer_ok: bool = False) -> None:
+    """A floating, finite ``[B, ...]`` tensor with values (not on the meta device).
+
+    Args:
+        integer_ok: integer (and bool) inputs are accepted too: the noise goes to a layer's
+            output (``noise_at``), so the inputs are only what the model takes (token ids).
+    """
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a Tensor, got {type(inputs).__name__}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got dtype {inputs.dtype}")
+    if inputs.is_complex() or not (inputs.is_floating_point() or integer_ok):
+        hint = ("; noise cannot be added to integer inputs (token ids): add it to a layer's "
+                "output instead with noise_at= (e.g. noise_at=\"embeddings\")"
+                if not inputs.is_complex() else "")
+        raise TypeError(f"inputs must be floating point, got dtype {inputs.dtype}{hint}")
     if inputs.dim() < 1 or inputs.shape[0] < 1 or inputs.numel() == 0:
         raise ValueError(f"inputs must be [B, ...] with B >= 1 and no empty dim, got "
                          f"{tuple(inputs.shape)}")
     if inputs.device.type == "meta":
         raise ValueError("inputs are on the meta device: they have shapes but no values to "
                          "attribute; move them to a real device")
-    if not torch.isfinite(inputs).all():
+    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or Inf")
 
 
@@ -303,8 +335,13 @@ def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
     """The model's output for the clean inputs, checked to be [B, classes], and the bytes
     autograd saves per row (for sizing passes)."""
     out, row_bytes = forward_measuring_saved_bytes(model, inputs)
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
+    check_logits(out, inputs.shape[0])
+    return out, row_bytes
+
+
+def check_logits(out: Any, batch: int) -> None:
+    """The model's output must be logits shaped [B, classes]."""
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != batch:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits shaped [B, classes] = "
-                         f"[{inputs.shape[0]}, classes], got {shape}")
-    return out, row_bytes
+                         f"[{batch}, classes], got {shape}")

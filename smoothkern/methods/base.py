@@ -26,12 +26,16 @@ class AttributionMethod:
         supports_vmap: whether :meth:`vmap_attribute` is implemented.
         uses_model_structure: the method hooks modules of the caller's model (by name or
             object), so the engine never swaps in a prepared copy (:mod:`smoothkern.prepare`).
+        supports_layer_noise: the method attributes to whatever its ``inputs`` are, so under
+            ``noise_at=`` it can take a layer's noisy output in their place
+            (:mod:`smoothkern.layer_noise`).
     """
 
     name = "method"
     rows_per_sample = 1
     supports_vmap = False
     uses_model_structure = False
+    supports_layer_noise = False
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         """Attributions of a batch.

@@ -12,6 +12,7 @@ class Gradient(AttributionMethod):
 
     name = "gradient"
     supports_vmap = True
+    supports_layer_noise = True
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         return input_gradient(model, inputs, target)

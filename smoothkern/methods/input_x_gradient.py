@@ -12,6 +12,7 @@ class InputXGradient(AttributionMethod):
 
     name = "input_x_gradient"
     supports_vmap = True
+    supports_layer_noise = True
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         return inputs * input_gradient(model, inputs, target)

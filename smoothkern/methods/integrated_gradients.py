@@ -69,6 +69,7 @@ class IntegratedGradients(AttributionMethod):
     """
 
     name = "integrated_gradients"
+    supports_layer_noise = True
 
     def __init__(self, n_steps: int = 50, integration: str = "gausslegendre",
                  baseline: float | Tensor | None = None, multiply_by_inputs: bool = True,

@@ -20,6 +20,7 @@ class Saliency(AttributionMethod):
 
     name = "saliency"
     supports_vmap = True
+    supports_layer_noise = True
 
     def __init__(self, abs: bool = True) -> None:  # noqa: A002 - Captum's argument name
         self.abs = bool(abs)
