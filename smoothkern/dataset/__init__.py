@@ -1,7 +1,10 @@
-"""Attribution maps for whole data sets, into a resumable zarr store."""
+"""Attribution maps for whole data sets, into a resumable zarr store, on one process or many
+(torch.distributed, e.g. under ``torchrun``). See docs/dataset.md."""
 
 from __future__ import annotations
 
+from .distributed import init_distributed
+from .run import DatasetRun, attribute_dataset, open_store
+from .store import StoreError
 
-def attribute_dataset(*args, **kwargs):
-    raise NotImplementedError("being built")
+__all__ = ["DatasetRun", "StoreError", "attribute_dataset", "init_distributed", "open_store"]
