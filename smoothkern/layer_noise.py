@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from .methods import AttributionMethod
 from .methods.layers import resolve_layer
 
-__all__ = ["AtLayer", "LayerInjection", "check_layer_method", "check_layer_strategy",
-           "clean_forward_at_layer", "layer_activation", "resolve_layer"]
+__all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
+           "check_layer_strategy", "clean_forward_at_layer", "layer_activation", "resolve_layer"]
 
 
 def check_layer_method(method: AttributionMethod) -> None:
@@ -52,10 +52,16 @@ def check_layer_strategy(passes: str) -> None:
 
 @contextlib.contextmanager
 def _hooked(layer: nn.Module, hook: Any) -> Iterator[None]:
+    """``hook`` on the layer's output; torch's fused attention fast path is off meanwhile: in
+    eval mode without gradients, nn.TransformerEncoderLayer would skip the submodules (and
+    their hooks) that a layer inside it needs."""
     handle = layer.register_forward_hook(hook)
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
         handle.remove()
 
 
@@ -73,6 +79,9 @@ def _check_output(out: object, rows: int) -> Tensor:
 
 
 def _ran_once(calls: int) -> None:
+    if calls == 0:
+        raise ValueError("the noise_at layer did not run in the model's forward pass (a fused "
+                         "path that skips its submodules, or a module the forward never calls)")
     if calls != 1:
         raise ValueError(f"the noise_at layer ran {calls} times in one forward pass; it must run "
                          "exactly once (a module used twice cannot take one noisy output)")
@@ -131,13 +140,18 @@ def layer_activation(model: nn.Module, layer: str | nn.Module, inputs: Tensor) -
     Returns:
         Tensor[B, *layer_out], detached.
     """
-    module = resolve_layer(model, layer)
+    return activation_of(model, resolve_layer(model, layer), inputs)
+
+
+def activation_of(model: Any, layer: nn.Module, inputs: Tensor) -> Tensor:
+    """:func:`layer_activation` for a module object, which the forward function (any callable)
+    is trusted to call."""
     seen: list[Tensor] = []
 
     def record(mod: nn.Module, args: tuple, out: Tensor) -> None:
         seen.append(_check_output(out, inputs.shape[0]).detach())
 
-    with torch.no_grad(), _hooked(module, record):
+    with torch.no_grad(), _hooked(layer, record):
         model(inputs.detach())
     _ran_once(len(seen))
     return seen[0]

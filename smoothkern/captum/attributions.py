@@ -47,9 +47,13 @@ class Problem:
 
 
 def build_problem(forward_func: Callable[..., Tensor], inputs: Any,
-                  additional_forward_args: Any) -> Problem:
-    """The call's inputs in the engine's form (checked; no forward pass yet)."""
-    items, is_tuple = as_tuple(inputs)
+                  additional_forward_args: Any, integer_ok: bool = False) -> Problem:
+    """The call's inputs in the engine's form (checked; no forward pass yet).
+
+    Args:
+        integer_ok: accept integer inputs (token ids; the noise goes to a layer).
+    """
+    items, is_tuple = as_tuple(inputs, integer_ok)
     layout = Layout.of(items)
     batch = items[0].shape[0]
     model = FlatModel(forward_func, layout, as_extra_args(additional_forward_args), batch)

@@ -22,8 +22,14 @@ from torch import Tensor, nn
 from .errors import CaptumArgumentError
 
 
-def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
-    """(the inputs as a tuple, whether they came as a tuple), checked."""
+def as_tuple(inputs: Tensor | tuple[Tensor, ...], integer_ok: bool = False
+             ) -> tuple[tuple[Tensor, ...], bool]:
+    """(the inputs as a tuple, whether they came as a tuple), checked.
+
+    Args:
+        integer_ok: integer inputs (token ids) are accepted: the noise goes to a layer
+            (``noise_at=``), not to them.
+    """
     is_tuple = isinstance(inputs, tuple)
     items = inputs if is_tuple else (inputs,)
     if not items:
@@ -31,8 +37,12 @@ def as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], b
     for i, t in enumerate(items):
         if not isinstance(t, Tensor):
             raise TypeError(f"inputs[{i}] must be a Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"inputs[{i}] must be floating point, got {t.dtype}")
+        if t.is_complex() or not (t.is_floating_point() or integer_ok):
+            raise TypeError(f"inputs[{i}] must be floating point, got {t.dtype}: NoiseTunnel adds "
+                            "the noise to the inputs, which cannot take it (token ids?); add it "
+                            "to a layer's output instead with noise_at= (e.g. "
+                            "noise_at=model.embeddings with LayerIntegratedGradients(model, "
+                            "model.embeddings))")
         if t.dim() < 1 or t.shape[0] != items[0].shape[0]:
             raise ValueError(f"every input must be [B, ...] with the same B; got shapes "
                              f"{[tuple(x.shape) for x in items]}")

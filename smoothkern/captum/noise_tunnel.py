@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .. import engine
 from ..api import check_strategy
 from ..backends import choose
+from ..layer_noise import check_layer_strategy
 from ..noise import check_noise_kind, check_seed
 from ..planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from ..precision import check_compute_dtype
@@ -27,6 +28,7 @@ from .baseline_draws import BaselineDraws
 from .errors import CaptumArgumentError
 from .generic import CaptumAlgorithm
 from .inputs import format_stdevs, format_target
+from .layer_noise import LayerNoiseRun
 from .replay import CaptumReplay, CaptumSums, captum_chunks
 
 CAPTUM_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -67,11 +69,12 @@ class NoiseTunnel(_captum.NoiseTunnel):
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
                   backend: str = "auto", rng: str = "captum",
                   compute_dtype: torch.dtype | None = None, prepare: bool | Sequence[str] = True,
-                  **kwargs: Any) -> Any:
+                  noise_at: nn.Module | str | None = None, **kwargs: Any) -> Any:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
         Args:
-            inputs: Tensor[B, ...] or a tuple of them (examples aligned on dim 0), floating point.
+            inputs: Tensor[B, ...] or a tuple of them (examples aligned on dim 0), floating point
+                (with ``noise_at``: whatever the model takes, integer token ids too).
             nt_type: "smoothgrad", "smoothgrad_sq", "vargrad", or smoothkern's "abs" (mean of
                 |a|) and "geomean"; a tuple of them returns a dict keyed by nt_type.
             nt_samples: noise samples per example.
@@ -101,6 +104,13 @@ class NoiseTunnel(_captum.NoiseTunnel):
             prepare: with the default rng, the native methods run a prepared copy of the model
                 (BatchNorm folded; see ``smooth_grad``'s ``prepare``); False runs the model as
                 given. rng="captum" never prepares (Captum's arithmetic, bit for bit).
+            noise_at: add the noise to this layer's output instead of the inputs (the module,
+                or its dotted path in the model) and attribute with respect to that output; the
+                wrapped algorithm must be ``LayerIntegratedGradients`` or
+                ``LayerGradientXActivation`` of that layer (IG runs from the activation of
+                ``baselines`` to the noisy activation). ``stdevs`` (one number) is σ at the
+                layer, ``noise_level`` relative to each example's activation range. Only with
+                the default rng (Captum has no counterpart to replay).
             **kwargs: the attribution method's ``attribute`` arguments: ``target``,
                 ``additional_forward_args``, ``baselines``, ``n_steps``, ``feature_mask``,
                 ``return_convergence_delta``, ...
@@ -115,6 +125,12 @@ class NoiseTunnel(_captum.NoiseTunnel):
             raise CaptumArgumentError(f"rng must be one of {RNG_MODES}, got {rng!r}")
         if rng == "captum":
             _check_captum_mode(noise, noise_level, seed, backend)
+            if noise_at is not None:
+                raise CaptumArgumentError("noise_at= has no Captum counterpart to replay: use "
+                                          "the default rng='smoothkern'")
+        if noise_at is not None and draw_baseline_from_distrib:
+            raise CaptumArgumentError("draw_baseline_from_distrib is not available with "
+                                      "noise_at=")
         noise = check_noise_kind(noise)
         seed = check_seed(0 if seed is None else seed)
         compute_dtype = check_compute_dtype(compute_dtype)
@@ -127,9 +143,14 @@ class NoiseTunnel(_captum.NoiseTunnel):
             draw_baseline_from_distrib and "baselines" in options) else None
         algorithm = self.attribution_method
         problem = build_problem(algorithm.forward_func, inputs,
-                                options.get("additional_forward_args"))
-        sds = format_stdevs(stdevs, len(problem.inputs))
+                                options.get("additional_forward_args"),
+                                integer_ok=noise_at is not None)
         choice = choose(backend, problem.x.device)
+        if noise_at is not None:
+            return self._attribute_at_layer(problem, noise_at, options, want_delta, types,
+                                            single, nt_samples, batch_size, stdevs, noise_level,
+                                            noise, seed, choice, compute_dtype)
+        sds = format_stdevs(stdevs, len(problem.inputs))
         name = native_name(algorithm, {k: v for k, v in options.items()
                                        if k not in _CALL_OPTIONS})
         # Captum's replay keeps Captum's arithmetic too: no prepared copy, Captum's IG steps
@@ -177,6 +198,32 @@ class NoiseTunnel(_captum.NoiseTunnel):
             else:
                 parts = run.split(stats[AGGREGATE_OF[t]][0].to(problem.x.dtype))
             out[t] = run.format(parts)
+        result = out[types[0]] if single else out
+        return (result, run.deltas()) if want_delta else result
+
+    def _attribute_at_layer(self, problem: Problem, noise_at: Any, options: dict[str, Any],
+                            want_delta: bool, types: tuple[str, ...], single: bool,
+                            nt_samples: int, batch_size: int | None, stdevs: Any,
+                            noise_level: Any, noise: str, seed: int, choice: Any,
+                            compute_dtype: torch.dtype | None) -> Any:
+        """``noise_at``: counter noise on the layer's clean activation, the layer algorithm's
+        arithmetic with respect to the noisy activation (:mod:`.layer_noise`)."""
+        check_layer_strategy(choice.passes)
+        run = LayerNoiseRun(self.attribution_method, problem, noise_at, options, want_delta)
+        source = CounterNoise(run.activation, run.sigma(stdevs, noise_level), seed, noise,
+                              choice.kernels.perturb)
+        dtype = run.result_dtype
+        job = engine.Job(
+            method=run.method, source=source, target=run.target, n_samples=nt_samples,
+            snapshots=(nt_samples,), aggregates=tuple(dict.fromkeys(AGGREGATE_OF[t]
+                                                                    for t in types)),
+            accumulate=choice.kernels.accumulate, passes=choice.passes,
+            samples_per_pass=batch_size or run.samples_per_pass(nt_samples),
+            accumulator_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+            compute_dtype=compute_dtype)
+        with preserved(problem.model, problem.x), run.method.session(problem.model):
+            (stats,) = engine.run(run.runner(choice.passes), job)
+        out = {t: run.format(run.split(stats[AGGREGATE_OF[t]][0].to(dtype))) for t in types}
         result = out[types[0]] if single else out
         return (result, run.deltas()) if want_delta else result
 
