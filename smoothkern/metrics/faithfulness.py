@@ -1,0 +1,420 @@
+"""Deletion and insertion curves (pixel flipping, region perturbation), in batched passes.
+
+Features are removed from the input (deletion) or added to a baseline (insertion) in the order
+of their attribution, most relevant first, and the model's score for the explained class is read
+after every step. A faithful explanation makes the deletion curve fall fast and the insertion
+curve rise fast. Every step of every example is an independent input, so all of them run in
+forward-only passes of many rows under ``torch.no_grad`` instead of one small forward per step.
+
+A step that changes no element of the input (its features already equal the baseline, e.g. black
+background pixels of a digit under the "black" baseline) has the previous step's input, so its
+score is copied rather than recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..memory import is_out_of_memory, release_cached_memory
+from ..planning import forward_measuring_saved_bytes, memory_budget
+from ..state import check_eval_mode
+
+MODES = ("deletion", "insertion")
+BASELINES = ("black", "white", "mean", "blur")
+OUTPUTS = ("softmax", "logit")
+# Forward-only rows per CPU pass: the digits CNN ran fastest per row between 256 and 1024 rows
+# (benchmarks/RESULTS.md, "Deletion curves"); larger passes fall out of cache.
+CPU_FORWARD_ROWS = 512
+# Blur baseline: Gaussian σ as a fraction of the larger image side (RISE blurs 224² images with
+# σ = 5 px, about 2.5 %); never below one pixel.
+BLUR_SIGMA_FRACTION = 0.025
+
+
+@dataclass(frozen=True)
+class PerturbationCurve:
+    """The result of ``deletion_curve`` / ``insertion_curve``.
+
+    Attributes:
+        scores (Tensor[B, steps + 1]): the model's score for the target after 0, 1, ..., steps
+            steps; column 0 is the clean input (deletion) or the baseline (insertion).
+        fraction (Tensor[steps + 1]): the fraction of features removed (inserted) at each
+            column, from 0 to 1: the curve's x axis.
+        auc (Tensor[B]): the area under each curve over ``fraction`` (trapezoidal rule), in the
+            score's units. Lower is better for deletion, higher for insertion.
+        target (LongTensor[B]): the class whose score was read.
+        mode: "deletion" or "insertion".
+        forward_rows: how many model rows were evaluated (steps that change nothing are copied).
+    """
+
+    scores: Tensor
+    fraction: Tensor
+    auc: Tensor
+    target: Tensor
+    mode: str
+    forward_rows: int
+
+
+def deletion_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
+                   target: int | Sequence[int] | Tensor | None = None, **options: Any
+                   ) -> PerturbationCurve:
+    """Removes features in order of attribution (pixel flipping), most relevant first.
+
+    With ``patch`` > 1 it is region perturbation: square regions ranked by their summed
+    attribution. Equal to Quantus's ``PixelFlipping(features_in_step=s)`` given the same
+    inputs, targets and attributions shaped like the inputs: Quantus's curve is ``scores[:, 1:]``
+    (it does not report the clean input) and its ``return_auc_per_sample`` area is
+    ``numpy.trapz(scores[:, 1:])`` (unit spacing).
+
+    Args:
+        model: a classifier returning ``[B, classes]``; in eval mode if it has BatchNorm or
+            Dropout. It is only run forward, under ``torch.no_grad``; nothing of it changes.
+        inputs (Tensor[B, ...]): the clean inputs, floating point and finite; unchanged.
+        attributions (Tensor[B, ...]): one score per feature: shaped like ``inputs``, or, for
+            images ``[B, C, H, W]``, ``[B, 1, H, W]`` or ``[B, H, W]`` (one score per pixel,
+            all channels removed together).
+        target: the class whose score is read: None (the class predicted for the clean
+            input), an int, a sequence of ints or a LongTensor[B].
+        options: see ``perturbation_curve``.
+    """
+    return perturbation_curve(model, inputs, attributions, target, mode="deletion", **options)
+
+
+def insertion_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
+                    target: int | Sequence[int] | Tensor | None = None, **options: Any
+                    ) -> PerturbationCurve:
+    """Inserts features into the baseline in order of attribution, most relevant first.
+
+    Column 0 is the baseline; the last column is the clean input. Arguments as
+    ``deletion_curve``; options as ``perturbation_curve``.
+    """
+    return perturbation_curve(model, inputs, attributions, target, mode="insertion", **options)
+
+
+def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
+                       target: int | Sequence[int] | Tensor | None = None, *,
+                       mode: str = "deletion", features_per_step: int | None = None,
+                       steps: int | None = None, patch: int | tuple[int, int] = 1,
+                       baseline: str | float | Tensor = "black", output: str = "softmax",
+                       blur_sigma: float | None = None, rows_per_pass: int | None = None,
+                       memory_limit: int | None = None) -> PerturbationCurve:
+    """Deletion or insertion curve of an attribution, all steps in batched forward passes.
+
+    Args:
+        model, inputs, attributions, target: as ``deletion_curve``.
+        mode: "deletion" (features of the input replaced by the baseline) or "insertion"
+            (features of the baseline replaced by the input).
+        features_per_step: features (patches) per step; the last step takes what is left
+            (Quantus's ``features_in_step``). Default 1 when ``steps`` is not given.
+        steps: instead, the number of steps: step k reaches ⌊k·n/steps⌋ of the n features.
+        patch: region size for images: an int or (height, width); features are then the cells
+            of a grid of such regions (smaller at the right and bottom edges when the size does
+            not divide the image), ranked by their summed attribution.
+        baseline: what a removed feature becomes: "black" (each example's minimum value,
+            Quantus's "black"), "white" (its maximum), "mean" (the mean of the clean example
+            over all its features), "blur" (a Gaussian blur of the example, images only), a
+            float, or a Tensor broadcastable to ``inputs``.
+        output: "softmax" (the target's probability, Quantus's default) or "logit".
+        blur_sigma: σ of the "blur" baseline in pixels (default 2.5 % of the larger side, at
+            least 1).
+        rows_per_pass: model rows per forward; default from the memory budget (and at most
+            ``CPU_FORWARD_ROWS`` on a CPU). Results do not depend on it beyond float rounding.
+        memory_limit: cap in bytes on the activations one pass may hold.
+
+    Ties between equal attributions are broken by position (the earlier feature first).
+
+    Returns:
+        PerturbationCurve with scores ``[B, steps + 1]``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    _check_inputs(inputs)
+    check_eval_mode(model)
+    scores_of_units, unit_of_element = _units(attributions, inputs, patch)   # [B, U], [*a]
+    n_units = scores_of_units.shape[1]
+    counts = _step_counts(n_units, features_per_step, steps).to(inputs.device)  # [T + 1]
+    base = _baseline(baseline, inputs, blur_sigma)                         # like inputs
+    order = torch.sort(scores_of_units, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_units, device=order.device).expand_as(order))
+    # Rank of the unit each element belongs to, shaped like the attributions, expanded to x.
+    a_shape = (inputs.shape[0],) + tuple(unit_of_element.shape)
+    element_rank = rank[:, unit_of_element.flatten()].reshape(a_shape).expand_as(inputs)
+
+    with torch.no_grad():
+        logits = _logits(model, inputs)
+        target = _check_target(target, logits)
+        needed = _changing_steps(inputs, base, element_rank, order.shape, counts)   # [B, T+1]
+        rows = needed.nonzero()                                               # [R, 2] (b, k)
+        per_pass = rows_per_pass or _rows_per_pass(model, inputs, memory_limit)
+        values = _evaluate(model, inputs, base, element_rank, counts, rows, target, mode, output,
+                           per_pass)                                          # [R]
+    scores = torch.zeros(needed.shape, dtype=values.dtype, device=values.device)
+    scores[rows[:, 0], rows[:, 1]] = values
+    # A step that changed nothing takes the score of the last step that did.
+    steps_index = torch.arange(needed.shape[1], device=needed.device).expand_as(needed)
+    last = torch.where(needed, steps_index, torch.zeros_like(steps_index)).cummax(1).values
+    scores = scores.gather(1, last)
+    fraction = counts.to(scores.dtype) / n_units
+    return PerturbationCurve(scores=scores, fraction=fraction, auc=curve_auc(scores, fraction),
+                             target=target, mode=mode, forward_rows=int(rows.shape[0]))
+
+
+def curve_auc(scores: Tensor, fraction: Tensor | None = None) -> Tensor:
+    """Area under curves by the trapezoidal rule.
+
+    Args:
+        scores (Tensor[B, N]): curves.
+        fraction (Tensor[N]): x positions; default evenly spaced from 0 to 1.
+
+    Returns:
+        Tensor[B].
+    """
+    if fraction is None:
+        fraction = torch.linspace(0, 1, scores.shape[1], dtype=scores.dtype, device=scores.device)
+    return torch.trapezoid(scores, fraction.to(scores.dtype), dim=1)
+
+
+def _check_inputs(inputs: Tensor) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a Tensor, got {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
+    if inputs.dim() < 2 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs must be [B, ...] with B >= 1, got {tuple(inputs.shape)}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+
+
+def _units(attributions: Tensor, inputs: Tensor, patch: int | tuple[int, int]
+           ) -> tuple[Tensor, Tensor]:
+    """Groups attribution elements into the units removed together and scores each unit.
+
+    Returns:
+        scores (Tensor[B, U]) the summed attribution per unit; unit (LongTensor[*a]) the unit of
+        each element of one example's attribution (a: its shape without the batch dimension).
+    """
+    if not isinstance(attributions, Tensor) or not attributions.is_floating_point():
+        raise TypeError("attributions must be a floating-point Tensor")
+    a = attributions.detach().to(inputs.device)
+    if inputs.dim() == 4 and a.dim() == 3:
+        a = a[:, None]
+    per_pixel = inputs.dim() == 4 and a.dim() == 4 and a.shape[1] == 1
+    if a.shape != inputs.shape and not (per_pixel and a.shape[2:] == inputs.shape[2:]
+                                        and a.shape[0] == inputs.shape[0]):
+        raise ValueError(f"attributions must be shaped like the inputs {tuple(inputs.shape)} "
+                         f"(or [B, 1, H, W] / [B, H, W] for images), got "
+                         f"{tuple(attributions.shape)}")
+    if torch.isnan(a).any():
+        raise ValueError("attributions contain NaN")
+    ph, pw = _patch_size(patch)
+    if (ph, pw) == (1, 1):
+        unit = torch.arange(a[0].numel(), device=a.device).reshape(a.shape[1:])
+        return a.flatten(1), unit
+    if inputs.dim() != 4:
+        raise ValueError(f"patch needs image inputs [B, C, H, W], got {tuple(inputs.shape)}")
+    channels, height, width = a.shape[1:]
+    if ph > height or pw > width:
+        raise ValueError(f"patch {(ph, pw)} is larger than the image ({height}, {width})")
+    rows, cols = math.ceil(height / ph), math.ceil(width / pw)
+    cell_row = torch.arange(height, device=a.device) // ph
+    cell_col = torch.arange(width, device=a.device) // pw
+    cell = cell_row[:, None] * cols + cell_col[None, :]                          # [H, W]
+    unit = torch.arange(channels, device=a.device)[:, None, None] * (rows * cols) + cell
+    scores = torch.zeros(a.shape[0], channels * rows * cols, dtype=a.dtype, device=a.device)
+    scores.index_add_(1, unit.flatten(), a.flatten(1))
+    return scores, unit
+
+
+def _patch_size(patch: int | tuple[int, int]) -> tuple[int, int]:
+    sizes = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    if len(sizes) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                              for s in sizes):
+        raise ValueError(f"patch must be a positive int or (height, width), got {patch!r}")
+    return sizes
+
+
+def _step_counts(n_units: int, features_per_step: int | None, steps: int | None) -> Tensor:
+    """Units removed after 0, 1, ..., T steps: LongTensor[T + 1] from 0 to n_units."""
+    if features_per_step is not None and steps is not None:
+        raise ValueError("give features_per_step or steps, not both")
+    if steps is None:
+        per_step = 1 if features_per_step is None else features_per_step
+        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 1:
+            raise ValueError(f"features_per_step must be a positive int, got {per_step!r}")
+        total = math.ceil(n_units / per_step)
+        return (torch.arange(total + 1) * per_step).clamp(max=n_units)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= n_units:
+        raise ValueError(f"steps must be an int within 1..{n_units} (the number of features), "
+                         f"got {steps!r}")
+    return torch.arange(steps + 1) * n_units // steps
+
+
+def _baseline(baseline: str | float | Tensor, inputs: Tensor, blur_sigma: float | None
+              ) -> Tensor:
+    """The value each feature takes when removed: Tensor shaped like ``inputs``."""
+    per_example = (inputs.shape[0],) + (1,) * (inputs.dim() - 1)
+    if isinstance(baseline, str):
+        if baseline == "black":
+            value = inputs.flatten(1).min(1).values.view(per_example)
+        elif baseline == "white":
+            value = inputs.flatten(1).max(1).values.view(per_example)
+        elif baseline == "mean":
+            value = inputs.flatten(1).mean(1).view(per_example)
+        elif baseline == "blur":
+            value = _blurred(inputs, blur_sigma)
+        else:
+            raise ValueError(f"baseline must be one of {BASELINES}, a float or a Tensor, got "
+                             f"{baseline!r}")
+        return value.expand_as(inputs)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        value = torch.tensor(float(baseline), dtype=inputs.dtype, device=inputs.device)
+    elif isinstance(baseline, Tensor):
+        value = baseline.detach().to(device=inputs.device, dtype=inputs.dtype)
+    else:
+        raise TypeError(f"baseline must be a name, a float or a Tensor, got "
+                        f"{type(baseline).__name__}")
+    if not torch.isfinite(value).all():
+        raise ValueError("baseline contains NaN or infinite values")
+    try:
+        return value.expand_as(inputs)
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {tuple(value.shape)} does not broadcast to the "
+                         f"inputs {tuple(inputs.shape)}") from None
+
+
+def _blurred(inputs: Tensor, sigma: float | None) -> Tensor:
+    """Gaussian blur per channel with reflected borders. inputs (Tensor[B, C, H, W])."""
+    if inputs.dim() != 4:
+        raise ValueError(f"the 'blur' baseline needs images [B, C, H, W], got "
+                         f"{tuple(inputs.shape)}")
+    height, width = inputs.shape[2:]
+    if sigma is None:
+        sigma = max(1.0, BLUR_SIGMA_FRACTION * max(height, width))
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise ValueError(f"blur_sigma must be positive, got {sigma}")
+    radius = min(math.ceil(3 * sigma), height - 1, width - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=inputs.dtype, device=inputs.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = inputs.shape[1]
+    x = F.pad(inputs, (radius, radius, radius, radius), mode="reflect") if radius else inputs
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def _logits(model: nn.Module, inputs: Tensor) -> Tensor:
+    out = model(inputs)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits shaped [B, classes] = "
+                         f"[{inputs.shape[0]}, classes], got {shape}")
+    return out
+
+
+def _check_target(target: Any, logits: Tensor) -> Tensor:
+    """LongTensor[B] of classes; None is the class predicted for the clean input."""
+    batch, classes = logits.shape
+    if target is None:
+        return logits.argmax(1)
+    if isinstance(target, bool):
+        raise TypeError("target must be an int, a sequence of ints or a LongTensor, not bool")
+    if isinstance(target, int):
+        target = torch.full((batch,), target, dtype=torch.int64)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must be an integer tensor, got dtype {target.dtype}")
+        target = target.expand(batch) if target.dim() == 0 else target
+    elif isinstance(target, Sequence) and not isinstance(target, str):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise TypeError(f"target must be ints, got {target!r}")
+        target = torch.tensor(list(target), dtype=torch.int64)
+    else:
+        raise TypeError(f"target must be None, an int, a sequence of ints or a LongTensor, got "
+                        f"{type(target).__name__}")
+    if target.shape != (batch,):
+        raise ValueError(f"target must be an int or have shape [{batch}], got "
+                         f"{tuple(target.shape)}")
+    target = target.to(device=logits.device, dtype=torch.int64)
+    if ((target < 0) | (target >= classes)).any():
+        raise ValueError(f"target out of range: the model has {classes} classes, got "
+                         f"{target.tolist()}")
+    return target
+
+
+def _changing_steps(inputs: Tensor, base: Tensor, element_rank: Tensor,
+                    units_shape: torch.Size, counts: Tensor) -> Tensor:
+    """BoolTensor[B, T + 1]: the steps whose input differs from the previous step's (and 0).
+
+    Deletion and insertion change the same elements at a step, so one answer serves both.
+    """
+    batch, n_units = units_shape
+    differs = (inputs != base).flatten(1)                                  # [B, E]
+    unit_differs = torch.zeros(batch, n_units, dtype=torch.int64, device=inputs.device)
+    unit_differs.scatter_add_(1, element_rank.flatten(1), differs.long())  # indexed by rank
+    changed_before = F.pad(unit_differs.cumsum(1), (1, 0))                 # [B, U + 1]
+    changed_after = changed_before[:, counts]                               # [B, T + 1]
+    needed = torch.ones_like(changed_after, dtype=torch.bool)
+    needed[:, 1:] = changed_after[:, 1:] > changed_after[:, :-1]
+    return needed
+
+
+def _rows_per_pass(model: nn.Module, inputs: Tensor, memory_limit: int | None) -> int:
+    """Rows per forward: the activation budget over one row's activations (an upper bound:
+    measured as what autograd would save), at most ``CPU_FORWARD_ROWS`` on a CPU."""
+    if memory_limit is not None and (isinstance(memory_limit, bool) or
+                                     not isinstance(memory_limit, int) or memory_limit < 1):
+        raise ValueError(f"memory_limit must be a positive int (bytes), got {memory_limit!r}")
+    _, row_bytes = forward_measuring_saved_bytes(model, inputs[:1])
+    budget = memory_budget(inputs.device)
+    if memory_limit is not None:
+        budget = min(budget, memory_limit)
+    rows = budget // max(1, row_bytes + 2 * inputs[0].numel() * inputs.element_size())
+    if inputs.device.type == "cpu":
+        rows = min(rows, CPU_FORWARD_ROWS)
+    return max(1, rows)
+
+
+def _evaluate(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tensor,
+              counts: Tensor, rows: Tensor, target: Tensor, mode: str, output: str,
+              per_pass: int) -> Tensor:
+    """The target's score for each (example, step) row. rows (LongTensor[R, 2]) → Tensor[R]."""
+    if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
+        raise ValueError(f"rows_per_pass must be a positive int, got {per_pass!r}")
+    values, start = [], 0
+    while start < rows.shape[0]:
+        chunk = rows[start:start + per_pass]
+        try:
+            values.append(_score_rows(model, inputs, base, element_rank, counts, chunk, target,
+                                      mode, output))
+        except Exception as err:  # noqa: BLE001 - re-raised unless it is an out-of-memory
+            if not is_out_of_memory(err) or per_pass == 1:
+                raise
+            release_cached_memory(inputs.device)
+            per_pass = max(1, per_pass // 2)
+            continue
+        start += chunk.shape[0]
+    return torch.cat(values)
+
+
+def _score_rows(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tensor,
+                counts: Tensor, chunk: Tensor, target: Tensor, mode: str, output: str
+                ) -> Tensor:
+    example, step = chunk[:, 0], chunk[:, 1]
+    shape = (-1,) + (1,) * (inputs.dim() - 1)
+    removed = element_rank[example] < counts[step].view(shape)
+    if mode == "deletion":
+        perturbed = torch.where(removed, base[example], inputs[example])
+    else:
+        perturbed = torch.where(removed, inputs[example], base[example])
+    logits = model(perturbed)
+    scores = logits.softmax(1) if output == "softmax" else logits
+    return scores.gather(1, target[example][:, None])[:, 0]
