@@ -1,7 +1,225 @@
-"""NoiseGrad and FusionGrad: attributions averaged over noisy copies of the model's weights."""
+"""NoiseGrad and FusionGrad: attributions averaged over noisy copies of the model's weights.
+
+NoiseGrad (Bykov et al., 2022) explains with ``n_models`` draws of the weights,
+w · (1 + weight_noise · ε); FusionGrad adds ``n_samples`` noisy inputs per draw. Here the
+draws are counter-based (:mod:`smoothkern.weight_noise.draws`), the model runs on them through
+functional calls (the caller's parameters are never written), several draws share a pass when
+the memory budget holds them, and the n_models · n_samples attributions are reduced by the
+engine's streaming statistics.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
 
-def noise_grad(*args, **kwargs):
-    raise NotImplementedError("being built")
+import torch
+from torch import Tensor, nn
+
+from . import backends as backend_registry
+from . import engine
+from .api import (
+    _check_snapshots,
+    _check_target,
+    check_accumulator_dtype,
+    check_count,
+    check_eps,
+    check_example_index,
+    check_inputs,
+    check_memory_limit,
+    clean_forward,
+)
+from .methods import AttributionMethod, resolve_method
+from .noise import check_noise_kind, check_seed, plan_sigma
+from .precision import check_compute_dtype
+from .sources import CounterNoise
+from .state import check_eval_mode, preserved
+from .stats import check_aggregates
+from .weight_noise.draws import NOISE_KINDS, WeightDraws
+from .weight_noise.method import OnDrawnWeights
+from .weight_noise.planning import choose_attributions_per_pass
+from .weight_noise.source import WeightNoiseSource
+
+# smooth_grad keywords that have no meaning here, with the reason given when one is passed.
+_NOT_HERE = {
+    "tolerance": "adaptive counts would stop examples inside a model's samples",
+    "prepare": "a prepared copy (BatchNorm folded) has other weights than the ones noised",
+    "compile": "the model runs through functional calls on drawn weights",
+}
+
+
+def noise_grad(
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Sequence[int] | Tensor | None = None,
+    *,
+    n_models: int = 10,
+    weight_noise: float = 0.2,
+    noise_kind: str = "multiplicative",
+    n_samples: int = 1,
+    noise_level: float | Sequence[float] | None = 0.0,
+    stdevs: float | Sequence[float] | Tensor | None = None,
+    noise: str = "gaussian",
+    aggregate: str | Sequence[str] = "mean",
+    method: str | AttributionMethod = "gradient",
+    samples_per_pass: int | None = None,
+    snapshots: Sequence[int] | None = None,
+    seed: int = 0,
+    eps: float = 1e-10,
+    backend: str | backend_registry.Backend = "auto",
+    accumulator_dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    memory_limit: int | None = None,
+    example_index: int | Sequence[int] | Tensor | None = None,
+    progress: bool = False,
+    **method_options: Any,
+) -> Tensor | dict[str, Tensor]:
+    """NoiseGrad (weight noise) and FusionGrad (weight and input noise) in batched passes.
+
+    Every parameter element of model draw d is w · (1 + weight_noise · ε) ("multiplicative")
+    or w + weight_noise · ε ("additive"), ε standard Gaussian, a pure function of (seed, d,
+    parameter, element). Each draw explains ``n_samples`` inputs: the clean input when there is
+    no input noise (NoiseGrad), else noisy copies drawn as ``smooth_grad`` draws them
+    (FusionGrad; draw d takes input samples d·n_samples .. (d+1)·n_samples - 1, so
+    ``n_models=1, weight_noise=0`` is ``smooth_grad`` with the same seed). The statistics are
+    over all n_models · n_samples attributions.
+
+    Args:
+        model: a classifier returning logits ``[B, classes]``; in eval mode if it has
+            BatchNorm/Dropout. Never changed: its parameters are read, the drawn weights run
+            through functional calls; buffers (BatchNorm statistics) are used as they are.
+        inputs (Tensor[B, ...]): clean inputs, floating point, finite.
+        target: the class to explain: None (the class the unperturbed model predicts for the
+            clean input), an int, or a LongTensor[B] / list of B ints.
+        n_models: weight draws.
+        weight_noise: the weights' noise scale, ≥ 0 (relative to each weight for
+            "multiplicative", absolute for "additive"); 0 leaves the weights as they are.
+        noise_kind: "multiplicative" (NoiseGrad's) or "additive".
+        n_samples: input samples per weight draw (FusionGrad's m); above 1 it needs input noise.
+        noise_level: input noise σ_b = noise_level · (max x_b − min x_b), as ``smooth_grad``;
+            0.0: none. A sequence is a sweep (result gains a leading dim S; every level shares
+            the weight draws and the input draws).
+        stdevs: absolute input σ instead: float, Tensor[B], sequence (sweep) or Tensor[S, B].
+        noise: the input noise, "gaussian" or "uniform" (the weight noise is Gaussian).
+        aggregate: "mean" (NoiseGrad/FusionGrad), "abs", "sq", "var", "geomean", "sem",
+            "count" (LongTensor[B], n_models · n_samples), or a tuple of them (returns a dict).
+        method: "gradient", "saliency", "input_x_gradient", "integrated_gradients",
+            "guided_backprop", "grad_cam", "guided_grad_cam" or an :class:`AttributionMethod`;
+            its options as keywords (``n_steps=20``, ``layer="layer4"``).
+        samples_per_pass: attributions per example in one pass (draws × input samples; a
+            multiple of ``n_samples`` batches whole draws); None: from the memory budget.
+            Results do not depend on it.
+        snapshots: model counts (each within 1..n_models) at which the running result is also
+            returned, as a leading dim; snapshot k equals a run with ``n_models=k``.
+        seed: the noise streams, 0 ≤ seed < 2**64 (inputs: the seed; weights: another key made
+            from it).
+        eps: floor inside the geometric mean's log(|a| + eps).
+        backend: "auto", a kernel set ("torch", "cpp", "triton", "cuda"; they draw the input and
+            weight noise) or "loop" (one attribution per pass, statistics from all of them in
+            float64: the reference).
+        accumulator_dtype: float32 (default) or float64 running statistics.
+        compute_dtype: None, torch.bfloat16 or torch.float16: the passes run under autocast.
+        memory_limit: bytes one pass may hold: saved activations plus the drawn weights.
+        example_index: the examples' indices in the caller's data, keying the input noise (as in
+            ``smooth_grad``); the weight draws are shared by all examples.
+        progress: show a tqdm bar over attributions.
+
+    Returns:
+        Tensor[(P,) (S,) B, *attribution_shape] in ``accumulator_dtype``, or a dict of them
+        ("count": LongTensor[(P,) B]).
+
+    Raises:
+        ValueError / TypeError: bad arguments, before any pass; the caller's model comes back
+            unchanged (parameters, flags, hooks, .grad) also after an error.
+    """
+    for name, reason in _NOT_HERE.items():
+        if name in method_options:
+            raise TypeError(f"noise_grad takes no {name}=: {reason}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_inputs(inputs)
+    n_models = check_count(n_models, "n_models")
+    n_samples = check_count(n_samples, "n_samples")
+    if samples_per_pass is not None:
+        samples_per_pass = check_count(samples_per_pass, "samples_per_pass")
+    weight_noise = check_weight_noise(weight_noise)
+    if noise_kind not in NOISE_KINDS:
+        raise ValueError(f"unknown noise_kind {noise_kind!r}; choose one of {NOISE_KINDS}")
+    noise = check_noise_kind(noise)
+    names, single = check_aggregates(aggregate)
+    seed = check_seed(seed)
+    check_eps(eps)
+    check_accumulator_dtype(accumulator_dtype)
+    compute_dtype = check_compute_dtype(compute_dtype)
+    memory_limit = check_memory_limit(memory_limit)
+    index = check_example_index(example_index, inputs.shape[0], inputs.device)
+    model_counts = _check_snapshots(snapshots, n_models)
+    x = inputs.detach()
+    if stdevs is not None and isinstance(noise_level, (int, float)) and noise_level == 0:
+        noise_level = None                    # the default gives way to stdevs
+    sigma, sweep = plan_sigma(x, noise_level, stdevs)
+    if n_samples > 1 and not bool((sigma > 0).any()):
+        raise ValueError(f"n_samples={n_samples} without input noise would repeat each model's "
+                         "attribution; give noise_level or stdevs (FusionGrad), or n_samples=1")
+    method_obj = resolve_method(method, **method_options)
+    choice = _choose_backend(backend, x.device)
+    check_eval_mode(model)
+    draws = WeightDraws(model, weight_noise, noise_kind, seed, choice.kernels.perturb)
+    _check_devices(draws, x.device)
+    with preserved(model, inputs):
+        wrapped = OnDrawnWeights(method_obj, model, draws)
+        logits, row_bytes = clean_forward(model, x)
+        target = logits.argmax(dim=1) if target is None else target
+        target = _check_target(target, x.shape[0], logits.shape[1], x.device)
+        rows_per_attribution = sigma.shape[0] * x.shape[0] * max(1, method_obj.rows_per_sample)
+        per_pass = samples_per_pass or choose_attributions_per_pass(
+            rows_per_attribution, n_models, n_samples, row_bytes, draws.bytes_per_draw,
+            x.device, memory_limit, batch_models=wrapped.vmap_draws)
+        job = engine.Job(
+            method=wrapped,
+            source=WeightNoiseSource(
+                CounterNoise(x, sigma, seed, noise, choice.kernels.perturb, index), n_samples),
+            target=target, n_samples=n_models * n_samples,
+            snapshots=tuple(k * n_samples for k in model_counts) + (
+                () if model_counts[-1] == n_models else (n_models * n_samples,)),
+            aggregates=names, accumulate=choice.kernels.accumulate, passes=choice.passes,
+            samples_per_pass=per_pass, accumulator_dtype=accumulator_dtype, eps=float(eps),
+            compute_dtype=compute_dtype)
+        try:
+            with wrapped.session(model):
+                results = engine.run(model, job, progress)
+        finally:
+            draws.release()
+    return engine.shape_results(results, names, sweep=sweep,
+                                returned_snapshots=len(model_counts) if snapshots is not None
+                                else 0, single_aggregate=single)
+
+
+def check_weight_noise(value: Any) -> float:
+    """A finite, non-negative noise scale."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"weight_noise must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"weight_noise must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _choose_backend(backend: Any, device: torch.device) -> backend_registry.Choice:
+    if isinstance(backend, backend_registry.Backend):
+        return backend_registry.Choice(backend, "batched")
+    if backend == "vmap":
+        raise ValueError("backend 'vmap' (vmap over rows) is not offered by noise_grad: its "
+                         "batched passes already vmap over the model draws; use 'auto', a "
+                         "kernel set or 'loop'")
+    return backend_registry.choose(backend, device)
+
+
+def _check_devices(draws: WeightDraws, device: torch.device) -> None:
+    for p in draws.parameters:
+        if p.value.device != device:
+            raise ValueError(f"parameter {p.name!r} is on {p.value.device}, the inputs on "
+                             f"{device}: move the model and the inputs to one device")
+
+
+__all__ = ["noise_grad"]

@@ -1,0 +1,11 @@
+"""Weight noise for NoiseGrad/FusionGrad (:func:`smoothkern.noise_grad`): counter-based weight
+draws, the engine's source and method for them, and the reference copy of one drawn model."""
+
+from __future__ import annotations
+
+from .draws import NOISE_KINDS, WEIGHT_KEY_MIX, WeightDraws, drawn_model, weight_key
+from .method import OnDrawnWeights, StackedDraws
+from .source import WeightNoiseSource
+
+__all__ = ["NOISE_KINDS", "WEIGHT_KEY_MIX", "OnDrawnWeights", "StackedDraws", "WeightDraws",
+           "WeightNoiseSource", "drawn_model", "weight_key"]

@@ -1,0 +1,156 @@
+"""Counter-based weight noise: the drawn parameters of model draw d, a pure function of
+(seed, d, parameter, element).
+
+The weight-noise contract
+-------------------------
+Parameter ``p`` is the p-th entry of ``model.named_parameters()`` (tied parameters count once and
+stay tied); element ``j`` is its flat index. Its standard draw for model ``d`` is the noise
+contract's Gaussian (:mod:`smoothkern.noise`) with
+
+    key     = seed XOR WEIGHT_KEY_MIX                 (another stream than the input noise's)
+    counter = (j, d, p, 0)                            (element, model draw, parameter)
+
+so drawn weights are exactly what any kernel set's ``perturb`` gives for ``x = w.view(1, -1)``,
+samples ``d``, example index ``p``. The drawn weight is
+
+    multiplicative:  w + (weight_noise · w) · ε       = w · (1 + weight_noise · ε)
+    additive:        w + weight_noise · ε
+
+computed in float32 (``float(w) + σ · ε``, then cast to the parameter's dtype). A draw never
+depends on how many draws are taken together, on chunking, backend or device. Input noise keeps
+its own key (the seed), so FusionGrad's input and weight noise are independent streams.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..backends.registry import PerturbFn
+from ..noise import MAX_COUNTER, perturb_reference, standard_noise
+
+NOISE_KINDS = ("multiplicative", "additive")
+# The golden-ratio constant of splitmix64: never 0, so the weight key differs from the seed.
+WEIGHT_KEY_MIX = 0x9E3779B97F4A7C15
+
+
+def weight_key(seed: int) -> int:
+    """The 64-bit Philox key of the weight noise for a call's ``seed``."""
+    return seed ^ WEIGHT_KEY_MIX
+
+
+@dataclass(frozen=True)
+class NoisedParameter:
+    """One parameter the noise reaches.
+
+    Attributes:
+        name: its name in ``model.named_parameters()``.
+        index: p, its position there (the counter word that keys its draws).
+        value: the caller's tensor (read, never written).
+    """
+
+    name: str
+    index: int
+    value: Tensor
+
+
+class WeightDraws:
+    """Draws the noisy parameters of model draws ``start .. start+count-1``.
+
+    Args:
+        model: the caller's model (its parameters are read, never written).
+        weight_noise: the noise scale (relative for "multiplicative", absolute for "additive").
+        kind: "multiplicative" or "additive".
+        seed: the call's seed (the weight key is :func:`weight_key` of it).
+        perturb: a kernel set's ``perturb`` op.
+    """
+
+    def __init__(self, model: nn.Module, weight_noise: float, kind: str, seed: int,
+                 perturb: PerturbFn = perturb_reference) -> None:
+        self.weight_noise, self.kind, self.seed, self.perturb = weight_noise, kind, seed, perturb
+        self.parameters = noised_parameters(model) if weight_noise > 0 else ()
+        self._cached: tuple[int, int, dict[str, Tensor]] | None = None
+
+    @property
+    def bytes_per_draw(self) -> int:
+        """Bytes one draw of every noised parameter holds."""
+        return sum(p.value.numel() * p.value.element_size() for p in self.parameters)
+
+    def stacked(self, start: int, count: int) -> dict[str, Tensor]:
+        """{name: Tensor[count, *shape]}: draws ``start .. start+count-1`` of each parameter.
+
+        The last range drawn is kept, so a later range inside it (a chunk split after an
+        out-of-memory error, or one model's samples spread over passes) is a view, not a redraw.
+        """
+        if start + count > MAX_COUNTER:
+            raise ValueError(f"model draws reach {start + count} > 2**32 (a 32-bit counter word)")
+        if self._cached is not None:
+            first, held, values = self._cached
+            if first <= start and start + count <= first + held:
+                lo = start - first
+                return {name: value[lo:lo + count] for name, value in values.items()}
+        self._cached = None                       # free the old draws before making new ones
+        values = {p.name: self._draw(p, start, count) for p in self.parameters}
+        self._cached = (start, count, values)
+        return values
+
+    def release(self) -> None:
+        """Drops the kept draws."""
+        self._cached = None
+
+    def _draw(self, param: NoisedParameter, start: int, count: int) -> Tensor:
+        w = param.value.detach()
+        flat = w.reshape(1, -1)
+        if self.kind == "multiplicative":
+            sigma = (self.weight_noise * flat.float()).view(1, 1, -1)
+        else:
+            sigma = torch.full((1, 1), self.weight_noise, dtype=torch.float32, device=w.device)
+        index = torch.tensor([param.index], dtype=torch.int64, device=w.device)
+        with torch.no_grad():
+            rows = self.perturb(flat, sigma, weight_key(self.seed), start, count, "gaussian",
+                                example_index=index)
+        return rows.view(count, *w.shape)
+
+
+def noised_parameters(model: nn.Module) -> tuple[NoisedParameter, ...]:
+    """The model's parameters in ``named_parameters()`` order, each with its counter index.
+
+    Raises:
+        ValueError: the model has no parameters, or a parameter that is not a real floating
+            point tensor.
+    """
+    found = tuple(NoisedParameter(name, index, value)
+                  for index, (name, value) in enumerate(model.named_parameters()))
+    if not found:
+        raise ValueError("the model has no parameters: weight noise has nothing to perturb "
+                         "(use smooth_grad for input noise alone)")
+    for p in found:
+        if not p.value.is_floating_point():
+            raise ValueError(f"parameter {p.name!r} has dtype {p.value.dtype}: weight noise "
+                             "needs real floating point parameters")
+    return found
+
+
+def drawn_model(model: nn.Module, draw: int, *, weight_noise: float = 0.2,
+                noise_kind: str = "multiplicative", seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` holding the weights of model draw ``draw``, pure torch.
+
+    The reference of the weight-noise contract (``noise.standard_noise``, no kernel set), and a
+    way to look at one member of the ensemble ``noise_grad`` averages over. The caller's model
+    is not changed.
+    """
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for index, (_, param) in enumerate(copied.named_parameters()):
+            element = torch.arange(param.numel(), dtype=torch.int64, device=param.device)
+            z = standard_noise(weight_key(seed),
+                               torch.tensor(index, dtype=torch.int64, device=param.device),
+                               torch.tensor(draw, dtype=torch.int64, device=param.device),
+                               element).view(param.shape)
+            w = param.float()
+            sigma = weight_noise * w if noise_kind == "multiplicative" else weight_noise
+            param.copy_((w + sigma * z).to(param.dtype))
+    return copied

@@ -1,0 +1,41 @@
+"""The engine's noise source for NoiseGrad/FusionGrad: input noise plus the model draw of each
+row.
+
+The engine counts samples t = 0 .. n_models·n_samples - 1 per example. Sample t is input sample
+``t mod n_samples`` of model draw ``t div n_samples``, and its input noise is sample t of the
+counter stream: model 0's inputs are exactly smooth_grad's samples 0 .. n_samples-1, and every
+model draw gets fresh input noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..sources import Chunk, CounterNoise, NoiseSource
+
+
+class WeightNoiseSource(NoiseSource):
+    """Rows of ``inputs`` (noisy or not) with the model draw each row belongs to.
+
+    Args:
+        inputs: the input noise (a :class:`CounterNoise`, σ = 0 for NoiseGrad alone).
+        n_samples: input samples per model draw.
+
+    The chunk's extra ``model_draw`` (LongTensor[count·S·B]) is the draw of each row; the
+    method (:class:`smoothkern.weight_noise.method.OnDrawnWeights`) runs each row on it.
+    """
+
+    def __init__(self, inputs: CounterNoise, n_samples: int) -> None:
+        self.inputs, self.n_samples = inputs, n_samples
+        self.levels, self.batch = inputs.levels, inputs.batch
+
+    def draw(self, start: int, count: int) -> Chunk:
+        chunk = self.inputs.draw(start, count)
+        samples = torch.arange(start, start + count, dtype=torch.int64, device=chunk.rows.device)
+        per_sample = self.levels * self.batch
+        model_draw = (samples // self.n_samples).repeat_interleave(per_sample)
+        return Chunk(start, count, chunk.rows, {"model_draw": model_draw})
+
+    def subset(self, index: Tensor) -> WeightNoiseSource:
+        return WeightNoiseSource(self.inputs.subset(index), self.n_samples)
