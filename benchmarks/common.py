@@ -12,9 +12,36 @@ from smoothkern.bench import interleaved_medians, machine_info, machine_line
 from smoothkern.models.cifar import CifarResNet
 from smoothkern.models.mnist import MnistCNN
 
+
+
+class SmallResNet(nn.Module):
+    """A small residual CNN (16-channel stem, two BatchNorm residual blocks, pool, linear) on
+    3×32×32: a model cheap enough that the engine's own work (noise, statistics, Python per
+    pass) shows next to the model's passes."""
+
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
+                          nn.BatchNorm2d(width), nn.ReLU(),
+                          nn.Conv2d(width, width, 3, padding=1, bias=False),
+                          nn.BatchNorm2d(width))
+            for _ in range(2))
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = torch.relu(h + block(h))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mnist_cnn": (MnistCNN, (1, 28, 28)),
     "cifar_resnet18": (CifarResNet, (3, 32, 32)),
+    "small_resnet": (SmallResNet, (3, 32, 32)),
 }
 
 

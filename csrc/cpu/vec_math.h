@@ -20,12 +20,20 @@
 #define SMOOTHKERN_CPU_CLONES
 #endif
 
+// GCC does not inline a plain function into a target_clones clone on its own (the call stays,
+// and the loop around it stays scalar); forcing it keeps the element loops vectorised.
+#if defined(__GNUC__) || defined(__clang__)
+#define SMOOTHKERN_VEC_INLINE inline __attribute__((always_inline))
+#else
+#define SMOOTHKERN_VEC_INLINE inline
+#endif
+
 namespace smoothkern {
 
 // Natural log for finite x > 0 as straight-line float code, so the element loop vectorises
 // (std::log is an opaque call). Range reduction to m in [sqrt(1/2), sqrt(2)) and the minimax
 // polynomial of Moshier's Cephes logf; within 2 ulp of std::log (tests/test_kernels_accumulate.py).
-inline float log_f32(float x) {
+SMOOTHKERN_VEC_INLINE float log_f32(float x) {
   const bool tiny = x < FLT_MIN;  // subnormal: scale into the normal range first
   const float xs = tiny ? x * 8388608.0f : x;  // 2**23
   uint32_t bits;
@@ -61,7 +69,7 @@ inline float log_f32(float x) {
 
 // cos(t) for t = fl(2*pi*u), u in [0, 1): the Box-Muller angle. Folds t into [0, pi/2] with
 // exact subtractions (Sterbenz) plus the low word of pi, then Cephes' sin/cos polynomials.
-inline float cos_angle_f32(float t) {
+SMOOTHKERN_VEC_INLINE float cos_angle_f32(float t) {
   constexpr float kTwoPiHi = 6.28318548f, kTwoPiLo = -1.74845553e-7f;
   constexpr float kPiHi = 3.14159274f, kPiLo = -8.74227766e-8f;
   constexpr float kHalfPiHi = 1.57079637f, kHalfPiLo = -4.37113883e-8f;
