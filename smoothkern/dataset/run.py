@@ -307,7 +307,7 @@ def _device(model: nn.Module, device: Any) -> tuple[torch.device, nn.Module]:
 def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_size
                 ) -> tuple[Store, list[int], bool]:
     """Rank 0 prepares the store and finds the chunks left; every rank learns the outcome."""
-    outcome: Any
+    outcome: Any = None
     if ranks.leader:
         try:
             store = Store.prepare(out, plan.job, plan.layout, info, resume=resume,

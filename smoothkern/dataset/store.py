@@ -149,8 +149,9 @@ class Store:
                              f"writes format {FORMAT}")
         diff = differences(stored["job"], plain(dict(job)))
         wanted_layout = plain(dict(layout))
-        diff += [d for d in differences(stored["layout"], wanted_layout)
-                 if not d.startswith("chunk_size")]
+        if not diff:  # the layout follows from the job: its differences only when the job's agree
+            diff = [d for d in differences(stored["layout"], wanted_layout)
+                    if not d.startswith("chunk_size")]
         if diff:
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise StoreError(f"the store holds another job ({shown}); write to another path or "
