@@ -1,0 +1,431 @@
+"""Distribution shifts for digit images: colour, weighted grayscale, rotation, and the MNIST-C
+corruptions motion blur, fog and zigzag.
+
+Every shift takes images ``x (Tensor[B, C, H, W])`` with pixels in [0, 1] (the bundled digits,
+real MNIST) and returns new images; the input is never changed. Its random choices (a tint, an
+angle, a fog pattern) are drawn per image from a generator keyed by ``(seed, shift, example
+index)``, so image k is shifted the same way in any batch: ``shift(x, seed)[k]`` equals
+``shift(x[k:k+1], seed, example_index=k)[0]``.
+
+The MNIST-C corruptions follow the definitions of Mu & Gilmer, *MNIST-C: A Robustness Benchmark
+for Computer Vision* (2019), at the severity the published data set uses for each (motion blur:
+ImageMagick's motion blur with radius 10, sigma 3, angle uniform in ±45°; fog: a plasma fractal
+of strength 3.0 and decay 1.4; zigzag: a zigzag line of the paper's shape at a random height).
+Here they are re-implemented in numpy/torch (no ImageMagick), so the draws differ from the
+published files; :mod:`smoothkern.data.mnist_c` loads those when you have them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ExampleIndex = int | Sequence[int] | Tensor | None
+
+TINTS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+# RGB → gray weightings: ITU-R BT.601 luma (PIL, OpenCV), BT.709 luma (sRGB), and the plain mean.
+GRAYSCALE_WEIGHTS = {"bt601": (0.299, 0.587, 0.114), "bt709": (0.2126, 0.7152, 0.0722),
+                     "mean": (1 / 3, 1 / 3, 1 / 3)}
+ROTATION_DEGREES = 90.0
+# MNIST-C's settings (the severity each corruption has in the published data set).
+MOTION_BLUR_RADIUS, MOTION_BLUR_SIGMA, MOTION_BLUR_DEGREES = 10, 3.0, 45.0
+FOG_STRENGTH, FOG_DECAY, FOG_MAP_SIZE = 3.0, 1.4, 256
+ZIGZAG_LENGTH, ZIGZAG_WIDTH = 2.0, 2.0
+# Keeps the per-image draws of different shifts independent at the same seed.
+_SALTS = {"coloured": 1, "weighted_grayscale": 2, "rotate": 3, "motion_blur": 4, "fog": 5,
+          "zigzag": 6}
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks and per-image generators
+
+
+def _check_images(x: Tensor, name: str, channels: tuple[int, ...] = (1, 3)) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: images must be a Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] not in channels:
+        allowed = " or ".join(str(c) for c in channels)
+        raise ValueError(f"{name}: expected images [B, {allowed}, H, W], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected floating-point pixels in [0, 1], got {x.dtype}")
+
+
+def _indices(example_index: ExampleIndex, batch: int) -> list[int]:
+    if example_index is None:
+        return list(range(batch))
+    if isinstance(example_index, int) and not isinstance(example_index, bool):
+        if example_index < 0:
+            raise ValueError(f"example_index must be >= 0, got {example_index}")
+        return list(range(example_index, example_index + batch))
+    if isinstance(example_index, Tensor):
+        if example_index.is_floating_point() or example_index.dim() != 1:
+            raise ValueError("example_index must be an int or a 1-D integer tensor, got "
+                             f"{example_index.dtype} {tuple(example_index.shape)}")
+        index = example_index.tolist()
+    else:
+        index = [int(i) for i in example_index]
+    if len(index) != batch:
+        raise ValueError(f"example_index has {len(index)} entries for {batch} images")
+    if index and min(index) < 0:
+        raise ValueError(f"example_index must be >= 0, got {min(index)}")
+    return index
+
+
+def _generators(seed: int, shift: str, example_index: ExampleIndex,
+                batch: int) -> list[np.random.Generator]:
+    """One numpy generator per image, keyed by (seed, shift, example index)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    salt = _SALTS[shift]
+    return [np.random.default_rng([int(seed), salt, i]) for i in _indices(example_index, batch)]
+
+
+def to_rgb(x: Tensor) -> Tensor:
+    """Gray images (Tensor[B, 1, H, W]) → Tensor[B, 3, H, W], the gray value in every channel;
+    RGB images come back as a copy."""
+    _check_images(x, "to_rgb")
+    return x.expand(-1, 3, -1, -1).clone() if x.shape[1] == 1 else x.clone()
+
+
+def _gray(x: Tensor) -> Tensor:
+    """[B, C, H, W] → [B, 1, H, W]: the image itself, or the mean of a 3-channel image."""
+    return x if x.shape[1] == 1 else x.mean(1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# colour and grayscale
+
+
+def coloured(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+    """Draws each digit in one colour: red, green or blue, chosen per image.
+
+    Args:
+        x (Tensor[B, 1 or 3, H, W]): gray images in [0, 1] (a 3-channel image's mean is used).
+        seed: the draws' seed (>= 0).
+        example_index: the images' indices in their data set (an int offset, or B indices);
+            default 0..B-1.
+
+    Returns:
+        Tensor[B, 3, H, W]: the gray value in the chosen channel, zero in the other two.
+    """
+    _check_images(x, "coloured")
+    tints = torch.tensor(list(TINTS.values()), dtype=x.dtype, device=x.device)
+    picks = [int(g.integers(len(TINTS))) for g in _generators(seed, "coloured", example_index,
+                                                                 len(x))]
+    return _gray(x) * tints[picks].view(-1, 3, 1, 1)
+
+
+def weighted_grayscale(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+    """RGB → gray with one of three channel weightings per image (BT.601, BT.709, mean).
+
+    A coloured digit turns into a dimmer gray one (a red stroke keeps 0.299 of its brightness
+    under BT.601); a gray image is its own grayscale, so RGB input is required.
+
+    Args:
+        x (Tensor[B, 3, H, W]): RGB images in [0, 1], e.g. from :func:`coloured`.
+        seed, example_index: as in :func:`coloured`.
+
+    Returns:
+        Tensor[B, 3, H, W]: the weighted gray value in all three channels.
+    """
+    _check_images(x, "weighted_grayscale", channels=(3,))
+    weights = torch.tensor(list(GRAYSCALE_WEIGHTS.values()), dtype=x.dtype, device=x.device)
+    picks = [int(g.integers(len(GRAYSCALE_WEIGHTS)))
+             for g in _generators(seed, "weighted_grayscale", example_index, len(x))]
+    gray = (x * weights[picks].view(-1, 3, 1, 1)).sum(1, keepdim=True)
+    return gray.expand(-1, 3, -1, -1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# rotation
+
+
+def rotation_angles(seed: int, batch: int, example_index: ExampleIndex = None,
+                    max_degrees: float = ROTATION_DEGREES) -> Tensor:
+    """The angles :func:`rotate` uses: Tensor[B] of degrees, uniform in ±max_degrees."""
+    return torch.tensor([g.uniform(-max_degrees, max_degrees)
+                         for g in _generators(seed, "rotate", example_index, batch)],
+                        dtype=torch.float64)
+
+
+def rotate(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
+           max_degrees: float = ROTATION_DEGREES) -> Tensor:
+    """Rotates each image about its centre by an angle uniform in ±``max_degrees``.
+
+    Bilinear interpolation; what rotates in from outside the image is black (0).
+
+    Args:
+        x (Tensor[B, C, H, W]): images in [0, 1].
+        seed, example_index: as in :func:`coloured`.
+        max_degrees: the largest rotation either way (0 ≤ max_degrees ≤ 180).
+
+    Returns:
+        Tensor[B, C, H, W].
+    """
+    _check_images(x, "rotate", channels=(1, 3))
+    if not 0 <= max_degrees <= 180:
+        raise ValueError(f"max_degrees must be within [0, 180], got {max_degrees}")
+    radians = torch.deg2rad(rotation_angles(seed, len(x), example_index, max_degrees))
+    height, width = x.shape[-2:]
+    cos, sin = radians.cos(), radians.sin()
+    # affine_grid maps output to input coordinates in [-1, 1]; the aspect ratio scales the shear
+    # terms so that non-square images rotate without distortion.
+    theta = torch.zeros(len(x), 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
+    theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
+    grid = F.affine_grid(theta.to(x.dtype).to(x.device), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-C: motion blur
+
+
+def motion_blur_kernel(radius: int = MOTION_BLUR_RADIUS,
+                       sigma: float = MOTION_BLUR_SIGMA) -> Tensor:
+    """ImageMagick's one-sided motion-blur weights: Tensor[2·radius + 1], w_i ∝ exp(−i²/2σ²)."""
+    taps = torch.arange(2 * math.ceil(radius) + 1, dtype=torch.float64)
+    weights = torch.exp(-taps**2 / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def motion_blur(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
+                radius: int = MOTION_BLUR_RADIUS, sigma: float = MOTION_BLUR_SIGMA,
+                max_degrees: float = MOTION_BLUR_DEGREES) -> Tensor:
+    """MNIST-C motion blur: each pixel becomes a Gaussian-weighted average of the pixels along
+    a ray from it, at an angle uniform in ±``max_degrees`` per image (ImageMagick's
+    ``-motion-blur radius x sigma + angle``, pixels beyond the border repeat the edge).
+
+    Args:
+        x (Tensor[B, C, H, W]): images in [0, 1].
+        seed, example_index: as in :func:`coloured`.
+        radius, sigma: the blur's length (2·radius + 1 taps) and the Gaussian's width in pixels.
+        max_degrees: the largest angle either way from horizontal.
+
+    Returns:
+        Tensor[B, C, H, W].
+    """
+    _check_images(x, "motion_blur")
+    if radius < 1 or sigma <= 0:
+        raise ValueError(f"motion_blur needs radius >= 1 and sigma > 0, got {radius}, {sigma}")
+    batch, channels, height, width = x.shape
+    weights = motion_blur_kernel(radius, sigma).to(x.dtype).to(x.device)
+    taps = torch.arange(len(weights), dtype=torch.float64)
+    angles = torch.tensor([g.uniform(-max_degrees, max_degrees)
+                           for g in _generators(seed, "motion_blur", example_index, batch)],
+                          dtype=torch.float64)
+    radians = torch.deg2rad(angles)[:, None]
+    # Offsets rounded to whole pixels, as ImageMagick does: [B, taps].
+    dx = torch.floor(taps * radians.cos() + 0.5).long().to(x.device)
+    dy = torch.floor(taps * radians.sin() + 0.5).long().to(x.device)
+    rows = torch.arange(height, device=x.device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, width)
+    src_rows = (rows + dy[:, :, None, None]).clamp(0, height - 1)
+    src_cols = (cols + dx[:, :, None, None]).clamp(0, width - 1)
+    flat_index = (src_rows * width + src_cols).flatten(2)  # [B, taps, H·W]
+    out = torch.empty_like(x)
+    for start in range(0, batch, 256):  # bounds the gathered [b, C, taps, H·W] block
+        part = slice(start, start + 256)
+        flat = x[part].flatten(2)[:, :, None, :].expand(-1, -1, len(weights), -1)
+        index = flat_index[part][:, None].expand(-1, channels, -1, -1)
+        gathered = flat.gather(3, index)
+        out[part] = torch.einsum("bctp,t->bcp", gathered, weights).view(-1, channels, height,
+                                                                           width)
+    return out.clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-C: fog
+
+
+def plasma_fractal(generator: np.random.Generator, size: int = FOG_MAP_SIZE,
+                   decay: float = FOG_DECAY) -> np.ndarray:
+    """A diamond-square height map (the fog pattern of ImageNet-C and MNIST-C).
+
+    Args:
+        generator: the random source.
+        size: side length, a power of two.
+        decay: how fast the random perturbation shrinks from one scale to the next (smaller:
+            more fine detail).
+
+    Returns:
+        float64 array [size, size], scaled to [0, 1].
+    """
+    if size < 2 or size & (size - 1):
+        raise ValueError(f"size must be a power of two >= 2, got {size}")
+    heights = np.zeros((size, size))
+    step, wibble = size, 100.0
+
+    def perturbed_mean(total: np.ndarray) -> np.ndarray:
+        # The mean of four neighbours plus noise of the current scale (the published definition
+        # scales the uniform noise by the scale twice).
+        return total / 4 + wibble * generator.uniform(-wibble, wibble, total.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = heights[0:size:step, 0:size:step]
+        # Squares: each centre from its four corners.
+        square = corners + np.roll(corners, -1, axis=0)
+        square = square + np.roll(square, -1, axis=1)
+        heights[half:size:step, half:size:step] = perturbed_mean(square)
+        # Diamonds: the edge midpoints from the two centres and two corners around each.
+        centres = heights[half:size:step, half:size:step]
+        corners = heights[0:size:step, 0:size:step]
+        around = (centres + np.roll(centres, 1, axis=0)) + (corners + np.roll(corners, -1, axis=1))
+        heights[0:size:step, half:size:step] = perturbed_mean(around)
+        around = (centres + np.roll(centres, 1, axis=1)) + (corners + np.roll(corners, -1, axis=0))
+        heights[half:size:step, 0:size:step] = perturbed_mean(around)
+        step //= 2
+        wibble /= decay
+    heights -= heights.min()
+    return heights / heights.max()
+
+
+def fog(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
+        strength: float = FOG_STRENGTH, decay: float = FOG_DECAY) -> Tensor:
+    """MNIST-C fog: adds ``strength`` × a plasma fractal (its top-left H×W corner) and rescales
+    so that the image's brightest value maps to max/(max + strength) of the sum.
+
+    Args:
+        x (Tensor[B, C, H, W]): images in [0, 1], H and W at most 256.
+        seed, example_index: as in :func:`coloured`.
+        strength, decay: the fog's weight and the fractal's decay.
+
+    Returns:
+        Tensor[B, C, H, W]: ``clip((x + s·f) · max(x) / (max(x) + s), 0, 1)`` per image.
+    """
+    _check_images(x, "fog")
+    height, width = x.shape[-2:]
+    if max(height, width) > FOG_MAP_SIZE:
+        raise ValueError(f"fog: images up to {FOG_MAP_SIZE}×{FOG_MAP_SIZE}, got {height}×{width}")
+    if strength < 0:
+        raise ValueError(f"fog: strength must be >= 0, got {strength}")
+    maps = [plasma_fractal(g, FOG_MAP_SIZE, decay)[:height, :width]
+            for g in _generators(seed, "fog", example_index, len(x))]
+    fractal = torch.from_numpy(np.stack(maps)).to(x.dtype).to(x.device)[:, None]
+    brightest = x.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return ((x + strength * fractal) * brightest / (brightest + strength)).clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-C: zigzag
+
+
+def line_image(c0: float, r0: float, c1: float, r1: float, height: int, width: int) -> np.ndarray:
+    """MNIST-C's anti-aliased line from (column c0, row r0) to (c1, r1), c0 < c1.
+
+    A pixel's value decays with its vertical distance d from the line as log(1 − d/2.3) + 1,
+    clipped to [0, 1] (a stroke about three pixels thick); columns outside [⌊c0⌋, ⌈c1⌉) are 0.
+
+    Returns:
+        float64 array [height, width] in [0, 1] (all zero for a vertical or reversed segment).
+    """
+    if c1 <= c0:
+        return np.zeros((height, width))
+    cols = np.arange(width, dtype=np.float64)[None, :]
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    slope = (r1 - r0) / (c1 - c0)
+    distance = np.clip(np.abs(rows - (slope * (cols - c0) + r0)), 0, 2.3 - 1e-10)
+    value = np.clip(np.log(1 - distance / 2.3) + 1, 0, 1)
+    value[:, :max(0, math.floor(c0))] = 0
+    value[:, max(0, math.ceil(c1)):] = 0
+    return value
+
+
+def zigzag_image(generator: np.random.Generator, height: int = 28, width: int = 28) -> np.ndarray:
+    """One MNIST-C zigzag: segments of length 2 and amplitude 2 along a line from column 2 to
+    column width − 3, starting at a random row and rising or falling up to 5 rows.
+
+    Returns:
+        float64 array [height, width] in [0, 1].
+    """
+    a, b = ZIGZAG_LENGTH, ZIGZAG_WIDTH
+    c0, c1 = 2, width - 3
+    r0 = int(generator.integers(0, height - 1))
+    r1 = r0 + int(generator.integers(-5, 5))
+    theta = math.atan((r1 - r0) / (c1 - c0))
+    length = (c1 - c0) / math.cos(theta)
+    points = [(0.0, 0.0)]
+    r_last = 0.0
+    for i in range(int((length - a) // (2 * a)) + 1):
+        r_last = (-1) ** i * b
+        points.append(((2 * i + 1) * a, r_last))
+    full = 2 * a * (length // (2 * a))
+    if length != full:  # the published end point, kept as defined
+        points.append((length, r_last / (2 * (length - full))))
+    cols, rows = np.array(points).T
+    # Rotate the zigzag onto the line, then move it to its start.
+    cs = math.cos(theta) * cols - math.sin(theta) * rows + c0
+    rs = math.sin(theta) * cols + math.cos(theta) * rows + r0
+    total = np.zeros((height, width))
+    for i in range(1, len(cs)):
+        total += line_image(cs[i - 1], rs[i - 1], cs[i], rs[i], height, width)
+    return np.clip(total, 0, 1)
+
+
+def zigzag(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+    """MNIST-C zigzag: a white zigzag line across each image (:func:`zigzag_image`).
+
+    Args:
+        x (Tensor[B, C, H, W]): images in [0, 1], at least 8×8 (MNIST-C's are 28×28).
+        seed, example_index: as in :func:`coloured`.
+
+    Returns:
+        Tensor[B, C, H, W]: ``clip(x + zigzag, 0, 1)`` in every channel.
+    """
+    _check_images(x, "zigzag")
+    height, width = x.shape[-2:]
+    if min(height, width) < 8:
+        raise ValueError(f"zigzag: images must be at least 8×8, got {height}×{width}")
+    lines = [zigzag_image(g, height, width)
+             for g in _generators(seed, "zigzag", example_index, len(x))]
+    overlay = torch.from_numpy(np.stack(lines)).to(x.dtype).to(x.device)[:, None]
+    return (x + overlay).clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the named shifts of the out-of-distribution study
+
+
+def original(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+    """No shift: the images as RGB (Tensor[B, 3, H, W])."""
+    return to_rgb(x)
+
+
+def coloured_grayscale(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+    """The weighted grayscale of the coloured digit: :func:`weighted_grayscale` ∘
+    :func:`coloured` (a dimmed gray digit, Tensor[B, 3, H, W])."""
+    return weighted_grayscale(coloured(x, seed, example_index), seed, example_index)
+
+
+def _rgb(shift: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def shifted(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
+        return to_rgb(shift(x, seed, example_index))
+
+    shifted.__name__ = shift.__name__
+    shifted.__doc__ = f"{shift.__name__} with the defaults, as RGB (Tensor[B, 3, H, W])."
+    return shifted
+
+
+# name → shift(x, seed, example_index) returning RGB images [B, 3, H, W]: what a 3-channel
+# digits model is tested on. The last three are MNIST-C's.
+SHIFTS: dict[str, Callable[..., Tensor]] = {
+    "original": original, "coloured": coloured, "grayscale": coloured_grayscale,
+    "rotated": _rgb(rotate), "motion_blur": _rgb(motion_blur), "fog": _rgb(fog),
+    "zigzag": _rgb(zigzag),
+}
+MNIST_C_SHIFTS = ("motion_blur", "fog", "zigzag")
+
+
+def apply_shift(name: str, x: Tensor, seed: int = 0,
+                example_index: ExampleIndex = None) -> Tensor:
+    """One of :data:`SHIFTS` by name → RGB images Tensor[B, 3, H, W]."""
+    if name not in SHIFTS:
+        raise ValueError(f"unknown shift {name!r}; choose from {', '.join(SHIFTS)}")
+    return SHIFTS[name](x, seed, example_index)
