@@ -3,8 +3,9 @@
 Two ways, one result:
 
 - **vmap over draws**: the k drawn weight sets of a pass are stacked, and the caller's model runs
-  once on all rows through ``torch.func.vmap(torch.func.functional_call)`` (rows of draw d on
-  weight set d; a convolution with a batch of weights becomes one grouped convolution). The base
+  once on all rows under ``torch.func.vmap`` with the weights swapped in, a functional call
+  (rows of draw d on weight set d; a convolution with a batch of weights becomes one grouped
+  convolution). The base
   method sees an ordinary module and takes its gradients through it with autograd.
 - **one draw at a time**: for methods that hook the caller's modules (guided backprop, the
   Grad-CAMs), whose hooks must see one ordinary forward, and for passes whose draws have unequal
@@ -48,7 +49,7 @@ class OnDrawnWeights(AttributionMethod):
         self.vmap_draws = vmap_draws and not base.uses_model_structure
         self.slots = parameter_slots(model)
         # One module across passes: integrated gradients keys its memory probe by the model.
-        self.stacked_model = StackedDraws(model)
+        self.stacked_model = StackedDraws(model, self.slots)
 
     @contextlib.contextmanager
     def session(self, model: nn.Module) -> Iterator[None]:
@@ -97,13 +98,17 @@ class OnDrawnWeights(AttributionMethod):
 class StackedDraws(nn.Module):
     """The caller's model on k drawn weight sets at once (rows of draw d on weight set d).
 
-    Not a copy: the caller's model runs through ``torch.func.functional_call`` with the drawn
-    weights in place of its parameters (its buffers, e.g. BatchNorm statistics, as they are).
+    Not a copy: the caller's model runs with the drawn weights swapped in for its parameters
+    (its buffers, e.g. BatchNorm statistics, as they are), under ``torch.func.vmap`` over the
+    weight sets. The swap is :func:`~smoothkern.weight_noise.swap.swapped_parameters`, not
+    ``torch.func.functional_call``: in torch 2.14 the latter leaves a plain tensor in place of
+    the caller's ``Parameter`` when one module sits at two places in the model (tied layers).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, slots: list[tuple[nn.Module, str, str]]) -> None:
         super().__init__()
         object.__setattr__(self, "model", model)      # not a submodule of this wrapper
+        self.slots = slots
         self.stacked: dict[str, Tensor] = {}
         self.position: Tensor | None = None
 
@@ -142,7 +147,8 @@ class StackedDraws(nn.Module):
         return out[order.argsort()]
 
     def _call(self, weights: dict[str, Tensor], x: Tensor) -> Tensor:
-        return torch.func.functional_call(self.model, weights, (x,))
+        with swapped_parameters(self.slots, weights):
+            return self.model(x)
 
     def _vmapped(self, x: Tensor, position: Tensor, k: int) -> Tensor:
         n = x.shape[0]

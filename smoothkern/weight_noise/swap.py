@@ -15,11 +15,13 @@ def parameter_slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     sits in several places under one canonical name, so a swap keeps the tie.
     """
     canonical = {id(p): name for name, p in model.named_parameters()}
-    slots = []
+    slots, seen = [], set()
     for name, param in model.named_parameters(remove_duplicate=False):
         path, _, attribute = name.rpartition(".")
         owner = model.get_submodule(path) if path else model
-        slots.append((owner, attribute, canonical[id(param)]))
+        if (id(owner), attribute) not in seen:       # one module reached by two paths
+            seen.add((id(owner), attribute))
+            slots.append((owner, attribute, canonical[id(param)]))
     return slots
 
 
