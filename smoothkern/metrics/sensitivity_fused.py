@@ -1,0 +1,410 @@
+"""One batched job for all the explanations a sensitivity metric needs, when they are smoothkern's.
+
+The unfused metric calls the explanation once for the clean inputs (rows 0..B-1) and once per
+chunk of perturbations (rows 0..k·B-1 of that chunk). smoothkern's counter-based noise is keyed
+by a row's index, which in each of those calls is its position in the call. Here all rows go into
+one call (or a few, of at most ``max_examples_per_batch`` rows) with ``example_index`` set to
+those positions: every row gets the noise it gets in the unfused calls, so the explanations, and
+the metric, are the same (up to the model's float rounding, which may depend on the batch size).
+
+Recognised explanation functions (anything else runs unfused):
+
+- ``smoothkern.smooth_grad`` and ``smoothkern.noise_grad``: the function itself with ``model=``
+  among the metric's keywords, or a ``functools.partial`` binding the model;
+- ``smoothkern.captum.NoiseTunnel(...).attribute`` (bound, or a partial of it) on one of the
+  classes smoothkern has a method for, with its default counter-based noise.
+
+A call whose result would not be one tensor (or tuple) per row, whose noise is not keyed by rows
+(Captum's RNG, baselines drawn from a distribution), or whose per-example arguments cannot be
+joined runs unfused.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..api import smooth_grad
+from ..noise_grad import noise_grad
+
+# The smooth_grad / noise_grad keywords whose values make a call's result something else than
+# one map per row (a dict, a sweep, snapshots), or tie it to a batch (adaptive counts).
+_ROW_BREAKING = ("snapshots", "tolerance")
+# NoiseTunnel.attribute keywords that are per-example (joined across calls).
+_PER_ROW_CAPTUM = ("target", "additional_forward_args", "baselines")
+
+
+def as_tuple(value: Any) -> tuple[Tensor, ...]:
+    """An explanation's result as a tuple of tensors."""
+    parts = value if isinstance(value, tuple) else (value,)
+    for t in parts:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"the explanation function must return a Tensor or a tuple of "
+                            f"Tensors, got {type(t).__name__}")
+    return parts
+
+
+@dataclass
+class Segment:
+    """One explanation call of the unfused computation: its inputs and keywords.
+
+    Args:
+        inputs (tuple of Tensor[rows, ...]): what the call explains.
+        kwargs: its keywords, per-example ones already expanded to its rows.
+    """
+
+    inputs: tuple[Tensor, ...]
+    kwargs: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return self.inputs[0].shape[0]
+
+
+class FusableExplainer:
+    """A smoothkern explanation function the metric can run as one batched job.
+
+    Subclasses say how one unfused call runs (``call``) and how a block of joined rows runs with
+    the noise keyed by the rows' positions in their unfused calls (``call_rows``).
+    """
+
+    per_row: tuple[str, ...] = ()
+
+    def call(self, segment: Segment) -> Any:
+        """The unfused call (Captum's ``explanation_func(inputs, **kwargs)``)."""
+        raise NotImplementedError
+
+    def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
+                  ) -> Any:
+        """Explanations of joined rows; ``index`` (LongTensor[rows]): each row's position in its
+        unfused call. None when the noise could not be keyed (then the caller runs unfused)."""
+        raise NotImplementedError
+
+    def explain(self, segments: Sequence[Segment], rows_per_call: int | None
+                ) -> list[tuple[Tensor, ...]]:
+        """Every segment's explanations, from joined calls of at most ``rows_per_call`` rows
+        (None: one call), or from the unfused calls when the segments cannot be joined."""
+        joined = _join_segments(segments, self.per_row)
+        if joined is not None:
+            inputs, kwargs, index = joined
+            total = index.shape[0]
+            step = total if rows_per_call is None else max(1, rows_per_call)
+            pieces = []
+            for start in range(0, total, step):
+                stop = min(total, start + step)
+                out = self.call_rows(tuple(x[start:stop] for x in inputs),
+                                     {k: v.rows(start, stop) for k, v in kwargs.items()},
+                                     index[start:stop])
+                if out is None:
+                    break
+                pieces.append(as_tuple(out))
+            else:
+                return _split_segments(pieces, [s.rows for s in segments])
+        return [as_tuple(self.call(s)) for s in segments]
+
+
+class NoiseFunction(FusableExplainer):
+    """``smooth_grad`` or ``noise_grad`` with its model bound (one tensor input)."""
+
+    per_row = ("target",)
+
+    def __init__(self, func: Callable[..., Any], model: Any, options: dict[str, Any],
+                 offset: int) -> None:
+        self.func, self.model, self.options, self.offset = func, model, options, offset
+
+    def call(self, segment: Segment) -> Any:
+        options = {**self.options, **_targets(segment.kwargs)}
+        if self.offset:
+            options["example_index"] = self.offset
+        return self.func(self.model, _single(segment.inputs), **options)
+
+    def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
+                  ) -> Any:
+        return self.func(self.model, inputs[0], **{**self.options, **_targets(kwargs)},
+                         example_index=index + self.offset)
+
+
+def _targets(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The per-row keyword of smooth_grad and noise_grad (the rest are fixed options)."""
+    return {"target": kwargs["target"]} if "target" in kwargs else {}
+
+
+class DropInNoiseTunnel(FusableExplainer):
+    """``smoothkern.captum.NoiseTunnel(...).attribute`` with its default counter-based noise."""
+
+    per_row = _PER_ROW_CAPTUM
+
+    def __init__(self, attribute: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.attribute, self.options = attribute, options
+
+    def call(self, segment: Segment) -> Any:
+        return self.attribute(segment.inputs, **{**self.options, **segment.kwargs})
+
+    def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
+                  ) -> Any:
+        with _rows_keyed(index) as keyed:
+            out = self.attribute(inputs, **{**self.options, **kwargs})
+        return out if keyed.used else None
+
+
+def fusable(explanation_func: Any, kwargs: dict[str, Any], batch: int
+            ) -> FusableExplainer | None:
+    """The explainer as a :class:`FusableExplainer`, or None when it must run unfused.
+
+    Args:
+        kwargs: the metric's keywords for the explanation function.
+        batch: B, the examples (a tensor option with B rows is per example: unfused).
+    """
+    func, bound_args, bound = _unwrap(explanation_func)
+    if func in (smooth_grad, noise_grad):
+        return _noise_function(func, bound_args, {**bound, **kwargs}, batch)
+    nt = _drop_in_noise_tunnel(func, bound_args)
+    if nt is not None:
+        return _drop_in(func, bound, kwargs, batch)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# recognising the explainers
+
+
+def _unwrap(func: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """(function, its bound positional arguments, bound keywords) through functools.partial."""
+    args: tuple[Any, ...] = ()
+    keywords: dict[str, Any] = {}
+    while isinstance(func, functools.partial):
+        args, keywords = func.args + args, {**func.keywords, **keywords}
+        func = func.func
+    return func, args, keywords
+
+
+def _noise_function(func: Callable[..., Any], bound_args: tuple[Any, ...],
+                    options: dict[str, Any], batch: int) -> NoiseFunction | None:
+    options = dict(options)
+    if len(bound_args) == 1 and "model" not in options:
+        model = bound_args[0]
+    elif not bound_args and "model" in options:
+        model = options.pop("model")
+    else:
+        return None
+    offset = options.pop("example_index", None)
+    if offset is None:
+        offset = 0
+    elif isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        return None
+    options.pop("target", None)      # per row, from the segments
+    if not isinstance(options.get("aggregate", "mean"), str):
+        return None
+    if any(options.get(name) is not None for name in _ROW_BREAKING):
+        return None
+    for name in ("noise_level", "stdevs"):
+        value = options.get(name)
+        if isinstance(value, (list, tuple)) or (isinstance(value, Tensor) and value.dim() > 0):
+            return None              # a sweep, or one σ per example of one call
+    if _has_per_example_tensor(options, batch):
+        return None
+    return NoiseFunction(func, model, options, offset)
+
+
+def _drop_in_noise_tunnel(func: Any, bound_args: tuple[Any, ...]) -> Any:
+    """The smoothkern NoiseTunnel whose own ``attribute`` ``func`` is, else None."""
+    module = sys.modules.get("smoothkern.captum.noise_tunnel")
+    if module is None or bound_args or not inspect.ismethod(func):
+        return None
+    owner = func.__self__
+    if isinstance(owner, module.NoiseTunnel) and func.__func__ is module.NoiseTunnel.attribute:
+        return owner
+    return None
+
+
+def _drop_in(attribute: Any, bound: dict[str, Any], call_kwargs: dict[str, Any], batch: int
+             ) -> DropInNoiseTunnel | None:
+    from ..captum.attributions import native_name
+
+    options = {**bound, **call_kwargs}
+    if options.get("rng", "smoothkern") != "smoothkern" or \
+            options.get("draw_baseline_from_distrib") or \
+            options.get("return_convergence_delta") or \
+            not isinstance(options.get("nt_type", "smoothgrad"), str):
+        return None
+    tunnel_parameters = set(inspect.signature(attribute).parameters)
+    algorithm_options = {k: v for k, v in options.items()
+                         if k not in tunnel_parameters and k not in _PER_ROW_CAPTUM}
+    if not native_name(attribute.__self__.attribution_method, algorithm_options):
+        return None
+    fixed = {k: v for k, v in bound.items() if k not in call_kwargs}
+    if _has_per_example_tensor(fixed, batch) or _has_per_example_tensor(
+            {k: v for k, v in call_kwargs.items() if k not in _PER_ROW_CAPTUM}, batch):
+        return None
+    return DropInNoiseTunnel(attribute, fixed)
+
+
+def _has_per_example_tensor(options: dict[str, Any], batch: int) -> bool:
+    """Whether an option holds a tensor with a row per example, which the unfused calls would
+    pass unexpanded to calls of other sizes."""
+    def per_example(value: Any) -> bool:
+        if isinstance(value, (tuple, list)):
+            return any(per_example(v) for v in value)
+        return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch > 1
+    return any(per_example(v) for v in options.values())
+
+
+def _single(inputs: tuple[Tensor, ...]) -> Tensor:
+    if len(inputs) != 1:
+        raise TypeError(f"smooth_grad and noise_grad explain one input tensor, got a tuple of "
+                        f"{len(inputs)}")
+    return inputs[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# joining the segments' rows and splitting the results
+
+
+class _Rows:
+    """A per-example argument over the joined rows: ``rows(start, stop)`` is the value for a
+    block of rows."""
+
+    def __init__(self, shared: Any = None, parts: list[Any] | None = None,
+                 children: list[_Rows] | None = None) -> None:
+        self.shared, self.children = shared, children
+        self.joined: Any = None
+        if parts is not None:
+            self.joined = torch.cat(parts) if isinstance(parts[0], Tensor) else \
+                [v for p in parts for v in p]
+
+    def rows(self, start: int, stop: int) -> Any:
+        if self.children is not None:
+            return tuple(c.rows(start, stop) for c in self.children)
+        if self.joined is not None:
+            return self.joined[start:stop]
+        return self.shared
+
+
+def _join_value(values: list[Any], rows: list[int]) -> _Rows | None:
+    first = values[0]
+    if all(v is first for v in values):
+        return _Rows(shared=first)
+    if all(isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == r
+           for v, r in zip(values, rows)):
+        return _Rows(parts=values)
+    if all(isinstance(v, list) and len(v) == r for v, r in zip(values, rows)):
+        return _Rows(parts=values)
+    if all(isinstance(v, tuple) and len(v) == len(first) for v in values):
+        children = [_join_value([v[i] for v in values], rows) for i in range(len(first))]
+        if all(c is not None for c in children):
+            return _Rows(children=children)    # type: ignore[arg-type]
+    return None
+
+
+def _join_segments(segments: Sequence[Segment], per_row: tuple[str, ...]
+                   ) -> tuple[tuple[Tensor, ...], dict[str, _Rows], Tensor] | None:
+    """The segments' rows joined: inputs, per-row keywords, and each row's position in its
+    segment; None when a keyword cannot be joined (the segments then run one by one)."""
+    rows = [s.rows for s in segments]
+    names = set(segments[0].kwargs)
+    if any(set(s.kwargs) != names for s in segments):
+        return None
+    kwargs: dict[str, _Rows] = {}
+    for name in names:
+        values = [s.kwargs[name] for s in segments]
+        joined = _join_value(values, rows) if name in per_row else (
+            _Rows(shared=values[0]) if all(v is values[0] for v in values) else None)
+        if joined is None:
+            return None
+        kwargs[name] = joined
+    count = len(segments[0].inputs)
+    if any(len(s.inputs) != count for s in segments):
+        return None
+    inputs = tuple(torch.cat([s.inputs[i] for s in segments]) for i in range(count))
+    device = inputs[0].device
+    index = torch.cat([torch.arange(r, device=device) for r in rows])
+    return inputs, kwargs, index
+
+
+def _split_segments(pieces: list[tuple[Tensor, ...]], rows: list[int]
+                    ) -> list[tuple[Tensor, ...]]:
+    count = len(pieces[0])
+    if any(len(p) != count for p in pieces):
+        raise ValueError("the explanation function returned different numbers of tensors for "
+                         "different calls")
+    whole = [torch.cat([p[i] for p in pieces]) for i in range(count)]
+    if any(t.shape[0] != sum(rows) for t in whole):
+        raise ValueError(f"the explanation function must return one row per input row "
+                         f"({sum(rows)}), got shapes {[tuple(t.shape) for t in whole]}")
+    split = [t.split(rows) for t in whole]
+    return [tuple(s[j] for s in split) for j in range(len(rows))]
+
+
+# ----------------------------------------------------------------------------------------------
+# keying the drop-in's noise by row
+
+
+@dataclass
+class _Keying:
+    index: Tensor
+    used: bool = False
+
+
+_KEYING: contextvars.ContextVar[_Keying | None] = contextvars.ContextVar(
+    "smoothkern_metrics_row_keys", default=None)
+_INSTALL_LOCK = threading.Lock()
+_INSTALLED = [0]
+
+
+@functools.cache
+def _keyed_counter_noise() -> type:
+    from ..sources import CounterNoise
+
+    class RowKeyedCounterNoise(CounterNoise):
+        """CounterNoise whose rows are keyed by the active metric call's row positions."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            keying = _KEYING.get()
+            if keying is not None and len(args) < 6 and kwargs.get("example_index") is None:
+                kwargs["example_index"] = keying.index.to(args[0].device if args else
+                                                          kwargs["x"].device)
+                keying.used = True
+            super().__init__(*args, **kwargs)
+
+    return RowKeyedCounterNoise
+
+
+class _rows_keyed:
+    """Within the block, the drop-in's NoiseTunnel keys its counter noise by ``index`` rather
+    than by row position: NoiseTunnel.attribute has no ``example_index`` argument, so its
+    module's CounterNoise is replaced by a subclass that reads the index from a context
+    variable (other threads and calls are unaffected) and put back when no call uses it."""
+
+    def __init__(self, index: Tensor) -> None:
+        self.keying = _Keying(index)
+
+    def __enter__(self) -> _Keying:
+        module = sys.modules["smoothkern.captum.noise_tunnel"]
+        keyed = _keyed_counter_noise()
+        with _INSTALL_LOCK:
+            if _INSTALLED[0] == 0:
+                _ORIGINAL[0] = module.CounterNoise
+                module.CounterNoise = keyed
+            _INSTALLED[0] += 1
+        self.token = _KEYING.set(self.keying)
+        return self.keying
+
+    def __exit__(self, *exc: Any) -> None:
+        _KEYING.reset(self.token)
+        module = sys.modules["smoothkern.captum.noise_tunnel"]
+        with _INSTALL_LOCK:
+            _INSTALLED[0] -= 1
+            if _INSTALLED[0] == 0:
+                module.CounterNoise = _ORIGINAL[0]
+
+
+_ORIGINAL: list[Any] = [None]
