@@ -22,7 +22,7 @@ from .distributed import Ranks, current_ranks
 from .inputs import IndexedData, chunk_batches, fingerprint, indexed_data
 from .job import identity, run_record, split_options
 from .statistics import ClassStats
-from .store import Store, zarr_module
+from .store import Store, StoreError, zarr_module
 
 STORE_DTYPES = (torch.float32, torch.float16)
 DEFAULT_CHUNK = 64  # examples per zarr chunk and per unit of work (a resumed run redoes < 1)
@@ -313,7 +313,7 @@ def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_s
             store = Store.prepare(out, plan.job, plan.layout, info, resume=resume,
                                   overwrite=overwrite)
             if chunk_size is not None and chunk_size != store.chunk_size:
-                raise ValueError(f"chunk_size={chunk_size}, but the store has chunks of "
+                raise StoreError(f"chunk_size={chunk_size}, but the store has chunks of "
                                  f"{store.chunk_size} examples (leave chunk_size out to resume)")
             todo = [int(c) for c in (~store.complete()).nonzero()[0]]
             outcome = (todo, store.finished)
