@@ -16,6 +16,7 @@ from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
 from smoothkern.stats import direct_statistics
 from smoothkern.weight_noise import WeightDraws, drawn_model
+from smoothkern.weight_noise.planning import choose_attributions_per_pass
 
 ALL = ("mean", "abs", "sq", "var", "geomean", "sem")
 # The weight-noise contract's key, written out: seed XOR splitmix64's golden-ratio constant.
@@ -186,13 +187,13 @@ def linear_model(features=5, classes=3):
 
 def test_linear_noisegrad_mean_and_variance_in_closed_form():
     """Multiplicative: a = W[c](1 + σε): mean W[c], var σ² W[c]²; additive: W[c] + σε: var σ².
-    4000 draws: each statistic within 5 standard errors of its population value."""
-    model, x, target, n = linear_model(), torch.randn(2, 5), torch.tensor([0, 2]), 4000
+    2000 draws: each statistic within 5 standard errors of its population value."""
+    model, x, target, n = linear_model(), torch.randn(2, 5), torch.tensor([0, 2]), 2000
     w = model.weight.detach()[target]                                      # [B, features]
     for kind, sigma, var in (("multiplicative", 0.3, (0.3 * w) ** 2),
                              ("additive", 0.5, torch.full_like(w, 0.25))):
         got = sk.noise_grad(model, x, target, n_models=n, weight_noise=sigma, noise_kind=kind,
-                            aggregate=("mean", "var", "sem"), seed=11)
+                            aggregate=("mean", "var", "sem"), seed=11, samples_per_pass=n)
         assert ((got["mean"] - w).abs() <= 5 * var.sqrt() / n**0.5 + 1e-6).all(), kind
         # sample variance of Gaussian draws: standard error var·sqrt(2/n)
         assert ((got["var"] - var).abs() <= 5 * var * (2 / n) ** 0.5 + 1e-6).all(), kind
@@ -206,7 +207,7 @@ def test_linear_fusiongrad_input_x_gradient_in_closed_form():
     x, s, sigma = torch.tensor([[0.5, -1.0, 2.0, 0.0, 1.5]]), 0.4, 0.3
     got = sk.noise_grad(model, x, target, n_models=400, n_samples=10, stdevs=s,
                         weight_noise=sigma, method="input_x_gradient", aggregate=("mean", "var"),
-                        seed=3)
+                        seed=3, samples_per_pass=4000)
     w = model.weight.detach()[target]
     var = (x**2 + s**2) * (1 + sigma**2) * w**2 - x**2 * w**2
     # samples of one model share its weights: the mean's error is at most sqrt(var / n_models)
@@ -323,3 +324,53 @@ def test_models_it_cannot_noise_are_refused(images):
     training = tiny_resnet().train()
     with pytest.raises(ValueError, match="training mode"):
         sk.noise_grad(training, images)
+
+
+# ----------------------------------------------------------------------------------------------
+# passes: memory budget, out-of-memory splits, reduced precision
+
+
+class RunsOutOfMemory(sk.AttributionMethod):
+    """The plain gradient, failing like the CPU allocator on passes above ``rows`` rows."""
+
+    name = "runs_out_of_memory"
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.largest = rows, 0
+
+    def attribute(self, model, inputs, target):
+        if inputs.shape[0] > self.rows:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        self.largest = max(self.largest, inputs.shape[0])
+        return plain_gradient(model, inputs, target)
+
+
+def test_out_of_memory_halves_the_draws_of_a_pass(resnet, images):
+    target = torch.tensor([1, 2])
+    method = RunsOutOfMemory(rows=4)
+    got = sk.noise_grad(resnet, images, target, n_models=4, method=method, samples_per_pass=4,
+                        aggregate=("mean", "var"))
+    assert method.largest == 4                  # 4 draws × 2 rows split into passes of 2 draws
+    close(got, loop_reference(resnet, images, target, n_models=4, aggregates=("mean", "var")))
+
+
+def test_passes_count_the_drawn_weights_against_the_budget():
+    cpu, mib = torch.device("cpu"), 1024**2
+    # ResNet18-like: 45 MiB of weights a draw, 1 MiB a row; 192 MiB budget: 4 draws a pass,
+    # balanced over 10 draws as 4, 4, 2
+    assert choose_attributions_per_pass(1, 10, 1, mib, 45 * mib, cpu) == 4
+    # 10 rows a draw: 3 draws fit (55 MiB each), 10 draws in 4 passes of at most 3
+    assert choose_attributions_per_pass(1, 10, 10, mib, 45 * mib, cpu) == 30
+    # a caller's limit below one draw's weights and rows: one draw's samples split, one a pass
+    assert choose_attributions_per_pass(1, 10, 10, mib, 45 * mib, cpu, 46 * mib) == 1
+    assert choose_attributions_per_pass(1, 10, 10, mib, 45 * mib, cpu, 50 * mib) == 5
+    # methods that run one draw at a time never batch draws
+    assert choose_attributions_per_pass(1, 10, 2, mib, mib, cpu, batch_models=False) == 2
+
+
+def test_bfloat16_passes_stay_close_to_float32(resnet, images):
+    kw = dict(n_models=3, n_samples=2, stdevs=0.05, seed=6)
+    full = sk.noise_grad(resnet, images, **kw)
+    half = sk.noise_grad(resnet, images, compute_dtype=torch.bfloat16, **kw)
+    assert half.dtype == torch.float32
+    assert float((half - full).norm() / full.norm()) < 0.05

@@ -1,0 +1,135 @@
+"""NoiseGrad and FusionGrad: the loop over perturbed model copies vs ``sk.noise_grad``.
+
+    python -m benchmarks.noise_grad            # CIFAR ResNet18, B = 1: NoiseGrad, FusionGrad
+    python -m benchmarks.noise_grad --quick    # one repeat: a smoke run
+
+Rows, all on the same model, input and target:
+
+- ``loop``: what NoiseGrad's reference code does, one model draw after another: a deep copy of
+  the model, its weights perturbed in place with the same counter-based noise noise_grad draws
+  (the same kernel), then one forward/backward per input sample; the attributions stacked and
+  reduced at the end. Its results equal noise_grad's (the relative L2 distance is printed).
+- ``loop-randn``: the same loop with ``torch.randn`` weight noise (torch's generator, as the
+  authors' package draws it): other draws, so only its time is comparable.
+- ``one-model-per-pass``: noise_grad with ``samples_per_pass = n_samples`` (no draws batched).
+- ``noise_grad``: the defaults (draws batched under vmap as far as the memory budget allows).
+- ``weight draws``: drawing the n_models weight sets alone (part of every counter-noise row).
+
+Timing: the package's harness (warm-up, interleaved repeats, medians). The caller's parameters
+are checked bit-identical after every noise_grad call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+import smoothkern as sk
+from smoothkern import backends as registry
+from smoothkern.models import cifar10_resnet18
+from smoothkern.stats import direct_statistics
+from smoothkern.weight_noise import WeightDraws
+from smoothkern.weight_noise.draws import weight_key
+
+from .common import interleaved_medians, machine
+
+WEIGHT_NOISE = 0.2
+NOISE_LEVEL = 0.1          # FusionGrad's input noise (fraction of the input's range)
+
+
+def loop_over_copies(model: nn.Module, x: Tensor, target: Tensor, n_models: int, n_samples: int,
+                     noise_level: float, seed: int = 0, randn: bool = False) -> dict[str, Tensor]:
+    """Mean and variance over n_models copies × n_samples inputs, one pass per attribution."""
+    perturb = registry.choose("auto", x.device).kernels.perturb
+    sigma = torch.full((1, x.shape[0]), noise_level * float(x.max() - x.min()))
+    attributions = []
+    for d in range(n_models):
+        copied = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, param in enumerate(copied.parameters()):
+                if randn:
+                    param.mul_(1 + WEIGHT_NOISE * torch.randn_like(param))
+                    continue
+                flat = param.reshape(1, -1)
+                drawn = perturb(flat, (WEIGHT_NOISE * flat).view(1, 1, -1), weight_key(seed), d,
+                                1, "gaussian", example_index=torch.tensor([p]))
+                param.copy_(drawn.view(param.shape))
+        for i in range(n_samples):
+            noisy = perturb(x, sigma, seed, d * n_samples + i, 1, "gaussian")
+            leaf = noisy.requires_grad_(True)
+            out = copied(leaf).gather(1, target.view(-1, 1)).sum()
+            attributions.append(torch.autograd.grad(out, leaf)[0])
+    return direct_statistics(torch.stack(attributions), ("mean", "var"), 1e-10)
+
+
+def rel_l2(a: Tensor, b: Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def run_row(model: nn.Module, x: Tensor, n_models: int, n_samples: int, repeats: int
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median times of every row of one setting, and noise_grad's distance to the loop."""
+    target = model(x).argmax(1)
+    level = NOISE_LEVEL if n_samples > 1 else 0.0
+    params = [p.detach().clone() for p in model.parameters()]
+
+    def ng(**kw) -> Callable[[], dict[str, Tensor]]:
+        return lambda: sk.noise_grad(model, x, target, n_models=n_models, n_samples=n_samples,
+                                     noise_level=level, weight_noise=WEIGHT_NOISE,
+                                     aggregate=("mean", "var"), **kw)
+
+    draws = WeightDraws(model, WEIGHT_NOISE, "multiplicative", 0,
+                        registry.choose("auto", x.device).kernels.perturb)
+
+    def draw_only() -> None:
+        draws.stacked(0, n_models)
+        draws.release()
+
+    variants = {
+        "loop": lambda: loop_over_copies(model, x, target, n_models, n_samples, level),
+        "loop-randn": lambda: loop_over_copies(model, x, target, n_models, n_samples, level,
+                                               randn=True),
+        "one-model-per-pass": ng(samples_per_pass=n_samples),
+        "noise_grad": ng(),
+        "weight draws": draw_only,
+    }
+    times = interleaved_medians(variants, repeats)
+    reference = variants["loop"]()
+    errors = {}
+    for name in ("noise_grad", "one-model-per-pass"):
+        got = variants[name]()
+        errors[name] = max(rel_l2(got[k], reference[k]) for k in ("mean", "var"))
+    unchanged = all(torch.equal(p, q) for p, q in zip(params, model.parameters()))
+    if not unchanged:
+        raise AssertionError("noise_grad changed the caller's parameters")
+    return times, errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    torch.manual_seed(0)
+    model = cifar10_resnet18().eval()       # random weights: the speed does not depend on them
+    x = torch.rand(1, 3, 32, 32)
+    print(machine())
+    print(f"CIFAR ResNet18, B = 1, weight_noise = {WEIGHT_NOISE} (multiplicative), "
+          f"{repeats} interleaved repeats, medians")
+    for n_models, n_samples, label in ((10, 1, "NoiseGrad 10"), (10, 10, "FusionGrad 10×10")):
+        times, errors = run_row(model, x, n_models, n_samples, repeats)
+        print(f"\n{label}  (rel. L2 to the loop: noise_grad {errors['noise_grad']:.1e}, "
+              f"one model per pass {errors['one-model-per-pass']:.1e}; caller's parameters "
+              "bit-identical)")
+        print(f"  {'row':<20} {'time s':>8} {'loop / row':>11}")
+        for name, seconds in times.items():
+            print(f"  {name:<20} {seconds:8.2f} {times['loop'] / seconds:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
