@@ -155,9 +155,8 @@ def rotation_angles(seed: int, batch: int, example_index: ExampleIndex = None,
 
 def rotate(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
            max_degrees: float = ROTATION_DEGREES) -> Tensor:
-    """Rotates each image about its centre by an angle uniform in ±``max_degrees``.
-
-    Bilinear interpolation; what rotates in from outside the image is black (0).
+    """Rotates each image about its centre by an angle uniform in ±``max_degrees``
+    (:func:`rotation_angles`; :func:`rotate_by` does the rotation).
 
     Args:
         x (Tensor[B, C, H, W]): images in [0, 1].
@@ -167,14 +166,30 @@ def rotate(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
     Returns:
         Tensor[B, C, H, W].
     """
-    _check_images(x, "rotate", channels=(1, 3))
+    _check_images(x, "rotate")
     if not 0 <= max_degrees <= 180:
         raise ValueError(f"max_degrees must be within [0, 180], got {max_degrees}")
-    radians = torch.deg2rad(rotation_angles(seed, len(x), example_index, max_degrees))
+    return rotate_by(x, rotation_angles(seed, len(x), example_index, max_degrees))
+
+
+def rotate_by(x: Tensor, degrees: Tensor) -> Tensor:
+    """Rotates image b by ``degrees[b]`` counter-clockwise about its centre (bilinear; what
+    comes in from outside the image is black).
+
+    Args:
+        x (Tensor[B, C, H, W]): images. degrees (Tensor[B]): angles.
+
+    Returns:
+        Tensor[B, C, H, W].
+    """
+    _check_images(x, "rotate_by")
+    if degrees.shape != (len(x),):
+        raise ValueError(f"need one angle per image, got {tuple(degrees.shape)} for {len(x)}")
+    radians = torch.deg2rad(degrees.to(torch.float64))
     height, width = x.shape[-2:]
     cos, sin = radians.cos(), radians.sin()
-    # affine_grid maps output to input coordinates in [-1, 1]; the aspect ratio scales the shear
-    # terms so that non-square images rotate without distortion.
+    # affine_grid maps output to input coordinates in [-1, 1] (x right, y down); the aspect
+    # ratio scales the off-diagonal terms so that non-square images rotate undistorted.
     theta = torch.zeros(len(x), 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
     theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
@@ -198,9 +213,8 @@ def motion_blur_kernel(radius: int = MOTION_BLUR_RADIUS,
 def motion_blur(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
                 radius: int = MOTION_BLUR_RADIUS, sigma: float = MOTION_BLUR_SIGMA,
                 max_degrees: float = MOTION_BLUR_DEGREES) -> Tensor:
-    """MNIST-C motion blur: each pixel becomes a Gaussian-weighted average of the pixels along
-    a ray from it, at an angle uniform in ±``max_degrees`` per image (ImageMagick's
-    ``-motion-blur radius x sigma + angle``, pixels beyond the border repeat the edge).
+    """MNIST-C motion blur at an angle uniform in ±``max_degrees`` per image
+    (:func:`motion_blur_by` does the blur).
 
     Args:
         x (Tensor[B, C, H, W]): images in [0, 1].
@@ -212,15 +226,35 @@ def motion_blur(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
         Tensor[B, C, H, W].
     """
     _check_images(x, "motion_blur")
-    if radius < 1 or sigma <= 0:
-        raise ValueError(f"motion_blur needs radius >= 1 and sigma > 0, got {radius}, {sigma}")
+    angles = torch.tensor([g.uniform(-max_degrees, max_degrees)
+                           for g in _generators(seed, "motion_blur", example_index, len(x))],
+                          dtype=torch.float64)
+    return motion_blur_by(x, angles, radius, sigma)
+
+
+def motion_blur_by(x: Tensor, degrees: Tensor, radius: int = MOTION_BLUR_RADIUS,
+                   sigma: float = MOTION_BLUR_SIGMA) -> Tensor:
+    """ImageMagick's ``-motion-blur radius x sigma + angle``: each pixel becomes the
+    :func:`motion_blur_kernel`-weighted sum of the pixels at whole-pixel offsets
+    round(i·cos θ), round(i·sin θ) (column, row) from it, i = 0..2·radius; pixels beyond the
+    border repeat the edge.
+
+    Args:
+        x (Tensor[B, C, H, W]): images. degrees (Tensor[B]): θ per image (0: along +x).
+        radius, sigma: as in :func:`motion_blur`.
+
+    Returns:
+        Tensor[B, C, H, W].
+    """
+    _check_images(x, "motion_blur_by")
+    if radius < 1 or not sigma > 0:
+        raise ValueError(f"motion blur needs radius >= 1 and sigma > 0, got {radius}, {sigma}")
+    if degrees.shape != (len(x),):
+        raise ValueError(f"need one angle per image, got {tuple(degrees.shape)} for {len(x)}")
     batch, channels, height, width = x.shape
     weights = motion_blur_kernel(radius, sigma).to(x.dtype).to(x.device)
     taps = torch.arange(len(weights), dtype=torch.float64)
-    angles = torch.tensor([g.uniform(-max_degrees, max_degrees)
-                           for g in _generators(seed, "motion_blur", example_index, batch)],
-                          dtype=torch.float64)
-    radians = torch.deg2rad(angles)[:, None]
+    radians = torch.deg2rad(degrees.to(torch.float64))[:, None]
     # Offsets rounded to whole pixels, as ImageMagick does: [B, taps].
     dx = torch.floor(taps * radians.cos() + 0.5).long().to(x.device)
     dy = torch.floor(taps * radians.sin() + 0.5).long().to(x.device)

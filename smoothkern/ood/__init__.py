@@ -1,1 +1,34 @@
-"""(being built)"""
+"""The out-of-distribution study on digits: shifted test sets, clean vs AugMix training, and
+SmoothGrad maps under each shift (``smoothkern ood``).
+
+Names load on first use, so that building the command-line parser stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "BatchAugMix": "augment", "augmix_jsd_loss": "augment", "jensen_shannon": "augment",
+    "rgb_digits_cnn": "model",
+    "OPTIMISER": "training", "TrainSettings": "training", "train_model": "training",
+    "train_trial": "training",
+    "StudyData": "study", "StudyResult": "study", "load_study_data": "study",
+    "run_study": "study",
+    "shift_maps_figure": "figure", "smoothgrad_maps": "figure", "stroke_masks": "figure",
+    "stroke_share": "figure",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

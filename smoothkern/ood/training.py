@@ -31,7 +31,7 @@ class TrainSettings:
         jsd_weight: λ of the consistency term.
     """
 
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     augmentation: str = "none"
