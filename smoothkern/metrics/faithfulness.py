@@ -137,6 +137,8 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     _check_inputs(inputs)
+    _check_positive(rows_per_pass, "rows_per_pass")
+    _check_positive(memory_limit, "memory_limit")
     check_eval_mode(model)
     scores_of_units, unit_of_element = _units(attributions, inputs, patch)   # [B, U], [*a]
     n_units = scores_of_units.shape[1]
@@ -154,7 +156,8 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
         target = _check_target(target, logits)
         needed = _changing_steps(inputs, base, element_rank, order.shape, counts)   # [B, T+1]
         rows = needed.nonzero()                                               # [R, 2] (b, k)
-        per_pass = rows_per_pass or _rows_per_pass(model, inputs, memory_limit)
+        per_pass = rows_per_pass if rows_per_pass is not None else \
+            _rows_per_pass(model, inputs, memory_limit)
         values = _evaluate(model, inputs, base, element_rank, counts, rows, target, mode, output,
                            per_pass)                                          # [R]
     scores = torch.zeros(needed.shape, dtype=values.dtype, device=values.device)
@@ -192,6 +195,12 @@ def _check_inputs(inputs: Tensor) -> None:
         raise ValueError(f"inputs must be [B, ...] with B >= 1, got {tuple(inputs.shape)}")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
+
+
+def _check_positive(value: int | None, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ValueError(f"{name} must be None or a positive int, got {value!r}")
 
 
 def _units(attributions: Tensor, inputs: Tensor, patch: int | tuple[int, int]
@@ -370,9 +379,6 @@ def _changing_steps(inputs: Tensor, base: Tensor, element_rank: Tensor,
 def _rows_per_pass(model: nn.Module, inputs: Tensor, memory_limit: int | None) -> int:
     """Rows per forward: the activation budget over one row's activations (an upper bound:
     measured as what autograd would save), at most ``CPU_FORWARD_ROWS`` on a CPU."""
-    if memory_limit is not None and (isinstance(memory_limit, bool) or
-                                     not isinstance(memory_limit, int) or memory_limit < 1):
-        raise ValueError(f"memory_limit must be a positive int (bytes), got {memory_limit!r}")
     _, row_bytes = forward_measuring_saved_bytes(model, inputs[:1])
     budget = memory_budget(inputs.device)
     if memory_limit is not None:
@@ -387,8 +393,6 @@ def _evaluate(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tens
               counts: Tensor, rows: Tensor, target: Tensor, mode: str, output: str,
               per_pass: int) -> Tensor:
     """The target's score for each (example, step) row. rows (LongTensor[R, 2]) → Tensor[R]."""
-    if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
-        raise ValueError(f"rows_per_pass must be a positive int, got {per_pass!r}")
     values, start = [], 0
     while start < rows.shape[0]:
         chunk = rows[start:start + per_pass]
