@@ -29,12 +29,16 @@ def check_compute_dtype(dtype: object) -> torch.dtype | None:
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    """``torch.autocast`` on ``device`` in ``dtype``; nothing when ``dtype`` is None."""
+def autocast(device: torch.device, dtype: torch.dtype | None,
+             cache_enabled: bool = True) -> Iterator[None]:
+    """``torch.autocast`` on ``device`` in ``dtype``; nothing when ``dtype`` is None.
+
+    ``cache_enabled=False`` inside a CUDA graph capture (cached weight casts would outlive it).
+    """
     if dtype is None:
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=dtype):
+    with torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled):
         yield
 
 
