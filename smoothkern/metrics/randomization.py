@@ -21,10 +21,11 @@ in both modes, on every device and whatever the global random state (which is le
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,7 +213,8 @@ def _layer_units(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Module,
     handles = [m.register_forward_hook(lambda *_, name=name: finished.append(name))
                for name, m in candidates]
     try:
-        with torch.no_grad():
+        # The attention fast path runs a whole encoder layer as one op: its parts would not run.
+        with torch.no_grad(), _attention_fast_path(False):
             _logits(model, inputs[:1].detach())
     finally:
         for handle in handles:
@@ -229,6 +231,20 @@ def _layer_units(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Module,
                           and (other not in runs or other in inside_attention)]
         units.append((name, model.get_submodule(name), members))
     return units
+
+
+@contextlib.contextmanager
+def _attention_fast_path(enabled: bool) -> Iterator[None]:
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def _named_units(model: nn.Module, layers: Sequence[str]
