@@ -151,6 +151,7 @@ def test_class_visualization_matches_the_per_image_loop():
         torch.testing.assert_close(result.images[b], ref, atol=1e-5, rtol=0)
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert result.score_history.shape == (SMALL["num_steps"], 4)
+    assert result.settings["seed"] == 5 and result.settings["std"] == pytest.approx(STD)
     with torch.no_grad():
         scores = model(result.images)
     torch.testing.assert_close(result.final_scores, scores[torch.arange(4), result.targets])
@@ -261,7 +262,8 @@ def test_jitter_offsets_cover_the_range():
 
 
 def test_input_space_reads_the_models_normalisation():
-    from torchvision.transforms import Normalize as TorchvisionNormalize
+    transforms = pytest.importorskip("torchvision.transforms")
+    TorchvisionNormalize = transforms.Normalize
 
     plain = nn.Sequential(TorchvisionNormalize(MEAN, STD), TinyNet())
     space = input_space(plain, 3)

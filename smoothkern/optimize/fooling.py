@@ -10,7 +10,7 @@ others go on, up to ``max_steps``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -64,6 +64,12 @@ class FoolingResult:
     difference: Tensor
     magnified: Tensor
     magnification: float
+
+    def select(self, index) -> FoolingResult:
+        """The result for some of the images (an index, slice, list or LongTensor of rows)."""
+        index = [index] if isinstance(index, int) else index
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})
 
 
 def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,

@@ -7,8 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from ..data import digit_examples
 from ..models import digits_cnn
 from ..viz import save_figure
@@ -30,11 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - start
     print(f"fooling: {int(fooled.success.sum())}/{len(targets)} fooled, steps "
           f"{fooled.steps.tolist()}, {seconds:.2f} s for the batch")
-    rows = [0, 1, 4, 7]
-    subset = type(fooled)(**{k: (v[rows] if isinstance(v, torch.Tensor) else v)
-                             for k, v in vars(fooled).items()})
-    save_figure(fooling_figure(subset, title="Fooling images: bundled digits CNN"),
-                out / "optimize_fooling_digits.png")
+    figure = fooling_figure(fooled.select([0, 1, 4, 7]), title="Fooling images: bundled digits CNN")
+    save_figure(figure, out / "optimize_fooling_digits.png")
 
     for name, recipe in (("cs231n", {}), ("digits", DIGITS_RECIPE)):
         start = time.perf_counter()

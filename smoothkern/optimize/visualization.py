@@ -69,7 +69,8 @@ class ClassVisualization:
         score_history (Tensor[num_steps, B]): the raw target score of the (jittered) image each
             step ascended from.
         predictions (LongTensor[B]): the model's class for the result.
-        settings (dict): the recipe's values used.
+        settings (dict): the recipe's values used, the seed, and the normalisation (``mean``,
+            ``std``) and ``pixel_range`` the steps were taken in.
     """
 
     images: Tensor
@@ -174,6 +175,8 @@ def class_visualization(model: nn.Module, targets: Any, *,
                 images = gaussian_blur(images, settings["blur_sigma"])
         last = scores(model, images)
     rows = torch.arange(batch, device=device)
+    settings = dict(settings, seed=seed, mean=space.mean.flatten().tolist(),
+                    std=space.std.flatten().tolist(), pixel_range=pixel_range)
     return ClassVisualization(images=images, targets=target,
                               initial_scores=first[rows, target],
                               final_scores=last[rows, target],
