@@ -382,3 +382,19 @@ def test_figures_have_the_assignments_layout(tmp_path):
     vis = class_visualization(model, range(6), image_shape=(3, 7, 9), num_steps=2)
     figure = class_visualization_figure(vis, columns=4)
     assert len(figure.axes) == 8 and figure.axes[0].get_title().startswith("0: ")
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_results_match_the_cpu():
+    model, x = tiny_model(), images(4)
+    target = other_targets(model, x)
+    on_cpu = fooling_images(model, x, target, learning_rate=0.3, max_steps=60)
+    vis_cpu = class_visualization(model, [1, 4], image_shape=(3, 7, 9), **SMALL)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # float32 convolutions
+        on_gpu = fooling_images(model.cuda(), x.cuda(), target.cuda(), learning_rate=0.3,
+                                max_steps=60)
+        vis_gpu = class_visualization(model, [1, 4], image_shape=(3, 7, 9), **SMALL)
+    assert torch.equal(on_gpu.steps.cpu(), on_cpu.steps) and on_gpu.success.all()
+    torch.testing.assert_close(on_gpu.images.cpu(), on_cpu.images, atol=1e-4, rtol=0)
+    assert vis_gpu.images.is_cuda
+    torch.testing.assert_close(vis_gpu.images.cpu(), vis_cpu.images, atol=1e-4, rtol=0)
