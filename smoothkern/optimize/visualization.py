@@ -137,32 +137,32 @@ def class_visualization(model: nn.Module, targets: Any, *,
                              init_std, step)
     seed = check_seed(seed)
     pixel_range = check_pixel_range(pixel_range)
-    device = _model_device(model)
+    like = _model_tensor(model)
     if init is not None:
         check_images(init, "init")
         if image_shape is not None and tuple(image_shape) != tuple(init.shape[1:]):
             raise ValueError(f"image_shape {tuple(image_shape)} does not match init "
                              f"{tuple(init.shape)}")
-        device = init.device
+        like = init.detach()
         target = as_targets(targets, init.shape[0])
         shape = tuple(init.shape[1:])
     else:
         shape = check_image_shape(image_shape)
         target = as_targets(targets, None)
-    batch = target.shape[0]
+    batch, device = target.shape[0], like.device
     target = target.to(device)
     index = check_example_index(example_index, batch, torch.device("cpu"))
     index = torch.arange(batch, dtype=torch.int64) if index is None else index
     check_eval_mode(model)
     space = input_space(model, shape[0], normalization, pixel_range)
-    space = space.to(torch.empty(0, device=device))
+    space = space.to(like)
 
     with preserved(model, *(() if init is None else (init,))):
         if init is None:
-            z = init_std * _start_noise(seed, index, shape).to(device)
+            z = init_std * _start_noise(seed, index, shape).to(like)
             images = space.clamp(space.mean + space.std * z)
         else:
-            images = space.clamp(init.detach().to(torch.float32).clone())
+            images = space.clamp(init.detach().clone())
         first = scores(model, images)
         check_target_range(target, check_logits(first, batch))
         offsets = _jitter_offsets(seed, index, settings["num_steps"],
@@ -233,7 +233,9 @@ def _check_recipe(num_steps, learning_rate, l2_reg, blur_every, blur_sigma, max_
             "init_std": check_non_negative(init_std, "init_std"), "step": step}
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _model_tensor(model: nn.Module) -> Tensor:
+    """An empty tensor on the model's device, in its floating dtype (float32 without one)."""
     for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+        if tensor.is_floating_point():
+            return torch.empty(0, device=tensor.device, dtype=tensor.dtype)
+    return torch.empty(0)
