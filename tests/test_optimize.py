@@ -112,6 +112,9 @@ def test_fooling_flips_every_prediction_and_matches_the_per_image_loop():
                                max_steps=60)
         assert torch.equal(alone.steps, result.steps[b:b + 1])
         torch.testing.assert_close(alone.images[0], result.images[b], atol=1e-6, rtol=0)
+    in_pairs = fooling_images(model, x, target, learning_rate=0.3, max_steps=60, batch_size=2)
+    assert torch.equal(in_pairs.steps, result.steps)
+    torch.testing.assert_close(in_pairs.images, result.images, atol=1e-6, rtol=0)
     torch.testing.assert_close(result.difference, result.images - x)
     torch.testing.assert_close(result.magnified, 10 * (result.images - x))
 
@@ -194,6 +197,9 @@ def test_class_visualization_batch_equals_single_runs_and_seeds_reproduce():
         alone = class_visualization(model, [b], image_shape=(3, 7, 9), seed=11,
                                     example_index=b, **settings)
         torch.testing.assert_close(alone.images[0], batch.images[b], atol=1e-5, rtol=0)
+    in_threes = class_visualization(model, range(6), image_shape=(3, 7, 9), seed=11,
+                                    batch_size=3, **settings)
+    torch.testing.assert_close(in_threes.images, batch.images, atol=1e-5, rtol=0)
     # Two images of one class differ: the randomness is keyed by the example.
     twice = class_visualization(model, [2, 2], image_shape=(3, 7, 9), **settings)
     assert not torch.allclose(twice.images[0], twice.images[1])
@@ -325,6 +331,7 @@ def test_a_model_in_training_mode_with_dropout_is_refused():
     ({"learning_rate": -1.0}, ValueError, "learning_rate"),
     ({"learning_rate": float("inf")}, ValueError, "learning_rate"),
     ({"magnification": 0}, ValueError, "magnification"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
     ({"pixel_range": (1.0, 0.0)}, ValueError, "low < high"),
     ({"normalization": "imagenet"}, ValueError, "normalization"),
     ({"model": "net"}, TypeError, "nn.Module"),
@@ -348,6 +355,7 @@ def test_fooling_refuses_bad_arguments(kwargs, error, match):
     ({"blur_sigma": 0.0}, ValueError, "blur_sigma"),
     ({"l2_reg": -1e-3}, ValueError, "l2_reg"),
     ({"step": "adam"}, ValueError, "step"),
+    ({"batch_size": 1.5}, TypeError, "batch_size"),
     ({"seed": -1}, ValueError, "seed"),
     ({"example_index": [0, 1]}, ValueError, "example_index"),
     ({"init": torch.rand(2, 3, 7, 9)}, ValueError, "one class per image"),

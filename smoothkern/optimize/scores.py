@@ -30,24 +30,40 @@ class _ScoreRecorder(nn.Module):
         return out
 
 
-def scores_and_gradient(model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def scores_and_gradient(model: nn.Module, x: Tensor, target: Tensor,
+                        batch_size: int | None = None) -> tuple[Tensor, Tensor]:
     """The raw scores of a batch and the gradient of each row's target score.
 
     Args:
         model: the classifier (eval mode; parameters frozen by the caller for speed).
         x (Tensor[R, C, H, W]): pixels.
         target (LongTensor[R]): the class whose raw score (logit) is differentiated, per row.
+        batch_size: rows per forward/backward pass (None: all at once); rows are independent,
+            so the result does not depend on it.
 
     Returns:
         scores (Tensor[R, classes]), detached; grad (Tensor[R, C, H, W]) = d scores[r, target[r]]
         / d x[r].
     """
-    recorder = _ScoreRecorder(model)
-    grad = _GRADIENT.attribute(recorder, x, target)
-    return recorder.scores, grad
+    outs, grads = [], []
+    for rows in _chunks(x.shape[0], batch_size):
+        recorder = _ScoreRecorder(model)
+        grads.append(_GRADIENT.attribute(recorder, x[rows], target[rows]))
+        outs.append(recorder.scores)
+    return _cat(outs), _cat(grads)
 
 
-def scores(model: nn.Module, x: Tensor) -> Tensor:
-    """The raw scores of a batch (Tensor[R, classes]), no gradient."""
+def scores(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
+    """The raw scores of a batch (Tensor[R, classes]), no gradient, ``batch_size`` rows a pass."""
     with torch.no_grad():
-        return model(x)
+        return _cat([model(x[rows]) for rows in _chunks(x.shape[0], batch_size)])
+
+
+def _chunks(count: int, batch_size: int | None) -> list[slice]:
+    step = count if batch_size is None else batch_size
+    return [slice(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def _cat(parts: list) -> Tensor:
+    # A model output that is not a tensor is passed on as is, for the caller's shape check.
+    return parts[0] if len(parts) == 1 or not isinstance(parts[0], Tensor) else torch.cat(parts)

@@ -95,7 +95,7 @@ def class_visualization(model: nn.Module, targets: Any, *,
                         seed: int = 0, example_index: Any = None, init: Tensor | None = None,
                         normalization: Any = "auto",
                         pixel_range: tuple[float, float] | None = (0.0, 1.0),
-                        ) -> ClassVisualization:
+                        batch_size: int | None = None) -> ClassVisualization:
     """Grows one image per target class by gradient ascent on its raw score, in one batch.
 
     The defaults are the assignment's (``CS231N_RECIPE``, chosen there for SqueezeNet at
@@ -123,6 +123,8 @@ def class_visualization(model: nn.Module, targets: Any, *,
         init (Tensor[B, C, H, W] or None): start from these pixels instead of noise.
         normalization: ``"auto"`` (the model's leading ``Normalize``), None, or ``(mean, std)``.
         pixel_range: the pixel range images are clamped to after every step, or None.
+        batch_size: the most images per forward/backward pass (None: all at once), to bound
+            memory; results do not depend on it.
 
     Returns:
         A :class:`ClassVisualization`.
@@ -136,6 +138,7 @@ def class_visualization(model: nn.Module, targets: Any, *,
     settings = _check_recipe(num_steps, learning_rate, l2_reg, blur_every, blur_sigma, max_jitter,
                              init_std, step)
     seed = check_seed(seed)
+    batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
     pixel_range = check_pixel_range(pixel_range)
     like = _model_tensor(model)
     if init is not None:
@@ -163,17 +166,18 @@ def class_visualization(model: nn.Module, targets: Any, *,
             images = space.clamp(space.mean + space.std * z)
         else:
             images = space.clamp(init.detach().clone())
-        first = scores(model, images)
+        first = scores(model, images, batch_size)
         check_target_range(target, check_logits(first, batch))
         offsets = _jitter_offsets(seed, index, settings["num_steps"],
                                   settings["max_jitter"]).to(device)
         history = []
         for t in range(settings["num_steps"]):
-            images, score = _ascent_step(model, images, target, space, offsets[t], settings)
+            images, score = _ascent_step(model, images, target, space, offsets[t], settings,
+                                         batch_size)
             history.append(score)
             if settings["blur_every"] is not None and t % settings["blur_every"] == 0:
                 images = gaussian_blur(images, settings["blur_sigma"])
-        last = scores(model, images)
+        last = scores(model, images, batch_size)
     rows = torch.arange(batch, device=device)
     settings = dict(settings, seed=seed, mean=space.mean.flatten().tolist(),
                     std=space.std.flatten().tolist(), pixel_range=pixel_range)
@@ -185,12 +189,12 @@ def class_visualization(model: nn.Module, targets: Any, *,
 
 
 def _ascent_step(model: nn.Module, images: Tensor, target: Tensor, space, offsets: Tensor,
-                 settings: dict) -> tuple[Tensor, Tensor]:
+                 settings: dict, batch_size: int | None) -> tuple[Tensor, Tensor]:
     """One jitter–ascend–unjitter–clamp step (blur is the caller's); returns the new images and
     the target score of the jittered images (Tensor[B])."""
     dy, dx = offsets[:, 0], offsets[:, 1]
     shifted = roll_images(images, dy, dx) if settings["max_jitter"] else images
-    now, grad = scores_and_gradient(model, shifted, target)
+    now, grad = scores_and_gradient(model, shifted, target, batch_size)
     z = space.to_model_units(shifted)
     ascent = space.gradient_in_model_units(grad) - 2.0 * settings["l2_reg"] * z
     if settings["step"] == "normalized":
