@@ -14,7 +14,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+)
 from torch.utils.data.dataloader import default_collate
 
 NO_LABEL = -1
@@ -67,7 +73,8 @@ def indexed_data(data: Dataset | DataLoader, batch_size: int | None,
         if isinstance(data.dataset, IterableDataset):
             raise TypeError("the DataLoader reads an IterableDataset: a data-set job needs "
                             "examples by index (a map-style Dataset)")
-        if not isinstance(data.sampler, SequentialSampler):
+        if not isinstance(data.sampler, SequentialSampler) or (
+                data.batch_sampler is not None and type(data.batch_sampler) is not BatchSampler):
             raise ValueError("the DataLoader shuffles or uses a custom sampler; example k must "
                              "be the k-th item of the dataset (pass the dataset, or a "
                              "DataLoader with shuffle=False)")
