@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .methods import AttributionMethod
 from .methods.layers import resolve_layer
+from .state import preserved
 
 __all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
            "check_layer_strategy", "clean_forward_at_layer", "layer_activation", "resolve_layer"]
@@ -90,7 +91,8 @@ def _ran_once(calls: int) -> None:
 def clean_forward_at_layer(model: nn.Module, layer: nn.Module, inputs: Tensor
                            ) -> tuple[Tensor, Tensor, int]:
     """One clean forward: the model's output, the layer's activation and the bytes autograd
-    saves per row when the activation requires grad (the noisy passes' graph).
+    saves per row when the activation requires grad and the parameters do not (the noisy
+    passes' graph; the model's state comes back as it was).
 
     Args:
         inputs (Tensor[B, ...]): clean inputs, any dtype the model takes (token ids too).
@@ -119,7 +121,7 @@ def clean_forward_at_layer(model: nn.Module, layer: nn.Module, inputs: Tensor
             saved[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.enable_grad(), _hooked(layer, record), \
+    with preserved(model), torch.enable_grad(), _hooked(layer, record), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(inputs.detach())
     _ran_once(calls)

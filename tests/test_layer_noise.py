@@ -170,7 +170,8 @@ def test_cnn_layer_noise_equals_a_hooked_plain_loop():
 def test_example_index_keys_the_layer_noise_by_example(model):
     kw = dict(noise_at="embeddings", n_samples=4, aggregate=("mean", "var"), seed=5)
     full = sk.smooth_grad(model, IDS, **kw)
-    part = sk.smooth_grad(model, IDS[[2, 0]], example_index=[2, 0], **kw)
+    kw_module = {**kw, "noise_at": model.embeddings}          # the module itself, not its path
+    part = sk.smooth_grad(model, IDS[[2, 0]], example_index=[2, 0], **kw_module)
     for name in full:
         torch.testing.assert_close(part[name], full[name][[2, 0]], rtol=1e-5, atol=1e-7)
     moved = sk.smooth_grad(model, IDS[[2, 0]], **kw)
