@@ -15,8 +15,8 @@ _EXPORTS = {
     "train_trial": "training",
     "StudyData": "study", "StudyResult": "study", "load_study_data": "study",
     "run_study": "study",
-    "shift_maps_figure": "figure", "smoothgrad_maps": "figure", "stroke_masks": "figure",
-    "stroke_share": "figure",
+    "shift_maps_figure": "figure", "smoothgrad_maps": "figure",
+    "stroke_masks": "stroke", "stroke_share": "stroke", "stroke_share_table": "stroke",
 }
 
 __all__ = sorted(_EXPORTS)

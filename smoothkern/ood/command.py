@@ -11,6 +11,7 @@ from pathlib import Path
 
 FIGURE_DIGITS = (0, 3, 7)  # the classes shown in the figure (one test digit each)
 DIGITS_EPOCHS, MNIST_EPOCHS = 20, 3  # also in study.DEFAULT_EPOCHS
+SHARE_SAMPLES = 20  # SmoothGrad samples for the stroke-share table (100 digits × 7 shifts × 2)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "N test images (a quick run)")
     ood.add_argument("--samples", type=_positive, default=50, help="SmoothGrad noise samples "
                      "for the figure (default 50)")
+    ood.add_argument("--share-examples", type=int, default=100, metavar="N", help="measure "
+                     "the share of SmoothGrad's magnitude on the stroke over the first N test "
+                     "digits per shift and model (default 100, m = 20; 0 skips it)")
     ood.add_argument("--shift-seed", type=int, default=0, help="seed of the synthetic shifts")
     ood.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's "
                      "choice; 1 is fastest on a busy machine)")
@@ -54,10 +58,13 @@ def run_command(args: argparse.Namespace) -> int:
     from ..viz.grid import save_figure
     from . import study
     from .figure import shift_maps_figure
+    from .stroke import stroke_share_table
     from .training import TrainSettings
 
     if args.shift_seed < 0:
         raise ValueError(f"--shift-seed must be >= 0, got {args.shift_seed}")
+    if args.share_examples < 0:
+        raise ValueError(f"--share-examples must be >= 0, got {args.share_examples}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.threads:
@@ -72,6 +79,13 @@ def run_command(args: argparse.Namespace) -> int:
         data, settings, seeds=tuple(range(args.trials)),
         augmentation="augmix-jsd" if args.jsd else "augmix", progress=not args.quiet,
         report=report)
+    if args.share_examples:
+        result.stroke = stroke_share_table(models, data.x_test, data.tests,
+                                           examples=args.share_examples,
+                                           shift_seed=args.shift_seed, n_samples=SHARE_SAMPLES)
+        count = min(args.share_examples, len(data.y_test))
+        result.stroke_note = (f"trial 1's models, the first {count} test digits, SmoothGrad of "
+                              f"the true class (m = {SHARE_SAMPLES}, 15 % noise)")
     paths = result.write(out)
     index = _figure_digits(data.y_test)
     shifted = {shift: x[index] for shift, (x, _) in data.tests.items()

@@ -13,33 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..api import smooth_grad
-from ..data.shifts import rotate
 from ..viz.heatmap import heatmap
-
-STROKE_LEVEL = 0.5  # a pixel belongs to the stroke at half the full brightness or more
-# Shifts that move the stroke: the outline is drawn where the same shift puts the clean digit.
-_MOVING = {"rotated": rotate}
-
-
-def stroke_masks(clean: Tensor, shift: str, seed: int, example_index: Tensor) -> Tensor:
-    """Where the stroke lies after ``shift``: Tensor[K, H, W] of bools.
-
-    Args:
-        clean (Tensor[K, 1, H, W]): the unshifted digits.
-        shift, seed, example_index: the shift as the test set applies it.
-    """
-    moved = _MOVING[shift](clean, seed, example_index) if shift in _MOVING else clean
-    return moved[:, 0] >= STROKE_LEVEL
-
-
-def stroke_share(maps: Tensor, masks: Tensor) -> Tensor:
-    """The fraction of each map's magnitude on the stroke: Tensor[K].
-
-    Args:
-        maps (Tensor[K, C, H, W]): attributions. masks (Tensor[K, H, W]): the strokes.
-    """
-    magnitude = maps.abs().sum(1)
-    return (magnitude * masks).flatten(1).sum(1) / magnitude.flatten(1).sum(1).clamp_min(1e-30)
+from .stroke import stroke_masks, stroke_share
 
 
 def smoothgrad_maps(models: Mapping[str, nn.Module], shifted: Mapping[str, Tensor],
@@ -112,7 +87,10 @@ def shift_maps_figure(models: Mapping[str, nn.Module], clean: Tensor,
                              color="black" if mark == "✓" else "#c00000")
     for k in range(len(labels)):
         top = k * rows_per_digit
-        axes[top, 0].set_ylabel(f"digit {int(labels[k])}", fontsize=9)
+        area = float(stroke_masks(clean[k:k + 1], "original", shift_seed,
+                                  example_index[k:k + 1]).float().mean())
+        axes[top, 0].set_ylabel(f"digit {int(labels[k])}\n(stroke: {area:.0%} of pixels)",
+                                fontsize=8)
         for r, name in enumerate(names, start=1):
             axes[top + r, 0].set_ylabel(name, fontsize=9)
     for ax in axes.flat:

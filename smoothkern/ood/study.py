@@ -112,6 +112,9 @@ class StudyResult:
     Attributes:
         accuracy: (model kind, shift) → accuracies (fractions), one per trial seed.
         data, settings, augmentation: what was run; seconds: wall time of training + testing.
+        stroke: optional (model kind or "stroke area", shift) → mean share of SmoothGrad's
+            magnitude on the stroke (:func:`smoothkern.ood.stroke.stroke_share_table`), with
+            ``stroke_note`` saying how it was measured.
     """
 
     data_name: str
@@ -123,6 +126,8 @@ class StudyResult:
     seeds: tuple[int, ...]
     accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    stroke: dict[tuple[str, str], float] = field(default_factory=dict)
+    stroke_note: str = ""
 
     @property
     def shifts(self) -> list[str]:
@@ -148,6 +153,14 @@ class StudyResult:
                                                          for k in MODEL_KINDS)]
             lines.append(f"| {shift} | {self.test_sizes[shift]} | {self.sources[shift]} | "
                          f"{cells[0]} | {cells[1]} |")
+        if self.stroke:
+            lines += ["", f"Share of |SmoothGrad| on the stroke (%), {self.stroke_note}; "
+                      "stroke area: the share of the pixels (what an even map would get).", "",
+                      "| shift | stroke area | clean | AugMix |", "|---|---:|---:|---:|"]
+            for shift in self.shifts:
+                cells = [f"{100 * self.stroke[(k, shift)]:.0f}"
+                         for k in ("stroke area", *MODEL_KINDS)]
+                lines.append(f"| {shift} | {' | '.join(cells)} |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
@@ -164,13 +177,28 @@ class StudyResult:
                                 + [f"{100 * a:.2f}" for a in self.accuracy[(kind, shift)]])
         return out.getvalue()
 
+    def stroke_csv(self) -> str:
+        """One row per shift: the stroke's area and each model's stroke share, in percent."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["shift", "stroke_area_percent"]
+                        + [f"{k.lower()}_share_percent" for k in MODEL_KINDS])
+        for shift in self.shifts:
+            writer.writerow([shift] + [f"{100 * self.stroke[(k, shift)]:.2f}"
+                                       for k in ("stroke area", *MODEL_KINDS)])
+        return out.getvalue()
+
     def write(self, folder: str | os.PathLike) -> list[Path]:
-        """Writes ``ood_accuracy.md`` and ``ood_accuracy.csv`` into ``folder``."""
+        """Writes ``ood_accuracy.md`` and ``ood_accuracy.csv`` (and ``ood_stroke_share.csv``
+        when the stroke shares were measured) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / "ood_accuracy.md", folder / "ood_accuracy.csv"]
         paths[0].write_text(self.markdown())
         paths[1].write_text(self.csv())
+        if self.stroke:
+            paths.append(folder / "ood_stroke_share.csv")
+            paths[2].write_text(self.stroke_csv())
         return paths
 
 
