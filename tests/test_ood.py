@@ -26,6 +26,7 @@ from smoothkern.ood import (
     run_study,
     stroke_masks,
     stroke_share,
+    stroke_share_table,
     train_model,
     train_trial,
 )
@@ -168,6 +169,26 @@ def test_stroke_share_and_masks():
     assert torch.equal(stroke_masks(clean, "rotated", 0, index), moved)
 
 
+def test_stroke_share_table_on_a_linear_model():
+    # A linear model's SmoothGrad is its weight row: the share follows in closed form.
+    torch.manual_seed(0)
+    model = _tiny_model().eval()
+    clean = _gray_batch(5)[:, :1]
+    labels = torch.tensor([0, 3, 1, 3, 2])
+    tests = {"original": (clean.expand(-1, 3, -1, -1), labels),
+             "rotated": (rotate(clean, 0).expand(-1, 3, -1, -1), labels)}
+    table = stroke_share_table({"clean": model}, clean, tests, examples=4, n_samples=3)
+    weights = model[1].weight.detach().view(10, 3, 28, 28).abs().sum(1)
+    for shift in tests:
+        masks = stroke_masks(clean[:4], shift, 0, torch.arange(4))
+        expected = [float((weights[c] * masks[k]).sum() / weights[c].sum())
+                    for k, c in enumerate(labels[:4].tolist())]
+        assert table[("clean", shift)] == pytest.approx(sum(expected) / 4, rel=1e-4)
+        assert table[("stroke area", shift)] == pytest.approx(float(masks.float().mean()))
+    with pytest.raises(ValueError, match="examples"):
+        stroke_share_table({"clean": model}, clean, tests, examples=0)
+
+
 def _fake_mnist_c(root, corruptions=("identity", "fog"), n=20):
     g = np.random.default_rng(0)
     for name in corruptions:
@@ -210,12 +231,15 @@ def test_run_study_accuracies_match_a_loop():
 def test_ood_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "ood"
     status = main(["ood", "--out", str(out), "--trials", "1", "--epochs", "1", "--limit", "24",
-                   "--samples", "2", "--quiet"])
+                   "--samples", "2", "--share-examples", "4", "--quiet"])
     assert status == 0
     rows = list(csv.DictReader((out / "ood_accuracy.csv").open()))
     assert len(rows) == 2 * len(SHIFTS)
     assert "| zigzag |" in (out / "ood_accuracy.md").read_text()
     assert (out / "ood_maps.png").stat().st_size > 10_000
+    shares = list(csv.DictReader((out / "ood_stroke_share.csv").open()))
+    assert [r["shift"] for r in shares] == list(SHIFTS)
+    assert all(0 <= float(r["clean_share_percent"]) <= 100 for r in shares)
     assert "wrote" in capsys.readouterr().out
 
 
