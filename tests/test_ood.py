@@ -214,6 +214,23 @@ def test_study_data_uses_mnist_c_files_when_present(tmp_path):
         load_study_data(limit=0)
 
 
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_study_data_from_local_mnist(tmp_path):
+    g = np.random.default_rng(1)
+    for stem, n in (("train", 10), ("t10k", 7)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", g.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10)
+    data = load_study_data(mnist=tmp_path)
+    assert (data.name, data.size) == ("MNIST", "mnist")
+    assert data.x_train.shape == (10, 3, 28, 28) and len(data.y_test) == 7
+    assert data.sources["fog"] == "synthetic"
+    assert torch.equal(data.tests["original"][0][:, 1], data.x_test[:, 0])
+
+
 def test_run_study_accuracies_match_a_loop():
     data = load_study_data(limit=24)
     result, models = run_study(data, TrainSettings(epochs=1), seeds=(0, 1))
