@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..memory import is_out_of_memory, release_cached_memory
 from ..planning import forward_measuring_saved_bytes, memory_budget
+from ..prepare import check_preparations, prepared_model
 from ..state import check_eval_mode
 
 MODES = ("deletion", "insertion")
@@ -103,7 +104,8 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
                        steps: int | None = None, patch: int | tuple[int, int] = 1,
                        baseline: str | float | Tensor = "black", output: str = "softmax",
                        blur_sigma: float | None = None, rows_per_pass: int | None = None,
-                       memory_limit: int | None = None) -> PerturbationCurve:
+                       memory_limit: int | None = None, skip_unchanged: bool = True,
+                       prepare: bool | Sequence[str] = True) -> PerturbationCurve:
     """Deletion or insertion curve of an attribution, all steps in batched forward passes.
 
     Args:
@@ -126,6 +128,12 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
         rows_per_pass: model rows per forward; default from the memory budget (and at most
             ``CPU_FORWARD_ROWS`` on a CPU). Results do not depend on it beyond float rounding.
         memory_limit: cap in bytes on the activations one pass may hold.
+        skip_unchanged: copy the previous score for a step that changes no element of the
+            input instead of running the model on the same input again (False: run every
+            step, e.g. for a model that is not deterministic).
+        prepare: run a prepared copy of the model, as ``smooth_grad(prepare=)`` does (True:
+            BatchNorm folded, channels_last for convolutional models; checked against the model
+            on the clean inputs, the caller's model unchanged), False, or names.
 
     Ties between equal attributions are broken by position (the earlier feature first).
 
@@ -139,6 +147,7 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     _check_inputs(inputs)
     _check_positive(rows_per_pass, "rows_per_pass")
     _check_positive(memory_limit, "memory_limit")
+    preparations = check_preparations(prepare)
     check_eval_mode(model)
     scores_of_units, unit_of_element = _units(attributions, inputs, patch)   # [B, U], [*a]
     n_units = scores_of_units.shape[1]
@@ -154,11 +163,16 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     with torch.no_grad():
         logits = _logits(model, inputs)
         target = _check_target(target, logits)
-        needed = _changing_steps(inputs, base, element_rank, order.shape, counts)   # [B, T+1]
+        runner = prepared_model(model, inputs, logits, preparations)
+        if skip_unchanged:
+            needed = _changing_steps(inputs, base, element_rank, order.shape, counts)  # [B, T+1]
+        else:
+            needed = torch.ones(inputs.shape[0], counts.shape[0], dtype=torch.bool,
+                                device=inputs.device)
         rows = needed.nonzero()                                               # [R, 2] (b, k)
         per_pass = rows_per_pass if rows_per_pass is not None else \
             _rows_per_pass(model, inputs, memory_limit)
-        values = _evaluate(model, inputs, base, element_rank, counts, rows, target, mode, output,
+        values = _evaluate(runner, inputs, base, element_rank, counts, rows, target, mode, output,
                            per_pass)                                          # [R]
     scores = torch.zeros(needed.shape, dtype=values.dtype, device=values.device)
     scores[rows[:, 0], rows[:, 1]] = values
