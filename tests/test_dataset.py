@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import smoothkern as sk
 from smoothkern.dataset import StoreError, open_store
+from smoothkern.dataset.distributed import Ranks
 from smoothkern.dataset.statistics import ClassStats
 from smoothkern.stats import direct_statistics
 
@@ -219,3 +220,37 @@ def test_several_processes_without_a_process_group_are_refused(model, tmp_path, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="init_distributed"):
         sk.attribute_dataset(model, TensorDataset(X), tmp_path / "s", **FAST)
+
+
+class OtherRankFailsFirst(Ranks):
+    """Rank 0 of two, whose partner fails in the first round of chunks (collectives faked)."""
+
+    def broadcast(self, obj):
+        return obj
+
+    def round_done(self, images, failed):
+        ROUNDS.append(images)
+        return images, [1] if len(ROUNDS) == 2 else []  # call 1: the store is open everywhere
+
+
+ROUNDS: list[int] = []
+
+
+def test_a_failing_rank_stops_every_rank_and_leaves_the_store_resumable(model, tmp_path,
+                                                                         monkeypatch):
+    import smoothkern.dataset.run as run_module
+
+    data, path = TensorDataset(X, Y), tmp_path / "s"
+    ROUNDS.clear()
+    monkeypatch.setattr(run_module, "current_ranks", lambda group: OtherRankFailsFirst(0, 2))
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] failed.*resume"):
+        sk.attribute_dataset(model, data, path, **FAST)
+    assert ROUNDS == [0, 5]                                  # rank 0 finished its chunk 0
+    store = open_store(path)
+    assert store["complete"][:].tolist() == [1, 0, 0]
+    assert not store.attrs["smoothkern"]["finished"]
+    monkeypatch.undo()
+    run = sk.attribute_dataset(model, data, path, **FAST)
+    assert (run.computed, run.skipped) == (2, 1)
+    whole = sk.smooth_grad(model, X, n_samples=4)
+    np.testing.assert_allclose(open_store(path)["mean"][:], whole.numpy(), rtol=1e-5, atol=1e-7)

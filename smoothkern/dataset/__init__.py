@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from .distributed import init_distributed
+from .drawing import show
 from .run import DatasetRun, attribute_dataset, open_store
 from .store import StoreError
 
-__all__ = ["DatasetRun", "StoreError", "attribute_dataset", "init_distributed", "open_store"]
+__all__ = ["DatasetRun", "StoreError", "attribute_dataset", "init_distributed", "open_store",
+           "show"]

@@ -121,7 +121,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .show import show
+    from .drawing import show
 
     path = show(args.store, args.index, args.out, aggregates=args.aggregate, signed=args.signed)
     print(f"wrote {path}")
