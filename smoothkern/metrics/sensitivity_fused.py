@@ -41,6 +41,8 @@ from ..noise_grad import noise_grad
 _ROW_BREAKING = ("snapshots", "tolerance")
 # NoiseTunnel.attribute keywords that are per-example (joined across calls).
 _PER_ROW_CAPTUM = ("target", "additional_forward_args", "baselines")
+# Of those, the ones Captum takes as a value or a tuple of values.
+_EITHER_FORM = ("additional_forward_args", "baselines")
 
 
 def as_tuple(value: Any) -> tuple[Tensor, ...]:
@@ -151,8 +153,11 @@ class DropInNoiseTunnel(FusableExplainer):
 
     def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
                   ) -> Any:
+        options = {**self.options, **kwargs}
+        if "example_index" in inspect.signature(self.attribute).parameters:
+            return self.attribute(inputs, **options, example_index=index)
         with _rows_keyed(index) as keyed:
-            out = self.attribute(inputs, **{**self.options, **kwargs})
+            out = self.attribute(inputs, **options)
         return out if keyed.used else None
 
 
@@ -165,6 +170,10 @@ def fusable(explanation_func: Any, kwargs: dict[str, Any], batch: int
         batch: B, the examples (a tensor option with B rows is per example: unfused).
     """
     func, bound_args, bound = _unwrap(explanation_func)
+    if func in (smooth_grad, noise_grad) and not bound_args and "model" not in bound and \
+            "model" not in kwargs:
+        raise TypeError(f"{func.__name__} as the explanation function needs its model: pass "
+                        f"model=... to the metric, or functools.partial({func.__name__}, model)")
     if func in (smooth_grad, noise_grad):
         return _noise_function(func, bound_args, {**bound, **kwargs}, batch)
     nt = _drop_in_noise_tunnel(func, bound_args)
@@ -316,6 +325,9 @@ def _join_segments(segments: Sequence[Segment], per_row: tuple[str, ...]
     kwargs: dict[str, _Rows] = {}
     for name in names:
         values = [s.kwargs[name] for s in segments]
+        if name in _EITHER_FORM and any(isinstance(v, tuple) for v in values):
+            # one value or a 1-tuple of it mean the same; the expanded copies are tuples
+            values = [v if isinstance(v, tuple) or v is None else (v,) for v in values]
         joined = _join_value(values, rows) if name in per_row else (
             _Rows(shared=values[0]) if all(v is values[0] for v in values) else None)
         if joined is None:
