@@ -88,16 +88,22 @@ def test_noisegrad_equals_loop_over_perturbed_copies(resnet, images, backend):
     close(got, loop_reference(resnet, images, target, n_models=4, seed=5))
 
 
-@pytest.mark.parametrize("per_pass", [1, 2, 3, 6, 12])
-def test_fusiongrad_equals_loop_whatever_the_passes(resnet, images, per_pass):
-    """3 draws × 2 samples: passes of whole draws (vmap over draws), within one draw, and
-    straddling two draws (one draw at a time)."""
-    target = torch.tensor([0, 2])
-    got = sk.noise_grad(resnet, images, target, n_models=3, n_samples=2, stdevs=0.1,
-                        weight_noise=0.3, noise_kind="additive", aggregate=ALL, seed=2,
-                        samples_per_pass=per_pass)
-    close(got, loop_reference(resnet, images, target, n_models=3, n_samples=2, stdev=0.1,
-                              weight_noise=0.3, kind="additive", seed=2))
+FUSION = dict(n_models=3, n_samples=2, weight_noise=0.3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def fusion_reference(resnet, images):
+    return loop_reference(resnet, images, torch.tensor([0, 2]), stdev=0.1, kind="additive",
+                          **FUSION)
+
+
+@pytest.mark.parametrize("per_pass", [1, 2, 3, 6])
+def test_fusiongrad_equals_loop_whatever_the_passes(resnet, images, fusion_reference, per_pass):
+    """3 draws × 2 samples: passes within one draw (1), of one draw (2), straddling two draws
+    (3: one draw at a time), of all draws (6: vmap over draws)."""
+    got = sk.noise_grad(resnet, images, torch.tensor([0, 2]), stdevs=0.1, noise_kind="additive",
+                        aggregate=ALL, samples_per_pass=per_pass, **FUSION)
+    close(got, fusion_reference)
 
 
 def test_input_x_gradient_and_loop_backend_equal_loop():
