@@ -105,3 +105,19 @@ def test_target_label_explains_each_examples_label(tmp_path):
     counts = torch.from_numpy(store["stats/class_count"][:])
     assert counts.sum() == 6 and counts.tolist() == torch.bincount(
         torch.from_numpy(store["label"][:]), minlength=10).tolist()
+
+
+def test_show_draws_stored_inputs_of_a_python_job(tmp_path):
+    from helpers import tiny_resnet
+    from torch.utils.data import TensorDataset
+
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = tiny_resnet()
+    for name, keep in (("kept", True), ("not_kept", False)):
+        sk.attribute_dataset(model, TensorDataset(x), tmp_path / name, n_samples=2,
+                             store_inputs=keep, statistics=None, progress=False)
+    np.testing.assert_array_equal(open_store(tmp_path / "kept")["input"][:], x.numpy())
+    png = sk.dataset.show(tmp_path / "kept", [4, 1], tmp_path / "kept.png", signed=True)
+    assert png.stat().st_size > 1000
+    with pytest.raises(ValueError, match="holds no images"):
+        sk.dataset.show(tmp_path / "not_kept", [0], tmp_path / "x.png")
