@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     attribute.add_argument("--batch-size", type=_positive, default=32, metavar="B",
                            help="examples per batch (default 32)")
     attribute.add_argument("--chunk-size", type=_positive, metavar="C", help="examples per "
-                           "store chunk and unit of work (default 64; a store keeps its own)")
+                           "store chunk and unit of work (default: 64, or B if larger; a store "
+                           "keeps its own)")
     attribute.add_argument("--n-samples", type=_positive, default=50, metavar="M",
                            help="noise samples per example (default 50)")
     attribute.add_argument("--noise-level", type=_fraction, nargs="+", default=[0.15],

@@ -103,7 +103,8 @@ def attribute_dataset(
         target: the class to explain: None (the predicted class), an int, ``"label"`` (each
             example's label), or one class per example (a sequence or LongTensor[N]).
         batch_size: examples per smooth_grad call (default: the DataLoader's, else 32).
-        chunk_size: examples per store chunk (default 64; an existing store keeps its own).
+        chunk_size: examples per store chunk and unit of work (default: 64 or the batch size
+            if larger; batches never span two chunks; an existing store keeps its own).
         resume: continue an existing store of the same job (its complete chunks are skipped).
             False refuses an existing store unless ``overwrite``.
         overwrite: replace an existing store (only a smoothkern data-set store is replaced).
@@ -156,7 +157,7 @@ def attribute_dataset(
                 if error is not None:
                     raise error
                 raise RuntimeError(f"rank(s) {failed} failed; the store keeps every finished "
-                                   "chunk: rerun the same command to resume")
+                                   "chunk: rerun the same call or command to resume")
     finally:
         if bar is not None:
             bar.close()
@@ -244,7 +245,7 @@ def _plan(model, data, target, batch_size, chunk_size, store_dtype, statistics, 
         shape = list(check[name].movedim(leading[name], 0).shape[1:])
         dtype = "int32" if name in PER_EXAMPLE_AGGREGATES else str(store_dtype).split(".")[1]
         arrays[name] = {"shape": shape, "dtype": dtype}
-    layout = {"examples": n, "chunk_size": chunk_size or DEFAULT_CHUNK,
+    layout = {"examples": n, "chunk_size": chunk_size or max(DEFAULT_CHUNK, indexed.batch_size),
               "classes": int(logits.shape[1]), "arrays": arrays,
               "input_shape": list(x0.shape[1:]) if store_inputs else None,
               "snapshots": sg["snapshots"], "sweep": bool(sweep)}
