@@ -31,6 +31,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_under_torchrun_write_the_store_of_one_process(tmp_path):
     assert cli.main(["attribute", *JOB, "--out", str(tmp_path / "one")]) == 0
     done = subprocess.run(
@@ -77,6 +78,7 @@ KILLED_RUN = """
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_part_way_resumes_to_the_uninterrupted_store(tmp_path):
     from helpers import tiny_resnet
     from torch.utils.data import TensorDataset
