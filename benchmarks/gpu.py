@@ -14,7 +14,8 @@ end-to-end speedup over the loop.
    run; target >= 80 % of the copy.
 3. End to end: CIFAR ResNet18, B = 1, m = 50, all five aggregates: speedup of each GPU backend
    over backend="loop" (target >= 30x) and efficiency (plain batched passes over the same
-   inputs / time).
+   inputs / time); bf16/fp16 autocast and CUDA graphs on the same row.
+4. CUDA graphs on the small models (small residual CNN, MNIST CNN), eager vs replayed.
 """
 
 from __future__ import annotations
@@ -194,10 +195,26 @@ def end_to_end_rows(names: list[str], repeats: int) -> list[str]:
     for dtype in (torch.bfloat16, torch.float16):
         times[f"auto, {dtype}".replace("torch.", "")] = cuda_time(
             functools.partial(run, compute_dtype=dtype), repeats)
+    times["auto, cuda_graphs"] = cuda_time(functools.partial(run, cuda_graphs=True), repeats)
     limit = min(cuda_time(functools.partial(plain_passes, model, x, target, 50, k), repeats)
                 for k in limit_candidates(50, 1))
     return [f"| {name} | {t * 1e3:.1f} | {times['loop'] / t:.1f}x | {limit / t:.2f} |"
             for name, t in times.items()]
+
+
+def small_model_graph_rows(repeats: int) -> list[str]:
+    """CUDA graphs where kernel launches bound the passes: the small models, B = 1, m = 50."""
+    lines = []
+    for name in ("small_resnet", "mnist_cnn"):
+        model, shape = make_model(name)
+        model = model.cuda()
+        x = torch.rand(1, *shape, device="cuda")
+        run = functools.partial(sk.smooth_grad, model, x, n_samples=50, aggregate=AGGREGATES)
+        eager = cuda_time(run, repeats)
+        graphed = cuda_time(functools.partial(run, cuda_graphs=True), repeats)
+        lines.append(f"| {name} | {eager * 1e3:.2f} | {graphed * 1e3:.2f} | "
+                     f"{eager / graphed:.2f}x |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= {SPEEDUP_TARGET:.0f}x)\n")
     print("| backend | time (ms) | speedup vs loop | efficiency |\n|---|---|---|---|")
     print("\n".join(end_to_end_rows(names, args.repeats)))
+    print("\n## CUDA graphs on small models, B = 1, m = 50, five aggregates\n")
+    print("| model | eager (ms) | cuda_graphs (ms) | speedup |\n|---|---|---|---|")
+    print("\n".join(small_model_graph_rows(args.repeats)))
     return 1 if failures else 0
 
 

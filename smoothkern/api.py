@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from . import backends as backend_registry
 from . import engine
+from .cuda_graphs import GraphedPasses
 from .layer_noise import AtLayer, check_layer_strategy, clean_forward_at_layer, resolve_layer
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
@@ -47,6 +49,7 @@ def smooth_grad(
     tolerance: float | None = None,
     example_index: int | Sequence[int] | Tensor | None = None,
     noise_at: str | nn.Module | None = None,
+    cuda_graphs: bool = False,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -109,6 +112,12 @@ def smooth_grad(
             :func:`smoothkern.layer_noise.layer_activation`). The noise is a pure function of
             (seed, example, sample, element of the layer output). Runs the caller's model (no
             prepared copy); not with backend "vmap".
+        cuda_graphs: on CUDA inputs, capture each batched pass shape once as a CUDA graph and
+            replay it for the later passes (:mod:`smoothkern.cuda_graphs`): for small models,
+            whose passes are bound by kernel launches. Results equal the eager passes'; a
+            model that cannot be captured runs eagerly with one warning. Not with backend
+            "vmap" or "loop" nor with ``noise_at``; methods with per-row inputs (integrated
+            gradients' steps) run eagerly.
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 192 MiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
@@ -136,6 +145,7 @@ def smooth_grad(
     if compile:
         preparations = tuple(dict.fromkeys(preparations + ("compile",)))
     tolerance = check_tolerance(tolerance, snapshots, backend)
+    check_cuda_graphs(cuda_graphs, inputs, noise_at)
     index = check_example_index(example_index, inputs.shape[0], inputs.device)
     counts = _check_snapshots(snapshots, n_samples)
     if noise_level is None and stdevs is None:
@@ -176,6 +186,9 @@ def smooth_grad(
     with preserved(model, inputs), method_obj.session(model):
         runner = model if method_obj.uses_model_structure else prepared_model(
             model, x, logits, usable_preparations(preparations, choice.passes))
+        if cuda_graphs:
+            check_strategy_for_graphs(choice.passes)
+            job = dataclasses.replace(job, graphs=GraphedPasses(runner, compute_dtype))
         results = engine.run(runner, job, progress)
     return engine.shape_results(results, names, sweep=sweep,
                                 returned_snapshots=len(counts) if snapshots is not None else 0,
@@ -243,6 +256,22 @@ def check_example_index(index: Any, batch: int, device: torch.device) -> Tensor 
     if bool(((index < 0) | (index >= 2**32)).any()):
         raise ValueError("example_index values must be within 0..2**32-1")
     return index.to(device=device, dtype=torch.int64)
+
+
+def check_cuda_graphs(cuda_graphs: Any, inputs: Tensor, noise_at: Any) -> None:
+    if not isinstance(cuda_graphs, bool):
+        raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if cuda_graphs and inputs.device.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs CUDA inputs, got inputs on {inputs.device}")
+    if cuda_graphs and noise_at is not None:
+        raise ValueError("cuda_graphs=True does not take noise_at= (its passes hook the layer "
+                         "anew each time)")
+
+
+def check_strategy_for_graphs(passes: str) -> None:
+    if passes != "batched":
+        raise ValueError(f"cuda_graphs=True captures batched passes; backend strategy "
+                         f"{passes!r} has none")
 
 
 def check_memory_limit(limit: Any) -> int | None:

@@ -42,39 +42,41 @@ class _Graph:
 
 
 class GraphedPasses:
-    """Replays captured passes of ``method`` on ``model`` for pass shapes seen before.
+    """Replays captured passes on ``model`` for the methods and pass shapes seen before.
 
-    ``attribute(rows, target)`` returns what ``method.attribute(model, rows, target)`` returns;
-    the tensor is the graph's output buffer, valid until the next call (the engine folds it
-    into its statistics at once).
+    ``attribute(method, rows, target)`` returns what ``method.attribute(model, rows, target)``
+    returns; the tensor is the graph's output buffer, valid until the next call (the engine
+    folds it into its statistics at once).
     """
 
-    def __init__(self, method: AttributionMethod, model: nn.Module,
-                 compute_dtype: torch.dtype | None = None) -> None:
-        self.method, self.model, self.compute_dtype = method, model, compute_dtype
+    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None) -> None:
+        self.model, self.compute_dtype = model, compute_dtype
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self._pool = None          # one memory pool shared by this call's graphs
         self.disabled: str | None = None   # why passes run eagerly, once capture failed
         self.replays = 0
 
-    def attribute(self, rows: Tensor, target: Tensor) -> Tensor:
-        """Tensor[R, *attr] for ``rows`` (Tensor[R, ...] on CUDA) and ``target`` (LongTensor[R])."""
+    def attribute(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
+        """Tensor[R, *attr] for ``rows`` (Tensor[R, ...] on CUDA) and ``target`` (LongTensor[R]).
+
+        A method that holds per-example state is a new object after adaptive counts drop
+        examples (``subset``), hence its own graph."""
         if rows.device.type != "cuda":
             raise ValueError(f"CUDA graphs need CUDA rows, got {rows.device}")
         if self.disabled is not None:
-            return self._eager(rows, target)
-        key = (tuple(rows.shape), rows.dtype, rows.device, tuple(target.shape))
+            return self._eager(method, rows, target)
+        key = (id(method), tuple(rows.shape), rows.dtype, rows.device, tuple(target.shape))
         graph = self._graphs.get(key)
         if graph is None:
             try:
-                graph = self._capture(rows, target)
+                graph = self._capture(method, rows, target)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
                 self.disabled = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
                 warnings.warn(f"cuda_graphs: the passes run eagerly, the model could not be "
                               f"captured ({self.disabled})", RuntimeWarning, stacklevel=3)
                 self._graphs.clear()
                 torch.cuda.synchronize(rows.device)
-                return self._eager(rows, target)
+                return self._eager(method, rows, target)
             self._graphs[key] = graph
             if len(self._graphs) > MAX_GRAPHS:
                 self._graphs.popitem(last=False)
@@ -86,26 +88,26 @@ class GraphedPasses:
         self.replays += 1
         return graph.out
 
-    def _eager(self, rows: Tensor, target: Tensor) -> Tensor:
+    def _eager(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
         with autocast(rows.device, self.compute_dtype):
-            return self.method.attribute(self.model, rows, target)
+            return method.attribute(self.model, rows, target)
 
-    def _run(self, rows: Tensor, target: Tensor) -> Tensor:
+    def _run(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
         # autocast's weight cache would hold casts made outside the graph's pool: off here.
         with autocast(rows.device, self.compute_dtype, cache_enabled=False):
-            return self.method.attribute(self.model, rows, target)
+            return method.attribute(self.model, rows, target)
 
-    def _capture(self, rows: Tensor, target: Tensor) -> _Graph:
+    def _capture(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> _Graph:
         static_rows, static_target = rows.clone(), target.clone()
         side = torch.cuda.Stream(device=rows.device)
         side.wait_stream(torch.cuda.current_stream(rows.device))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_PASSES):
-                self._run(static_rows, static_target)
+                self._run(method, static_rows, static_target)
         torch.cuda.current_stream(rows.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = self._run(static_rows, static_target)
+            out = self._run(method, static_rows, static_target)
         return _Graph(graph, static_rows, static_target, out)

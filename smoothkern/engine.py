@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .backends.registry import AccumulateFn
+from .cuda_graphs import GraphedPasses
 from .memory import is_out_of_memory, release_cached_memory
 from .methods import AttributionMethod
 from .precision import autocast
@@ -52,6 +53,8 @@ class Job:
             satisfies ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ stops drawing and leaves later passes
             (the source and method follow it through ``subset``); None: every example draws
             ``n_samples``.
+        graphs: CUDA graphs of the batched passes (captured once per method and pass shape,
+            replayed after; passes with per-row extras run eagerly); None: eager passes.
     """
 
     method: AttributionMethod
@@ -68,6 +71,7 @@ class Job:
     taps: tuple[Tap, ...] = ()
     compute_dtype: torch.dtype | None = None
     tolerance: float | None = None
+    graphs: GraphedPasses | None = None
 
 
 def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Tensor]]:
@@ -131,6 +135,8 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
 
 def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
                rows_target: Tensor) -> Tensor:
+    if job.graphs is not None and job.passes == "batched" and not chunk.extras:
+        return job.graphs.attribute(method, chunk.rows, rows_target)
     with autocast(chunk.rows.device, job.compute_dtype):
         if job.passes == "vmap":
             if chunk.extras:

@@ -16,9 +16,9 @@ from smoothkern.methods import Gradient, InputXGradient
 
 
 def test_cpu_rows_are_refused():
-    graphs = GraphedPasses(Gradient(), tiny_resnet())
+    graphs = GraphedPasses(tiny_resnet())
     with pytest.raises(ValueError, match="CUDA rows"):
-        graphs.attribute(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
+        graphs.attribute(Gradient(), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
 
 
 def test_smooth_grad_on_the_cpu_refuses_cuda_graphs():
@@ -31,12 +31,12 @@ def test_smooth_grad_on_the_cpu_refuses_cuda_graphs():
 @pytest.mark.parametrize("compute_dtype", [None, torch.bfloat16])
 def test_replayed_passes_equal_eager_passes(method, compute_dtype):
     model = tiny_resnet().cuda()
-    graphs = GraphedPasses(method, model, compute_dtype)
+    graphs = GraphedPasses(model, compute_dtype)
     gen = torch.Generator(device="cuda").manual_seed(0)
     for rows_count in (6, 6, 4, 6):      # a repeated shape, a new one, the first again
         rows = torch.rand(rows_count, 3, 9, 11, device="cuda", generator=gen)
         target = torch.randint(0, 5, (rows_count,), device="cuda", generator=gen)
-        got = graphs.attribute(rows, target).clone()
+        got = graphs.attribute(method, rows, target).clone()
         with sk.precision.autocast(rows.device, compute_dtype):
             want = method.attribute(model, rows, target)
         torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -69,13 +69,13 @@ class HostSync(nn.Module):
 @pytest.mark.cuda
 def test_a_model_that_cannot_be_captured_runs_eagerly_with_one_warning():
     model = HostSync().cuda()
-    graphs = GraphedPasses(Gradient(), model)
+    graphs = GraphedPasses(model)
     rows = torch.rand(4, 12, device="cuda")
     target = torch.zeros(4, dtype=torch.long, device="cuda")
     with pytest.warns(RuntimeWarning, match="could not be captured"):
-        first = graphs.attribute(rows, target)
+        first = graphs.attribute(Gradient(), rows, target)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        second = graphs.attribute(rows, target)
+        second = graphs.attribute(Gradient(), rows, target)
     torch.testing.assert_close(first, second)
     assert graphs.disabled is not None
