@@ -5,6 +5,7 @@ from __future__ import annotations
 from .api import smooth_grad
 from .backends import status as _backend_status
 from .dataset import attribute_dataset
+from .layer_noise import layer_activation
 from .methods import (
     METHODS,
     AttributionMethod,
@@ -33,5 +34,5 @@ def backend_status(device: str = "cpu") -> dict[str, str]:
 
 __all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
            "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam", "InputXGradient",
-           "IntegratedGradients", "Saliency", "attribute_dataset", "noise_grad",
+           "IntegratedGradients", "Saliency", "attribute_dataset", "layer_activation", "noise_grad",
            "perturb_reference", "smooth_grad", "__version__"]
