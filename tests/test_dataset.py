@@ -222,18 +222,34 @@ def test_several_processes_without_a_process_group_are_refused(model, tmp_path, 
         sk.attribute_dataset(model, TensorDataset(X), tmp_path / "s", **FAST)
 
 
-class OtherRankFailsFirst(Ranks):
-    """Rank 0 of two, whose partner fails in the first round of chunks (collectives faked)."""
+class OtherRankFails(Ranks):
+    """Rank 0 of two, whose partner fails at meeting FAIL_AT[0] (collectives faked). Meetings:
+    1 the job is checked, 2 the store is open, 3 the first round of chunks is done."""
 
     def broadcast(self, obj):
         return obj
 
     def round_done(self, images, failed):
         ROUNDS.append(images)
-        return images, [1] if len(ROUNDS) == 2 else []  # call 1: the store is open everywhere
+        return images, [1] if len(ROUNDS) == FAIL_AT[0] else []
 
 
 ROUNDS: list[int] = []
+FAIL_AT = [3]
+
+
+@pytest.mark.parametrize("meeting, message", [(1, "could not check the job"),
+                                              (2, "could not open the store")])
+def test_a_rank_failing_to_start_stops_the_others(model, tmp_path, monkeypatch, meeting,
+                                                  message):
+    import smoothkern.dataset.run as run_module
+
+    ROUNDS.clear()
+    FAIL_AT[0] = meeting
+    monkeypatch.setattr(run_module, "current_ranks", lambda group: OtherRankFails(0, 2))
+    with pytest.raises(RuntimeError, match=message):
+        sk.attribute_dataset(model, TensorDataset(X), tmp_path / "s", **FAST)
+    assert ROUNDS == [0] * meeting
 
 
 def test_a_failing_rank_stops_every_rank_and_leaves_the_store_resumable(model, tmp_path,
@@ -242,10 +258,11 @@ def test_a_failing_rank_stops_every_rank_and_leaves_the_store_resumable(model, t
 
     data, path = TensorDataset(X, Y), tmp_path / "s"
     ROUNDS.clear()
-    monkeypatch.setattr(run_module, "current_ranks", lambda group: OtherRankFailsFirst(0, 2))
+    FAIL_AT[0] = 3
+    monkeypatch.setattr(run_module, "current_ranks", lambda group: OtherRankFails(0, 2))
     with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] failed.*resume"):
         sk.attribute_dataset(model, data, path, **FAST)
-    assert ROUNDS == [0, 5]                                  # rank 0 finished its chunk 0
+    assert ROUNDS == [0, 0, 5]                               # rank 0 finished its chunk 0
     store = open_store(path)
     assert store["complete"][:].tolist() == [1, 0, 0]
     assert not store.attrs["smoothkern"]["finished"]

@@ -6,7 +6,7 @@ import copy
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,9 @@ def attribute_dataset(
     started = time.perf_counter()
     zarr = zarr_module()
     ranks = current_ranks(group)
-    plan = _plan(model, data, target, batch_size, chunk_size, store_dtype, statistics,
-                 store_inputs, device, num_workers, resume, overwrite, options)
+    plan = _together(ranks, "check the job", lambda: _plan(
+        model, data, target, batch_size, chunk_size, store_dtype, statistics, store_inputs,
+        device, num_workers, resume, overwrite, options))
     info = {"versions": _versions(zarr), "run": run_record(plan.options, model),
             "metadata": dict(metadata or {})}
     store, todo, finished = _open_store(ranks, out, plan, info, resume, overwrite, chunk_size)
@@ -324,17 +325,10 @@ def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_s
     if isinstance(outcome, Exception):
         raise outcome
     todo, finished = outcome
-    error = None
-    if not ranks.leader:
-        try:
-            store = Store.open(out)
-        except Exception as err:  # e.g. a node that does not see the leader's file system
-            error = err
-    _, failed = ranks.round_done(0, error is not None)
-    if error is not None:
-        raise error
-    if failed:
-        raise RuntimeError(f"rank(s) {failed} could not open the store {out}")
+    if not ranks.leader:  # e.g. a node that does not see the leader's file system fails here
+        store = _together(ranks, f"open the store {out}", lambda: Store.open(out))
+    else:
+        _together(ranks, f"open the store {out}", lambda: store)
     return store, todo, finished
 
 
@@ -395,15 +389,36 @@ def _store_statistics(ranks: Ranks, store: Store, plan: _Plan) -> None:
         if name in PER_EXAMPLE_AGGREGATES:
             continue
         shape = store.record["layout"]["arrays"][name]["shape"]
-        local = ClassStats(classes, shape, plan.options["eps"])
-        for c in my_chunks:
-            local.update(store.read(name, c), targets[c])
+
+        def accumulate(name=name, shape=shape) -> ClassStats:
+            local = ClassStats(classes, shape, plan.options["eps"])
+            for c in my_chunks:
+                local.update(store.read(name, c), targets[c])
+            return local
+
+        local = _together(ranks, "read the stored maps", accumulate)
         merged = ClassStats(classes, shape, plan.options["eps"])
         for packed in ranks.gather(local.pack()):  # rank order: the same on every rank
             merged.merge_packed(packed)
         counts = merged.counts()
         if ranks.leader:
             store.write_statistics(name, merged.finalize(plan.statistics), counts)
+
+
+def _together(ranks: Ranks, what: str, step: Callable[[], Any]) -> Any:
+    """Runs ``step`` on every rank; if it fails on any, every rank raises (the failing ones their
+    own error) instead of waiting at the next collective for a rank that has left."""
+    result, error = None, None
+    try:
+        result = step()
+    except Exception as err:  # noqa: BLE001 - re-raised below, after the others are told
+        error = err
+    _, failed = ranks.round_done(0, error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise RuntimeError(f"rank(s) {failed} could not {what}; see their error")
+    return result
 
 
 def _bar(enabled: bool, store: Store, todo: list[int]):
