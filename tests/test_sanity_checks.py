@@ -236,10 +236,12 @@ def test_figures(resnet, tmp_path):
                                                           "+ conv2"]
     randomization_similarity_figure(result, out=tmp_path / "similarity.png")
     maps = gradient(model, x, model(x).argmax(1))
-    curves = {"gradient": deletion_curve(model, x, maps, features_per_step=8),
-              "gradient ": insertion_curve(model, x, maps, features_per_step=8)}
+    curves = {"gradient": (deletion_curve(model, x, maps, features_per_step=8),
+                           insertion_curve(model, x, maps, features_per_step=8)),
+              "random": deletion_curve(model, x, torch.rand_like(maps), features_per_step=8)}
     figure = perturbation_curve_figure(curves, out=tmp_path / "curves.png")
     assert len(figure.axes) == 2
+    assert [len(ax.get_lines()) for ax in figure.axes] == [2, 1]
     assert all((tmp_path / name).stat().st_size > 1000
                for name in ("grid.png", "similarity.png", "curves.png"))
     with pytest.raises(ValueError, match="keep_maps"):

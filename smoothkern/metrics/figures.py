@@ -24,7 +24,8 @@ def _finish(figure, out: str | os.PathLike | None):
     return figure
 
 
-def perturbation_curve_figure(curves: Mapping[str, PerturbationCurve], *,
+def perturbation_curve_figure(curves: Mapping[str, PerturbationCurve | Sequence[PerturbationCurve]],
+                              *,
                               title: str | None = None, score_label: str | None = None,
                               out: str | os.PathLike | None = None):
     """Mean deletion and/or insertion curves of several explanations, one panel per mode.
@@ -33,19 +34,22 @@ def perturbation_curve_figure(curves: Mapping[str, PerturbationCurve], *,
     the mean area under the curve.
 
     Args:
-        curves: {label: PerturbationCurve}, e.g. one deletion and one insertion per method.
+        curves: {label: a PerturbationCurve or several}, e.g. a deletion and an insertion
+            curve per explanation method.
         title: the figure title.
         score_label: the y axis label (default: the target's probability).
     """
     from matplotlib.figure import Figure
 
-    if not curves:
+    pairs = [(label, c) for label, value in curves.items()
+             for c in ([value] if isinstance(value, PerturbationCurve) else value)]
+    if not pairs:
         raise ValueError("no curves to draw")
-    modes = [m for m in ("deletion", "insertion") if any(c.mode == m for c in curves.values())]
+    modes = [m for m in ("deletion", "insertion") if any(c.mode == m for _, c in pairs)]
     figure = Figure(figsize=(4.2 * len(modes), 3.4), layout="constrained")
     axes = figure.subplots(1, len(modes), squeeze=False)[0]
     for ax, mode in zip(axes, modes):
-        for label, curve in curves.items():
+        for label, curve in pairs:
             if curve.mode != mode:
                 continue
             scores = curve.scores.detach().double().cpu()
@@ -153,10 +157,9 @@ def main(out_dir: str | os.PathLike = "docs/figures") -> None:
                                         method="input_x_gradient"),
         "random order": torch.rand(images.shape, generator=torch.Generator().manual_seed(0)),
     }
-    curves = {}
-    for name, maps in explanations.items():
-        curves[name] = deletion_curve(model, images, maps, labels)
-        curves[name + " "] = insertion_curve(model, images, maps, labels)
+    curves = {name: (deletion_curve(model, images, maps, labels),
+                     insertion_curve(model, images, maps, labels))
+              for name, maps in explanations.items()}
     perturbation_curve_figure(curves, title="Pixel flipping on the digits CNN: 10 held-out "
                               "digits, one pixel per step, black baseline",
                               out=out / "deletion_digits.png")
