@@ -317,11 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # raising; with no logging set up, Python prints that record as a second stderr line.
     logging.getLogger("PIL").addHandler(logging.NullHandler())
     from .data import DataError
+    from .dataset.distributed import RankFailed
     from .models import WeightsError
 
     try:
         return args.func(args)
-    except (CliError, DataError, WeightsError, ValueError, TypeError, ImportError,
+    except (CliError, DataError, WeightsError, RankFailed, ValueError, TypeError, ImportError,
             OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"smoothkern {args.command}: error: {message}", file=sys.stderr)

@@ -15,6 +15,11 @@ import torch
 from torch import Tensor
 
 
+class RankFailed(RuntimeError):
+    """Another rank of the job failed, or the process group is not set up as the job needs;
+    the store keeps every finished chunk."""
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place in the job.
@@ -110,7 +115,7 @@ def current_ranks(group: Any = None) -> Ranks:
     if group is not None:
         raise ValueError("group was given but torch.distributed is not initialised")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError(
+        raise RankFailed(
             f"started as one of {os.environ['WORLD_SIZE']} processes (WORLD_SIZE) but "
             "torch.distributed is not initialised: call smoothkern.dataset.init_distributed() "
             "(or torch.distributed.init_process_group) first, or every process would do the "

@@ -18,7 +18,7 @@ from ..api import smooth_grad
 from ..noise import plan_sigma
 from ..state import check_eval_mode
 from ..stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
-from .distributed import Ranks, current_ranks
+from .distributed import RankFailed, Ranks, current_ranks
 from .inputs import IndexedData, chunk_batches, fingerprint, indexed_data
 from .job import identity, run_record, split_options
 from .statistics import ClassStats
@@ -157,7 +157,7 @@ def attribute_dataset(
             if failed:
                 if error is not None:
                     raise error
-                raise RuntimeError(f"rank(s) {failed} failed; the store keeps every finished "
+                raise RankFailed(f"rank(s) {failed} failed; the store keeps every finished "
                                    "chunk: rerun the same call or command to resume")
     finally:
         if bar is not None:
@@ -417,7 +417,7 @@ def _together(ranks: Ranks, what: str, step: Callable[[], Any]) -> Any:
     if error is not None:
         raise error
     if failed:
-        raise RuntimeError(f"rank(s) {failed} could not {what}; see their error")
+        raise RankFailed(f"rank(s) {failed} could not {what}; see their error")
     return result
 
 
