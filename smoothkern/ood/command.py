@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Trains the MNIST CNN (RGB input) without and with AugMix over several "
         "seeds on the bundled digits (or real MNIST), tests it on the original, coloured, "
         "weighted-grayscale and rotated test sets and on MNIST-C's motion blur, fog and zigzag, "
-        "and writes the accuracy table (mean ± std; Markdown and CSV) and a figure of "
-        "SmoothGrad maps of the same digits under each shift for both models.")
+        "and writes the accuracy table (mean ± std; Markdown and CSV), the share of "
+        "SmoothGrad's magnitude on the digits' strokes, and a figure of SmoothGrad maps of "
+        "the same digits under each shift for both models.")
     ood.add_argument("--out", required=True, help="output folder")
     ood.add_argument("--mnist", metavar="DIR", help="a local MNIST folder (IDX files): train "
                      "and test on real MNIST instead of the bundled digits")
