@@ -32,6 +32,16 @@ from smoothkern.ood import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (on busy cores, two can be several times
+    slower); the count comes back after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _gray_batch(n=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.zeros(n, 1, 28, 28)
@@ -248,7 +258,7 @@ def test_run_study_accuracies_match_a_loop():
 def test_ood_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "ood"
     status = main(["ood", "--out", str(out), "--trials", "1", "--epochs", "1", "--limit", "24",
-                   "--samples", "2", "--share-examples", "4", "--quiet"])
+                   "--samples", "2", "--share-examples", "4", "--threads", "1", "--quiet"])
     assert status == 0
     rows = list(csv.DictReader((out / "ood_accuracy.csv").open()))
     assert len(rows) == 2 * len(SHIFTS)
