@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import warnings
 
 import torch
@@ -112,10 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-quantus", action="store_true", help="leave Quantus out")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice); on a shared machine one "
+                             "thread keeps other jobs' load from stalling every operation")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, x, y = build()
+    load_before = _load_average()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # Captum's "did not require gradients" notes
         medians = interleaved_medians(variants(model, x, y, not args.no_quantus), args.repeats)
@@ -126,11 +133,21 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'variant':<22} {'time':>8} {'vs captum':>10}")
     for name, seconds in medians.items():
         print(f"{name:<22} {seconds:8.3f} {captum_time / seconds:9.2f}x")
-    result = {"machine": machine(), "repeats": args.repeats, "seconds": medians}
+    result = {"machine": machine(), "repeats": args.repeats, "seconds": medians,
+              "load_average": _load_average()}
+    print(f"# load average before / after: {load_before} / {result['load_average']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def _load_average() -> str:
+    """The 1-minute load average (other jobs on the machine), where the OS reports it."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -285,6 +285,19 @@ def test_smooth_grad_fused_equals_unfused(small, monkeypatch, metric, max_exampl
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
 
 
+def test_fused_rows_are_split_at_the_engines_rows_per_pass(small, monkeypatch):
+    model, x, y = small
+    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "6")        # 15 rows: three calls of 5
+    explain = functools.partial(sk.smooth_grad, model, n_samples=3)
+    count = CallCount(monkeypatch)
+    torch.manual_seed(5)
+    fused = sensitivity_max(explain, x, target=y, n_perturb_samples=4)
+    assert (count.rows, count.unfused) == (3, 0)
+    torch.manual_seed(5)
+    reference = unfused(sensitivity_max, explain, x, target=y, n_perturb_samples=4)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_smooth_grad_itself_with_model_and_an_example_offset(small, monkeypatch):
     model, x, _ = small
     count = CallCount(monkeypatch)

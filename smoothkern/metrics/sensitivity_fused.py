@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -31,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..api import smooth_grad
 from ..noise_grad import noise_grad
+from ..planning import forward_measuring_saved_bytes, rows_in_budget
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than
 # one map per row (a dict, a sweep, snapshots), or tie it to a batch (adaptive counts).
@@ -91,15 +93,25 @@ class FusableExplainer:
         unfused call. None when the noise could not be keyed (then the caller runs unfused)."""
         raise NotImplementedError
 
+    def row_limit(self, clean: Segment) -> int:
+        """Rows one joined call may hold: what the engine puts in one pass (its memory budget,
+        and on a CPU its cache limit), since each call's pass holds all of its rows."""
+        raise NotImplementedError
+
     def explain(self, segments: Sequence[Segment], rows_per_call: int | None
                 ) -> list[tuple[Tensor, ...]]:
-        """Every segment's explanations, from joined calls of at most ``rows_per_call`` rows
-        (None: one call), or from the unfused calls when the segments cannot be joined."""
+        """Every segment's explanations, from balanced joined calls of at most
+        ``rows_per_call`` rows (None: the engine's limit), or from the unfused calls when the
+        segments cannot be joined."""
         joined = _join_segments(segments, self.per_row)
         if joined is not None:
             inputs, kwargs, index = joined
             total = index.shape[0]
-            step = total if rows_per_call is None else max(1, rows_per_call)
+            limit = self.row_limit(segments[0])
+            if rows_per_call is not None:
+                limit = min(limit, rows_per_call)
+            calls = math.ceil(total / max(1, limit))
+            step = math.ceil(total / calls)
             pieces = []
             for start in range(0, total, step):
                 stop = min(total, start + step)
@@ -122,6 +134,11 @@ class NoiseFunction(FusableExplainer):
     def __init__(self, func: Callable[..., Any], model: Any, options: dict[str, Any],
                  offset: int) -> None:
         self.func, self.model, self.options, self.offset = func, model, options, offset
+
+    def row_limit(self, clean: Segment) -> int:
+        x = _single(clean.inputs)
+        _, row_bytes = forward_measuring_saved_bytes(self.model, x)
+        return rows_in_budget(row_bytes, x.device, self.options.get("memory_limit"))
 
     def call(self, segment: Segment) -> Any:
         options = {**self.options, **_targets(segment.kwargs)}
@@ -148,6 +165,14 @@ class DropInNoiseTunnel(FusableExplainer):
     def __init__(self, attribute: Callable[..., Any], options: dict[str, Any]) -> None:
         self.attribute, self.options = attribute, options
 
+    def row_limit(self, clean: Segment) -> int:
+        options = {**self.options, **clean.kwargs}
+        model = _ForwardOfFirstInput(self.attribute.__self__.attribution_method.forward_func,
+                                     clean.inputs[1:], options.get("additional_forward_args"))
+        x = clean.inputs[0]
+        _, row_bytes = forward_measuring_saved_bytes(model, x)
+        return rows_in_budget(row_bytes, x.device)
+
     def call(self, segment: Segment) -> Any:
         return self.attribute(segment.inputs, **{**self.options, **segment.kwargs})
 
@@ -159,6 +184,20 @@ class DropInNoiseTunnel(FusableExplainer):
         with _rows_keyed(index) as keyed:
             out = self.attribute(inputs, **options)
         return out if keyed.used else None
+
+
+class _ForwardOfFirstInput(nn.Module):
+    """The drop-in's forward as a function of its first input alone, the others and the
+    additional arguments fixed: what the engine's memory probe takes."""
+
+    def __init__(self, forward_func: Any, others: tuple[Tensor, ...], args: Any) -> None:
+        super().__init__()
+        self.forward_func = forward_func    # a module's parameters are then not counted
+        self.others = others
+        self.args = () if args is None else (args if isinstance(args, tuple) else (args,))
+
+    def forward(self, x: Tensor) -> Any:
+        return self.forward_func(x, *self.others, *self.args)
 
 
 def fusable(explanation_func: Any, kwargs: dict[str, Any], batch: int
