@@ -30,9 +30,10 @@ from ..state import check_eval_mode
 MODES = ("deletion", "insertion")
 BASELINES = ("black", "white", "mean", "blur")
 OUTPUTS = ("softmax", "logit")
-# Forward-only rows per CPU pass: the digits CNN ran fastest per row between 256 and 1024 rows
-# (benchmarks/RESULTS.md, "Deletion curves"); larger passes fall out of cache.
-CPU_FORWARD_ROWS = 512
+# Forward-only rows per CPU pass: on the 2-core CPU the digits CNN ran fastest per row at 256-512
+# rows (interleaved runs on a shared machine, docs/metrics_faithfulness.md); 256 holds half the
+# memory. Fewer than ~100 rows ran 1.5-3x slower per row.
+CPU_FORWARD_ROWS = 256
 # Blur baseline: Gaussian σ as a fraction of the larger image side (RISE blurs 224² images with
 # σ = 5 px, about 2.5 %); never below one pixel.
 BLUR_SIGMA_FRACTION = 0.025
