@@ -26,6 +26,7 @@ from smoothkern.metrics.robustness import (
     infidelity_perturb_func_decorator,
     sensitivity_max,
 )
+from smoothkern.planning import forward_measuring_saved_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor")   # Captum's requires_grad note
 
@@ -285,9 +286,10 @@ def test_smooth_grad_fused_equals_unfused(small, monkeypatch, metric, max_exampl
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
 
 
-def test_fused_rows_are_split_at_the_engines_rows_per_pass(small, monkeypatch):
+def test_fused_rows_are_split_at_the_engines_memory_budget(small, monkeypatch):
     model, x, y = small
-    monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "6")        # 15 rows: three calls of 5
+    _, row_bytes = forward_measuring_saved_bytes(model, x)
+    monkeypatch.setenv("SMOOTHKERN_MEMORY_BUDGET", str(6 * row_bytes))   # 15 rows: 3 calls of 5
     explain = functools.partial(sk.smooth_grad, model, n_samples=3)
     count = CallCount(monkeypatch)
     torch.manual_seed(5)

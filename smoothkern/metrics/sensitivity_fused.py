@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..api import smooth_grad
 from ..noise_grad import noise_grad
-from ..planning import forward_measuring_saved_bytes, rows_in_budget
+from ..planning import forward_measuring_saved_bytes, memory_budget
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than
 # one map per row (a dict, a sweep, snapshots), or tie it to a batch (adaptive counts).
@@ -94,8 +94,8 @@ class FusableExplainer:
         raise NotImplementedError
 
     def row_limit(self, clean: Segment) -> int:
-        """Rows one joined call may hold: what the engine puts in one pass (its memory budget,
-        and on a CPU its cache limit), since each call's pass holds all of its rows."""
+        """Rows one joined call may hold: as many as the engine's memory budget for one pass
+        takes (a call's pass holds at least one sample of each of its rows)."""
         raise NotImplementedError
 
     def explain(self, segments: Sequence[Segment], rows_per_call: int | None
@@ -138,7 +138,7 @@ class NoiseFunction(FusableExplainer):
     def row_limit(self, clean: Segment) -> int:
         x = _single(clean.inputs)
         _, row_bytes = forward_measuring_saved_bytes(self.model, x)
-        return rows_in_budget(row_bytes, x.device, self.options.get("memory_limit"))
+        return _rows_in_memory(row_bytes, x.device, self.options.get("memory_limit"))
 
     def call(self, segment: Segment) -> Any:
         options = {**self.options, **_targets(segment.kwargs)}
@@ -171,7 +171,7 @@ class DropInNoiseTunnel(FusableExplainer):
                                      clean.inputs[1:], options.get("additional_forward_args"))
         x = clean.inputs[0]
         _, row_bytes = forward_measuring_saved_bytes(model, x)
-        return rows_in_budget(row_bytes, x.device)
+        return _rows_in_memory(row_bytes, x.device, None)
 
     def call(self, segment: Segment) -> Any:
         return self.attribute(segment.inputs, **{**self.options, **segment.kwargs})
@@ -184,6 +184,18 @@ class DropInNoiseTunnel(FusableExplainer):
         with _rows_keyed(index) as keyed:
             out = self.attribute(inputs, **options)
         return out if keyed.used else None
+
+
+def _rows_in_memory(row_bytes: int, device: torch.device, memory_limit: Any) -> int:
+    """Rows whose saved activations fit the engine's pass budget (and the caller's limit).
+
+    Not the engine's CPU row limit: that one sizes passes from samples, and splitting the joined
+    rows below it only makes more passes (on a busy CPU, measured slower).
+    """
+    budget = memory_budget(device)
+    if isinstance(memory_limit, int) and not isinstance(memory_limit, bool) and memory_limit > 0:
+        budget = min(budget, memory_limit)
+    return max(1, budget // max(1, row_bytes))
 
 
 class _ForwardOfFirstInput(nn.Module):
