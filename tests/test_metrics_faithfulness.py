@@ -198,10 +198,10 @@ def test_equals_quantus_pixel_flipping():
     a = smooth_grad(model, x, y, n_samples=4)
     # Quantus's defaults (softmax, attributions scaled by their maximum); it needs a step that
     # divides H·W.
-    metric = quantus.PixelFlipping(features_in_step=14, disable_warnings=True)
+    metric = quantus.PixelFlipping(features_in_step=28, disable_warnings=True)
     want = np.array(metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(),
                            device="cpu"))
-    got = deletion_curve(model, x, a, y, features_per_step=14)
+    got = deletion_curve(model, x, a, y, features_per_step=28)
     np.testing.assert_allclose(got.scores[:, 1:].numpy(), want, atol=1e-6)
     # Three channels, attributions shaped like the inputs, one feature per step, logits.
     rgb_model = tiny_resnet(in_channels=3)
