@@ -3,9 +3,11 @@
 The unfused metric calls the explanation once for the clean inputs (rows 0..B-1) and once per
 chunk of perturbations (rows 0..k·B-1 of that chunk). smoothkern's counter-based noise is keyed
 by a row's index, which in each of those calls is its position in the call. Here all rows go into
-one call (or a few, of at most ``max_examples_per_batch`` rows) with ``example_index`` set to
-those positions: every row gets the noise it gets in the unfused calls, so the explanations, and
-the metric, are the same (up to the model's float rounding, which may depend on the batch size).
+one call (or a few: within the engine's memory budget for a pass, and of at most
+``max_examples_per_batch`` rows) with ``example_index`` set to those positions: every row gets
+the noise it gets in the unfused calls, so the explanations, and the metric, are the same (up to
+the model's float rounding, which may depend on the batch size). Joining the rows:
+:mod:`.sensitivity_rows`; keying the drop-in's noise: :mod:`.sensitivity_keying`.
 
 Recognised explanation functions (anything else runs unfused):
 
@@ -21,14 +23,11 @@ joined runs unfused.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import math
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,14 +36,14 @@ from torch import Tensor, nn
 from ..api import smooth_grad
 from ..noise_grad import noise_grad
 from ..planning import forward_measuring_saved_bytes, memory_budget
+from .sensitivity_keying import rows_keyed
+from .sensitivity_rows import Segment, join_segments, split_segments
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than
 # one map per row (a dict, a sweep, snapshots), or tie it to a batch (adaptive counts).
 _ROW_BREAKING = ("snapshots", "tolerance")
 # NoiseTunnel.attribute keywords that are per-example (joined across calls).
 _PER_ROW_CAPTUM = ("target", "additional_forward_args", "baselines")
-# Of those, the ones Captum takes as a value or a tuple of values.
-_EITHER_FORM = ("additional_forward_args", "baselines")
 
 
 def as_tuple(value: Any) -> tuple[Tensor, ...]:
@@ -55,23 +54,6 @@ def as_tuple(value: Any) -> tuple[Tensor, ...]:
             raise TypeError(f"the explanation function must return a Tensor or a tuple of "
                             f"Tensors, got {type(t).__name__}")
     return parts
-
-
-@dataclass
-class Segment:
-    """One explanation call of the unfused computation: its inputs and keywords.
-
-    Args:
-        inputs (tuple of Tensor[rows, ...]): what the call explains.
-        kwargs: its keywords, per-example ones already expanded to its rows.
-    """
-
-    inputs: tuple[Tensor, ...]
-    kwargs: dict[str, Any]
-
-    @property
-    def rows(self) -> int:
-        return self.inputs[0].shape[0]
 
 
 class FusableExplainer:
@@ -103,7 +85,7 @@ class FusableExplainer:
         """Every segment's explanations, from balanced joined calls of at most
         ``rows_per_call`` rows (None: the engine's limit), or from the unfused calls when the
         segments cannot be joined."""
-        joined = _join_segments(segments, self.per_row)
+        joined = join_segments(segments, self.per_row)
         if joined is not None:
             inputs, kwargs, index = joined
             total = index.shape[0]
@@ -122,7 +104,7 @@ class FusableExplainer:
                     break
                 pieces.append(as_tuple(out))
             else:
-                return _split_segments(pieces, [s.rows for s in segments])
+                return split_segments(pieces, [s.rows for s in segments])
         return [as_tuple(self.call(s)) for s in segments]
 
 
@@ -181,7 +163,7 @@ class DropInNoiseTunnel(FusableExplainer):
         options = {**self.options, **kwargs}
         if "example_index" in inspect.signature(self.attribute).parameters:
             return self.attribute(inputs, **options, example_index=index)
-        with _rows_keyed(index) as keyed:
+        with rows_keyed(index) as keyed:
             out = self.attribute(inputs, **options)
         return out if keyed.used else None
 
@@ -323,151 +305,3 @@ def _single(inputs: tuple[Tensor, ...]) -> Tensor:
         raise TypeError(f"smooth_grad and noise_grad explain one input tensor, got a tuple of "
                         f"{len(inputs)}")
     return inputs[0]
-
-
-# ----------------------------------------------------------------------------------------------
-# joining the segments' rows and splitting the results
-
-
-class _Rows:
-    """A per-example argument over the joined rows: ``rows(start, stop)`` is the value for a
-    block of rows."""
-
-    def __init__(self, shared: Any = None, parts: list[Any] | None = None,
-                 children: list[_Rows] | None = None) -> None:
-        self.shared, self.children = shared, children
-        self.joined: Any = None
-        if parts is not None:
-            self.joined = torch.cat(parts) if isinstance(parts[0], Tensor) else \
-                [v for p in parts for v in p]
-
-    def rows(self, start: int, stop: int) -> Any:
-        if self.children is not None:
-            return tuple(c.rows(start, stop) for c in self.children)
-        if self.joined is not None:
-            return self.joined[start:stop]
-        return self.shared
-
-
-def _join_value(values: list[Any], rows: list[int]) -> _Rows | None:
-    first = values[0]
-    if all(v is first for v in values):
-        return _Rows(shared=first)
-    if all(isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == r
-           for v, r in zip(values, rows)):
-        return _Rows(parts=values)
-    if all(isinstance(v, list) and len(v) == r for v, r in zip(values, rows)):
-        return _Rows(parts=values)
-    if all(isinstance(v, tuple) and len(v) == len(first) for v in values):
-        children = [_join_value([v[i] for v in values], rows) for i in range(len(first))]
-        if all(c is not None for c in children):
-            return _Rows(children=children)    # type: ignore[arg-type]
-    return None
-
-
-def _join_segments(segments: Sequence[Segment], per_row: tuple[str, ...]
-                   ) -> tuple[tuple[Tensor, ...], dict[str, _Rows], Tensor] | None:
-    """The segments' rows joined: inputs, per-row keywords, and each row's position in its
-    segment; None when a keyword cannot be joined (the segments then run one by one)."""
-    rows = [s.rows for s in segments]
-    names = set(segments[0].kwargs)
-    if any(set(s.kwargs) != names for s in segments):
-        return None
-    kwargs: dict[str, _Rows] = {}
-    for name in names:
-        values = [s.kwargs[name] for s in segments]
-        if name in _EITHER_FORM and any(isinstance(v, tuple) for v in values):
-            # one value or a 1-tuple of it mean the same; the expanded copies are tuples
-            values = [v if isinstance(v, tuple) or v is None else (v,) for v in values]
-        joined = _join_value(values, rows) if name in per_row else (
-            _Rows(shared=values[0]) if all(v is values[0] for v in values) else None)
-        if joined is None:
-            return None
-        kwargs[name] = joined
-    count = len(segments[0].inputs)
-    if any(len(s.inputs) != count for s in segments):
-        return None
-    inputs = tuple(torch.cat([s.inputs[i] for s in segments]) for i in range(count))
-    device = inputs[0].device
-    index = torch.cat([torch.arange(r, device=device) for r in rows])
-    return inputs, kwargs, index
-
-
-def _split_segments(pieces: list[tuple[Tensor, ...]], rows: list[int]
-                    ) -> list[tuple[Tensor, ...]]:
-    count = len(pieces[0])
-    if any(len(p) != count for p in pieces):
-        raise ValueError("the explanation function returned different numbers of tensors for "
-                         "different calls")
-    whole = [torch.cat([p[i] for p in pieces]) for i in range(count)]
-    if any(t.shape[0] != sum(rows) for t in whole):
-        raise ValueError(f"the explanation function must return one row per input row "
-                         f"({sum(rows)}), got shapes {[tuple(t.shape) for t in whole]}")
-    split = [t.split(rows) for t in whole]
-    return [tuple(s[j] for s in split) for j in range(len(rows))]
-
-
-# ----------------------------------------------------------------------------------------------
-# keying the drop-in's noise by row
-
-
-@dataclass
-class _Keying:
-    index: Tensor
-    used: bool = False
-
-
-_KEYING: contextvars.ContextVar[_Keying | None] = contextvars.ContextVar(
-    "smoothkern_metrics_row_keys", default=None)
-_INSTALL_LOCK = threading.Lock()
-_INSTALLED = [0]
-
-
-@functools.cache
-def _keyed_counter_noise() -> type:
-    from ..sources import CounterNoise
-
-    class RowKeyedCounterNoise(CounterNoise):
-        """CounterNoise whose rows are keyed by the active metric call's row positions."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            keying = _KEYING.get()
-            if keying is not None and len(args) < 6 and kwargs.get("example_index") is None:
-                kwargs["example_index"] = keying.index.to(args[0].device if args else
-                                                          kwargs["x"].device)
-                keying.used = True
-            super().__init__(*args, **kwargs)
-
-    return RowKeyedCounterNoise
-
-
-class _rows_keyed:
-    """Within the block, the drop-in's NoiseTunnel keys its counter noise by ``index`` rather
-    than by row position: NoiseTunnel.attribute has no ``example_index`` argument, so its
-    module's CounterNoise is replaced by a subclass that reads the index from a context
-    variable (other threads and calls are unaffected) and put back when no call uses it."""
-
-    def __init__(self, index: Tensor) -> None:
-        self.keying = _Keying(index)
-
-    def __enter__(self) -> _Keying:
-        module = sys.modules["smoothkern.captum.noise_tunnel"]
-        keyed = _keyed_counter_noise()
-        with _INSTALL_LOCK:
-            if _INSTALLED[0] == 0:
-                _ORIGINAL[0] = module.CounterNoise
-                module.CounterNoise = keyed
-            _INSTALLED[0] += 1
-        self.token = _KEYING.set(self.keying)
-        return self.keying
-
-    def __exit__(self, *exc: Any) -> None:
-        _KEYING.reset(self.token)
-        module = sys.modules["smoothkern.captum.noise_tunnel"]
-        with _INSTALL_LOCK:
-            _INSTALLED[0] -= 1
-            if _INSTALLED[0] == 0:
-                module.CounterNoise = _ORIGINAL[0]
-
-
-_ORIGINAL: list[Any] = [None]
