@@ -112,7 +112,7 @@ def test_named_baselines(setting, baseline):
     elif baseline == 0.5:
         image = torch.full_like(x, 0.5)
     else:                                              # a normalised Gaussian blur
-        from scipy.ndimage import gaussian_filter
+        gaussian_filter = pytest.importorskip("scipy.ndimage").gaussian_filter
         image = torch.tensor(np.stack([[gaussian_filter(c, 1.0, mode="mirror", truncate=3.0)
                                         for c in xb] for xb in x.numpy()]))
     with torch.no_grad():
