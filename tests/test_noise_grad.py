@@ -16,6 +16,7 @@ from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
 from smoothkern.stats import direct_statistics
 from smoothkern.weight_noise import WeightDraws, drawn_model
+from smoothkern.weight_noise import planning as weight_planning
 from smoothkern.weight_noise.planning import choose_attributions_per_pass
 
 ALL = ("mean", "abs", "sq", "var", "geomean", "sem")
@@ -360,8 +361,9 @@ def test_out_of_memory_halves_the_draws_of_a_pass(resnet, images):
     close(got, loop_reference(resnet, images, target, n_models=4, aggregates=("mean", "var")))
 
 
-def test_passes_count_the_drawn_weights_against_the_budget():
+def test_passes_count_the_drawn_weights_against_the_budget(monkeypatch):
     cpu, mib = torch.device("cpu"), 1024**2
+    monkeypatch.setattr(weight_planning, "BATCH_DRAWS_ON_CPU", True)
     # ResNet18-like: 45 MiB of weights a draw, 1 MiB a row; 192 MiB budget: 4 draws a pass,
     # balanced over 10 draws as 4, 4, 2
     assert choose_attributions_per_pass(1, 10, 1, mib, 45 * mib, cpu) == 4
@@ -372,6 +374,8 @@ def test_passes_count_the_drawn_weights_against_the_budget():
     assert choose_attributions_per_pass(1, 10, 10, mib, 45 * mib, cpu, 50 * mib) == 5
     # methods that run one draw at a time never batch draws
     assert choose_attributions_per_pass(1, 10, 2, mib, mib, cpu, batch_models=False) == 2
+    monkeypatch.setattr(weight_planning, "BATCH_DRAWS_ON_CPU", False)     # the CPU default
+    assert choose_attributions_per_pass(1, 10, 2, mib, mib, cpu) == 2
 
 
 def test_bfloat16_passes_stay_close_to_float32(resnet, images):

@@ -111,6 +111,7 @@ class StackedDraws(nn.Module):
         self.slots = slots
         self.stacked: dict[str, Tensor] = {}
         self.position: Tensor | None = None
+        self.train(False)                             # it only ever runs an eval-mode model
 
     @contextlib.contextmanager
     def holding(self, stacked: dict[str, Tensor], position: Tensor) -> Iterator[None]:
