@@ -46,3 +46,19 @@ def test_adaptive_counts_keep_the_callers_indices(model):
 def test_bad_example_indices_are_refused(model, bad, error):
     with pytest.raises(error, match="example_index"):
         sk.smooth_grad(model, X, n_samples=2, example_index=bad)
+
+
+def test_the_drop_in_noise_tunnel_takes_example_index(model):
+    captum_attr = pytest.importorskip("captum.attr")
+    import smoothkern.captum as skc
+
+    tunnel = skc.NoiseTunnel(captum_attr.Saliency(model))
+    kw = dict(nt_type="smoothgrad_sq", nt_samples=6, stdevs=0.2, target=1)
+    full = tunnel.attribute(X, **kw)
+    part = tunnel.attribute(X[[3, 1]], example_index=[3, 1], **kw)
+    torch.testing.assert_close(part, full[[3, 1]], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(tunnel.attribute(X[[3, 1]], **kw), part)
+    with pytest.raises(ValueError, match="example_index"):
+        tunnel.attribute(X, example_index=[0, 1], **kw)                # B = 5 rows, 2 indices
+    with pytest.raises(ValueError, match="rng='captum'"):
+        tunnel.attribute(X, example_index=0, rng="captum", **kw)

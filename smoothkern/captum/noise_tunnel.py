@@ -14,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from .. import engine
-from ..api import check_strategy
+from ..api import check_example_index, check_strategy
 from ..backends import choose
 from ..layer_noise import check_layer_strategy
 from ..noise import check_noise_kind, check_seed
@@ -69,7 +69,8 @@ class NoiseTunnel(_captum.NoiseTunnel):
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
                   backend: str = "auto", rng: str = "captum",
                   compute_dtype: torch.dtype | None = None, prepare: bool | Sequence[str] = True,
-                  noise_at: nn.Module | str | None = None, **kwargs: Any) -> Any:
+                  noise_at: nn.Module | str | None = None, example_index: Any = None,
+                  **kwargs: Any) -> Any:
         """Noise-averaged attributions, Captum's arguments and output structure.
 
         Args:
@@ -111,6 +112,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
                 ``baselines`` to the noisy activation). ``stdevs`` (one number) is σ at the
                 layer, ``noise_level`` relative to each example's activation range. Only with
                 the default rng (Captum has no counterpart to replay).
+            example_index: which examples of the caller's data the rows are, for the counter
+                noise (an int offset, a list or a LongTensor[B]; as in ``smooth_grad``): example
+                k then draws the same noise in any batch. Only with the default rng.
             **kwargs: the attribution method's ``attribute`` arguments: ``target``,
                 ``additional_forward_args``, ``baselines``, ``n_steps``, ``feature_mask``,
                 ``return_convergence_delta``, ...
@@ -128,6 +132,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
             if noise_at is not None:
                 raise CaptumArgumentError("noise_at= has no Captum counterpart to replay: use "
                                           "the default rng='smoothkern'")
+            if example_index is not None:
+                raise CaptumArgumentError("example_index= keys the counter noise; rng='captum' "
+                                          "draws Captum's: use the default rng='smoothkern'")
         if noise_at is not None and draw_baseline_from_distrib:
             raise CaptumArgumentError("draw_baseline_from_distrib is not available with "
                                       "noise_at=")
@@ -146,10 +153,11 @@ class NoiseTunnel(_captum.NoiseTunnel):
                                 options.get("additional_forward_args"),
                                 integer_ok=noise_at is not None)
         choice = choose(backend, problem.x.device)
+        index = check_example_index(example_index, problem.x.shape[0], problem.x.device)
         if noise_at is not None:
             return self._attribute_at_layer(problem, noise_at, options, want_delta, types,
                                             single, nt_samples, batch_size, stdevs, noise_level,
-                                            noise, seed, choice, compute_dtype)
+                                            noise, seed, choice, compute_dtype, index)
         sds = format_stdevs(stdevs, len(problem.inputs))
         name = native_name(algorithm, {k: v for k, v in options.items()
                                        if k not in _CALL_OPTIONS})
@@ -173,7 +181,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
         else:
             chunks, sums, taps = None, None, ()
             sigma = _sigma(problem, sds, noise_level)
-            source = CounterNoise(problem.x, sigma, seed, noise, choice.kernels.perturb)
+            source = CounterNoise(problem.x, sigma, seed, noise, choice.kernels.perturb, index)
         if drawn is not None:
             draws = BaselineDraws(drawn, problem.inputs, problem.layout, seed, chunks)
             source = DrawnBaselines(source, draws.rows)
@@ -205,13 +213,13 @@ class NoiseTunnel(_captum.NoiseTunnel):
                             want_delta: bool, types: tuple[str, ...], single: bool,
                             nt_samples: int, batch_size: int | None, stdevs: Any,
                             noise_level: Any, noise: str, seed: int, choice: Any,
-                            compute_dtype: torch.dtype | None) -> Any:
+                            compute_dtype: torch.dtype | None, index: Tensor | None) -> Any:
         """``noise_at``: counter noise on the layer's clean activation, the layer algorithm's
         arithmetic with respect to the noisy activation (:mod:`.layer_noise`)."""
         check_layer_strategy(choice.passes)
         run = LayerNoiseRun(self.attribution_method, problem, noise_at, options, want_delta)
         source = CounterNoise(run.activation, run.sigma(stdevs, noise_level), seed, noise,
-                              choice.kernels.perturb)
+                              choice.kernels.perturb, index)
         dtype = run.result_dtype
         job = engine.Job(
             method=run.method, source=source, target=run.target, n_samples=nt_samples,

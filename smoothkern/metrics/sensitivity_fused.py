@@ -7,7 +7,7 @@ one call (or a few: within the engine's memory budget for a pass, and of at most
 ``max_examples_per_batch`` rows) with ``example_index`` set to those positions: every row gets
 the noise it gets in the unfused calls, so the explanations, and the metric, are the same (up to
 the model's float rounding, which may depend on the batch size). Joining the rows:
-:mod:`.sensitivity_rows`; keying the drop-in's noise: :mod:`.sensitivity_keying`.
+:mod:`.sensitivity_rows`; the drop-in's noise is keyed by its ``example_index=``.
 
 Recognised explanation functions (anything else runs unfused):
 
@@ -36,7 +36,6 @@ from torch import Tensor, nn
 from ..api import smooth_grad
 from ..noise_grad import noise_grad
 from ..planning import forward_measuring_saved_bytes, memory_budget
-from .sensitivity_keying import rows_keyed
 from .sensitivity_rows import Segment, join_segments, split_segments
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than
@@ -161,11 +160,7 @@ class DropInNoiseTunnel(FusableExplainer):
     def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
                   ) -> Any:
         options = {**self.options, **kwargs}
-        if "example_index" in inspect.signature(self.attribute).parameters:
-            return self.attribute(inputs, **options, example_index=index)
-        with rows_keyed(index) as keyed:
-            out = self.attribute(inputs, **options)
-        return out if keyed.used else None
+        return self.attribute(inputs, **options, example_index=index)
 
 
 def _rows_in_memory(row_bytes: int, device: torch.device, memory_limit: Any) -> int:
