@@ -16,14 +16,18 @@ Rows, all on the same model, input and target:
   (``samples_per_pass = n_models · n_samples``).
 - ``weight draws``: drawing the n_models weight sets alone (part of every counter-noise row).
 
-Timing: the package's harness (interleaved repeats, medians) after a one-draw warm-up. The
-caller's parameters are checked bit-identical after the noise_grad calls.
+Timing: the package's harness (interleaved repeats, medians of wall time) after a one-draw
+warm-up, and the medians of the process's CPU time (both threads) in the same calls: on a shared
+machine the CPU time is the steadier of the two. The caller's parameters are checked
+bit-identical after the noise_grad calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -72,17 +76,20 @@ def rel_l2(a: Tensor, b: Tensor) -> float:
 
 
 def run_row(model: nn.Module, x: Tensor, n_models: int, n_samples: int, repeats: int
-            ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median times of every row of one setting, and noise_grad's distance to the loop (from
-    the timed calls' own results)."""
+            ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Median wall and CPU (process) times of every row of one setting, and noise_grad's
+    distance to the loop (from the timed calls' own results)."""
     target = model(x).argmax(1)
     level = NOISE_LEVEL if n_samples > 1 else 0.0
     params = [p.detach().clone() for p in model.parameters()]
     results: dict[str, dict[str, Tensor]] = {}
+    cpu_times: dict[str, list[float]] = {}
 
     def keep(name: str, call: Callable[[], dict[str, Tensor]]) -> Callable[[], None]:
         def run() -> None:
+            start = time.process_time()
             results[name] = call()
+            cpu_times.setdefault(name, []).append(time.process_time() - start)
         return run
 
     def ng(**kw) -> Callable[[], dict[str, Tensor]]:
@@ -115,7 +122,8 @@ def run_row(model: nn.Module, x: Tensor, n_models: int, n_samples: int, repeats:
               for name in ("noise_grad", "noise_grad-vmap")}
     if not all(torch.equal(p, q) for p, q in zip(params, model.parameters())):
         raise AssertionError("noise_grad changed the caller's parameters")
-    return times, errors
+    cpu = {name: statistics.median(values) for name, values in cpu_times.items()}
+    return {name: (times[name], cpu[name]) for name in times}, errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
         times, errors = run_row(model, x, n_models, n_samples, repeats)
         print(f"\n{label}  (rel. L2 to the loop: noise_grad {errors['noise_grad']:.1e}, "
               f"vmapped {errors['noise_grad-vmap']:.1e}; caller's parameters bit-identical)")
-        print(f"  {'row':<20} {'time s':>8} {'loop / row':>11}")
-        for name, seconds in times.items():
-            print(f"  {name:<20} {seconds:8.2f} {times['loop'] / seconds:10.2f}x", flush=True)
+        print(f"  {'row':<20} {'wall s':>8} {'loop / row':>11} {'CPU s':>8} {'loop / row':>11}")
+        (loop_wall, loop_cpu) = times["loop"]
+        for name, (wall, cpu) in times.items():
+            print(f"  {name:<20} {wall:8.2f} {loop_wall / wall:10.2f}x {cpu:8.2f} "
+                  f"{loop_cpu / cpu:10.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class WeightDraws:
         self.weight_noise, self.kind, self.seed, self.perturb = weight_noise, kind, seed, perturb
         self.parameters = noised_parameters(model) if weight_noise > 0 else ()
         self._cached: tuple[int, int, dict[str, Tensor]] | None = None
+        self._sigma: dict[str, Tensor] = {}       # σ per element, the same for every draw
 
     @property
     def bytes_per_draw(self) -> int:
@@ -98,16 +99,21 @@ class WeightDraws:
         return values
 
     def release(self) -> None:
-        """Drops the kept draws."""
+        """Drops the kept draws and scales."""
         self._cached = None
+        self._sigma = {}
 
     def _draw(self, param: NoisedParameter, start: int, count: int) -> Tensor:
         w = param.value.detach()
         flat = w.reshape(1, -1)
-        if self.kind == "multiplicative":
-            sigma = (self.weight_noise * flat.float()).view(1, 1, -1)
-        else:
-            sigma = torch.full((1, 1), self.weight_noise, dtype=torch.float32, device=w.device)
+        sigma = self._sigma.get(param.name)
+        if sigma is None:
+            if self.kind == "multiplicative":
+                sigma = (self.weight_noise * flat.float()).view(1, 1, -1)
+            else:
+                sigma = torch.full((1, 1), self.weight_noise, dtype=torch.float32,
+                                   device=w.device)
+            self._sigma[param.name] = sigma
         index = torch.tensor([param.index], dtype=torch.int64, device=w.device)
         with torch.no_grad():
             rows = self.perturb(flat, sigma, weight_key(self.seed), start, count, "gaussian",
