@@ -13,7 +13,6 @@ from smoothkern.models.cifar import CifarResNet
 from smoothkern.models.mnist import MnistCNN
 
 
-
 class SmallResNet(nn.Module):
     """A small residual CNN (16-channel stem, two BatchNorm residual blocks, pool, linear) on
     3×32×32: a model cheap enough that the engine's own work (noise, statistics, Python per
