@@ -7,7 +7,6 @@ and exit status 2; ``SMOOTHKERN_DEBUG=1`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 import sys
@@ -15,7 +14,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_args import fraction, method_option, positive
+
 EXIT_USAGE = 2
+# The aggregates that are maps (smoothkern.stats.AGGREGATES + "sem"; "count" is a number per
+# example), spelled out so that --help does not import torch.
+MAP_AGGREGATES = ("mean", "abs", "sq", "var", "geomean", "sem")
 BENCH_SAMPLES = 50
 # smoothkern.bench.VARIANTS, spelled out so that --help does not import torch.
 BENCH_VARIANTS = ("loop", "smoothkern", "smoothkern-bf16", "smoothkern-fp16", "captum",
@@ -170,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "is installed; prints a loop-vs-batched timing.")
     demo.add_argument("--out", default="smoothkern-demo", help="output folder (default: "
                       "./smoothkern-demo)")
-    demo.add_argument("--samples", type=_positive, default=50, help="noise samples m for the "
+    demo.add_argument("--samples", type=positive, default=50, help="noise samples m for the "
                       "digits figures (default 50)")
-    demo.add_argument("--photo-samples", type=_positive, default=8, help="m for the photo "
+    demo.add_argument("--photo-samples", type=positive, default=8, help="m for the photo "
                       "figure (default 8: a 224×224 ResNet18 is slow on a CPU)")
     demo.add_argument("--no-photos", action="store_true", help="skip the ImageNet-size figure")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -191,18 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--kind", choices=FIGURE_KINDS, default="noise-levels",
                      help="columns: noise levels (default), sample counts, Gaussian vs "
                      "uniform, or aggregates")
-    fig.add_argument("--noise-levels", type=_fraction, nargs="+", metavar="LEVEL",
+    fig.add_argument("--noise-levels", type=fraction, nargs="+", metavar="LEVEL",
                      help="σ as fractions of the pixel range, or percentages (10%%); default "
                      "0 .05 .1 .2 .3 .5 for noise-levels, .1 .2 for noise-kinds, .15 for "
                      "samples and aggregates (which use the last level given)")
-    fig.add_argument("--samples", type=_positive, default=50, help="noise samples m (default 50)")
+    fig.add_argument("--samples", type=positive, default=50, help="noise samples m (default 50)")
     fig.add_argument("--method", default="gradient", help="base attribution method (default "
                      "gradient)")
     fig.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     type=_method_option, help="a keyword option of the method, repeatable, "
+                     type=method_option, help="a keyword option of the method, repeatable, "
                      "e.g. --option layer=net.features.8 --option upsample=True (grad_cam)")
-    fig.add_argument("--aggregate", default="mean", choices=("mean", "abs", "sq", "var",
-                                                              "geomean"))
+    fig.add_argument("--aggregate", default="mean", choices=MAP_AGGREGATES)
     fig.add_argument("--noise", default="gaussian", choices=("gaussian", "uniform"))
     fig.add_argument("--target", type=int, nargs="+", help="class to explain (one, or one per "
                      "image; default: the predicted class)")
@@ -224,22 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "mnist, cifar10_resnet18, or a torchvision architecture (resnet18, ...)")
     bench.add_argument("--weights", help="local state dict file (default: bundled for digits, "
                        "random weights otherwise; speed does not depend on them)")
-    bench.add_argument("--input-shape", type=_positive, nargs="+", metavar="N",
+    bench.add_argument("--input-shape", type=positive, nargs="+", metavar="N",
                        help="one input's shape, e.g. 3 224 224 (default: the model's own)")
-    bench.add_argument("--batch", type=_positive, default=1, help="examples B (default 1)")
-    bench.add_argument("--samples", type=_positive, default=BENCH_SAMPLES,
+    bench.add_argument("--batch", type=positive, default=1, help="examples B (default 1)")
+    bench.add_argument("--samples", type=positive, default=BENCH_SAMPLES,
                        help=f"noise samples m (default {BENCH_SAMPLES}; 10 with --quick)")
     bench.add_argument("--method", default="gradient", help="base attribution method "
                        "(default gradient)")
     bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       type=_method_option, help="a keyword option of the method, repeatable "
+                       type=method_option, help="a keyword option of the method, repeatable "
                        "(e.g. --option n_steps=20)")
-    bench.add_argument("--aggregate", default="mean", choices=("mean", "abs", "sq", "var",
-                                                                "geomean"))
-    bench.add_argument("--noise-level", type=_fraction, default=0.15, metavar="LEVEL",
+    bench.add_argument("--aggregate", default="mean", choices=MAP_AGGREGATES)
+    bench.add_argument("--noise-level", type=fraction, default=0.15, metavar="LEVEL",
                        help="σ as a fraction of the inputs' range (default 0.15)")
     bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--repeats", type=_positive, help="timed repeats (default: enough for "
+    bench.add_argument("--repeats", type=positive, help="timed repeats (default: enough for "
                        "about 3 s of the slowest variant, 3 to 25)")
     bench.add_argument("--variants", nargs="+", metavar="NAME", choices=BENCH_VARIANTS,
                        help="rows to run (default all): " + ", ".join(BENCH_VARIANTS))
@@ -269,34 +271,10 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 10:
-        raise argparse.ArgumentTypeError(f"noise level must be a fraction >= 0, got {text}")
-    return value
 
 
-def _method_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:  # numbers, booleans, tuples; anything else stays a string (e.g. a layer path)
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import ast
+
+from ..cli_args import fraction, method_option, positive
 
 AGGREGATE_NAMES = ("mean", "abs", "sq", "var", "geomean", "sem", "count")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -26,15 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "folder of images (subfolders as classes), mnist:DIR or cifar10:DIR "
                            "(test split; mnist-train:DIR, cifar10-train:DIR)")
     attribute.add_argument("--out", required=True, metavar="STORE", help="the store's folder")
-    attribute.add_argument("--limit", type=_positive, metavar="N", help="the first N examples")
-    attribute.add_argument("--batch-size", type=_positive, default=32, metavar="B",
+    attribute.add_argument("--limit", type=positive, metavar="N", help="the first N examples")
+    attribute.add_argument("--batch-size", type=positive, default=32, metavar="B",
                            help="examples per batch (default 32)")
-    attribute.add_argument("--chunk-size", type=_positive, metavar="C", help="examples per "
+    attribute.add_argument("--chunk-size", type=positive, metavar="C", help="examples per "
                            "store chunk and unit of work (default: 64, or B if larger; a store "
                            "keeps its own)")
-    attribute.add_argument("--n-samples", type=_positive, default=50, metavar="M",
+    attribute.add_argument("--n-samples", type=positive, default=50, metavar="M",
                            help="noise samples per example (default 50)")
-    attribute.add_argument("--noise-level", type=_fraction, nargs="+", default=[0.15],
+    attribute.add_argument("--noise-level", type=fraction, nargs="+", default=[0.15],
                            metavar="L", help="σ as a fraction of each image's range, or a "
                            "percentage (15%%); several: a sweep (default 0.15)")
     attribute.add_argument("--noise", default="gaussian", choices=("gaussian", "uniform"))
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     attribute.add_argument("--method", default="gradient", help="base attribution method "
                            "(default gradient)")
     attribute.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                           type=_method_option, help="a keyword option of the method, "
+                           type=method_option, help="a keyword option of the method, "
                            "repeatable (e.g. --option n_steps=20)")
     attribute.add_argument("--target", default="predicted", type=_target, help="predicted "
                            "(default), label, or a class index")
@@ -143,24 +144,8 @@ def _device(text: str):
     return device
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 10:
-        raise argparse.ArgumentTypeError(f"noise level must be a fraction >= 0, got {text}")
-    return value
 
 
 def _target(text: str) -> str | int:
@@ -175,12 +160,3 @@ def _target(text: str) -> str | int:
         raise argparse.ArgumentTypeError(f"a class index is >= 0, got {value}")
     return value
 
-
-def _method_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:  # numbers, booleans, tuples; anything else stays a string (e.g. a layer path)
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value

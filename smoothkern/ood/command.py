@@ -9,6 +9,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ..cli_args import positive
+
 FIGURE_DIGITS = (0, 3, 7)  # the classes shown in the figure (one test digit each)
 DIGITS_EPOCHS, MNIST_EPOCHS = 20, 3  # also in study.DEFAULT_EPOCHS
 SHARE_SAMPLES = 20  # SmoothGrad samples for the stroke-share table (100 digits × 7 shifts × 2)
@@ -30,24 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     ood.add_argument("--mnist-c", metavar="DIR", help="a local MNIST-C folder (per-corruption "
                      ".npy files): its motion blur, fog and zigzag test sets replace the "
                      "synthetic ones; alone, its identity/ set is the training data")
-    ood.add_argument("--trials", type=_positive, default=3, help="trials (seeds 0..N-1, "
+    ood.add_argument("--trials", type=positive, default=3, help="trials (seeds 0..N-1, "
                      "default 3)")
-    ood.add_argument("--epochs", type=_positive, help=f"training epochs (default "
+    ood.add_argument("--epochs", type=positive, help=f"training epochs (default "
                      f"{DIGITS_EPOCHS} on the digits, {MNIST_EPOCHS} on MNIST)")
     ood.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default "
                      "1e-3)")
-    ood.add_argument("--batch-size", type=_positive, default=64, help="default 64")
+    ood.add_argument("--batch-size", type=positive, default=64, help="default 64")
     ood.add_argument("--jsd", action="store_true", help="train the AugMix model with the "
                      "paper's Jensen-Shannon consistency loss (two AugMix views per image)")
-    ood.add_argument("--limit", type=_positive, metavar="N", help="use at most N training and "
+    ood.add_argument("--limit", type=positive, metavar="N", help="use at most N training and "
                      "N test images (a quick run)")
-    ood.add_argument("--samples", type=_positive, default=50, help="SmoothGrad noise samples "
+    ood.add_argument("--samples", type=positive, default=50, help="SmoothGrad noise samples "
                      "for the figure (default 50)")
     ood.add_argument("--share-examples", type=int, default=100, metavar="N", help="measure "
                      "the share of SmoothGrad's magnitude on the stroke over the first N test "
                      "digits per shift and model (default 100, m = 20; 0 skips it)")
     ood.add_argument("--shift-seed", type=int, default=0, help="seed of the synthetic shifts")
-    ood.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's "
+    ood.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's "
                      "choice; 1 is fastest on a busy machine)")
     ood.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
     ood.set_defaults(func=run_command)
@@ -120,12 +122,3 @@ def _report(line: str) -> None:
 
     tqdm.write(line)
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
