@@ -172,7 +172,7 @@ def smooth_grad(
         check_logits(logits, x.shape[0])
         sigma, sweep = plan_sigma(noised, noise_level, stdevs)
     target = logits.argmax(dim=1) if target is None else target
-    target = _check_target(target, x.shape[0], logits.shape[1], x.device)
+    target = check_target(target, x.shape[0], logits.shape[1], x.device)
     per_pass = samples_per_pass or choose_samples_per_pass(
         method_obj, noised, row_bytes, sigma.shape[0], n_samples, memory_limit)
     job = engine.Job(
@@ -307,7 +307,9 @@ def check_strategy(passes: str, method: AttributionMethod) -> None:
                          "'auto', 'torch' or 'loop'")
 
 
-def _check_target(target: Any, batch: int, classes: int, device: torch.device) -> Tensor:
+def check_target(target: Any, batch: int, classes: int, device: torch.device) -> Tensor:
+    """LongTensor[B] on ``device`` from an int, a sequence of B ints or an integer tensor
+    ([B] or a scalar), each a class of the model's ``classes``."""
     if isinstance(target, bool):
         raise TypeError("target must be an int, a sequence of ints or a LongTensor, not bool")
     if isinstance(target, int):

@@ -21,13 +21,13 @@ from . import backends as backend_registry
 from . import engine
 from .api import (
     _check_snapshots,
-    _check_target,
     check_accumulator_dtype,
     check_count,
     check_eps,
     check_example_index,
     check_inputs,
     check_memory_limit,
+    check_target,
     clean_forward,
 )
 from .methods import AttributionMethod, resolve_method
@@ -171,7 +171,7 @@ def noise_grad(
         wrapped = OnDrawnWeights(method_obj, model, draws)
         logits, row_bytes = clean_forward(model, x)
         target = logits.argmax(dim=1) if target is None else target
-        target = _check_target(target, x.shape[0], logits.shape[1], x.device)
+        target = check_target(target, x.shape[0], logits.shape[1], x.device)
         rows_per_attribution = sigma.shape[0] * x.shape[0] * max(1, method_obj.rows_per_sample)
         per_pass = samples_per_pass or choose_attributions_per_pass(
             rows_per_attribution, n_models, n_samples, row_bytes, draws.bytes_per_draw,

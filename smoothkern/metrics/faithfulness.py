@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..api import check_target
 from ..memory import is_out_of_memory, release_cached_memory
 from ..planning import forward_measuring_saved_bytes, memory_budget
 from ..prepare import check_preparations, prepared_model
@@ -346,32 +347,9 @@ def _logits(model: nn.Module, inputs: Tensor) -> Tensor:
 
 def _check_target(target: Any, logits: Tensor) -> Tensor:
     """LongTensor[B] of classes; None is the class predicted for the clean input."""
-    batch, classes = logits.shape
     if target is None:
         return logits.argmax(1)
-    if isinstance(target, bool):
-        raise TypeError("target must be an int, a sequence of ints or a LongTensor, not bool")
-    if isinstance(target, int):
-        target = torch.full((batch,), target, dtype=torch.int64)
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"target must be an integer tensor, got dtype {target.dtype}")
-        target = target.expand(batch) if target.dim() == 0 else target
-    elif isinstance(target, Sequence) and not isinstance(target, str):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            raise TypeError(f"target must be ints, got {target!r}")
-        target = torch.tensor(list(target), dtype=torch.int64)
-    else:
-        raise TypeError(f"target must be None, an int, a sequence of ints or a LongTensor, got "
-                        f"{type(target).__name__}")
-    if target.shape != (batch,):
-        raise ValueError(f"target must be an int or have shape [{batch}], got "
-                         f"{tuple(target.shape)}")
-    target = target.to(device=logits.device, dtype=torch.int64)
-    if ((target < 0) | (target >= classes)).any():
-        raise ValueError(f"target out of range: the model has {classes} classes, got "
-                         f"{target.tolist()}")
-    return target
+    return check_target(target, logits.shape[0], logits.shape[1], logits.device)
 
 
 def _changing_steps(inputs: Tensor, base: Tensor, element_rank: Tensor,
