@@ -117,3 +117,30 @@ def test_gpu_budget_counts_cached_but_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1000)
     assert planning.gpu_free_bytes(torch.device("cuda")) == 3000
     assert planning.memory_budget(torch.device("cuda")) == int(3000 * planning.GPU_MEMORY_FRACTION)
+
+
+def test_saved_bytes_are_measured_once_per_model_tree_and_shape(monkeypatch):
+    import smoothkern.api as api
+
+    calls = []
+    measure = api.forward_measuring_saved_bytes
+
+    def counting(model, x):
+        calls.append(tuple(x.shape))
+        return measure(model, x)
+
+    monkeypatch.setattr(api, "forward_measuring_saved_bytes", counting)
+    model = tiny_resnet()
+    x = torch.rand(2, 3, 8, 8)
+    first = sk.smooth_grad(model, x, n_samples=3)
+    second = sk.smooth_grad(model, x, n_samples=3)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert len(calls) == 1
+    sk.smooth_grad(model, torch.rand(2, 3, 9, 9), n_samples=3)      # another input shape
+    assert len(calls) == 2
+    model.fc = torch.nn.Linear(6, 5)                                   # another module tree
+    sk.smooth_grad(model, x, n_samples=3)
+    assert len(calls) == 3
+    model.stem.weight.requires_grad_(False)                            # saved tensors change
+    sk.smooth_grad(model, x, n_samples=3)
+    assert len(calls) == 4
