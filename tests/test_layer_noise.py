@@ -205,8 +205,8 @@ def test_out_of_memory_splits_the_drawn_chunk_and_keeps_the_result(model, monkey
     monkeypatch.setattr(method, "attribute", flaky)
     got = sk.smooth_grad(model, IDS, method=method, **kw)
     assert sizes[:2] == [18, 9]
-    for name in AGGREGATES:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7)
+    for name in AGGREGATES:     # float32 statistics merged in another order: rounding apart
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6)
 
 
 def test_bfloat16_passes_stay_within_the_precision_contract(model):

@@ -11,7 +11,8 @@ from helpers import tiny_mlp, tiny_resnet
 from torch import Tensor, nn
 
 import smoothkern as sk
-from smoothkern import ops
+from smoothkern import _ext
+from smoothkern.backends import registry
 from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
 from smoothkern.stats import direct_statistics
@@ -81,7 +82,11 @@ def images():
 # against the loop
 
 
-@pytest.mark.parametrize("backend", ["cpp", "torch"])
+NO_CPP = pytest.mark.skipif(not _ext.has_ops(), reason="the C++ op is not built")
+KERNEL_SETS = [pytest.param("cpp", marks=NO_CPP), "torch"]
+
+
+@pytest.mark.parametrize("backend", KERNEL_SETS)
 def test_noisegrad_equals_loop_over_perturbed_copies(resnet, images, backend):
     target = torch.tensor([1, 3])
     got = sk.noise_grad(resnet, images, target, n_models=4, aggregate=ALL, seed=5,
@@ -159,8 +164,10 @@ def test_tied_weights_stay_tied():
 # the draws
 
 
-def test_weight_draws_do_not_depend_on_how_many_are_taken_together(resnet):
-    draws = WeightDraws(resnet, 0.2, "multiplicative", seed=3, perturb=ops.perturb)
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+def test_weight_draws_do_not_depend_on_how_many_are_taken_together(resnet, kernels):
+    perturb = registry.resolve(kernels, "cpu").perturb
+    draws = WeightDraws(resnet, 0.2, "multiplicative", seed=3, perturb=perturb)
     together = draws.stacked(0, 5)
     draws.release()
     for d in (0, 4):
