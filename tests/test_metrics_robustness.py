@@ -338,10 +338,20 @@ def test_drop_in_noise_tunnel_fused_equals_unfused_with_tuple_inputs(two_inputs,
     torch.manual_seed(4)
     reference = unfused(sensitivity_max, tunnel.attribute, inputs, **kwargs)
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
-    # the drop-in's noise is keyed by rows again afterwards
-    import smoothkern.captum.noise_tunnel as nt_module
-    from smoothkern.sources import CounterNoise
-    assert nt_module.CounterNoise is CounterNoise
+
+
+def test_drop_in_with_the_callers_example_index_runs_unfused(two_inputs, monkeypatch):
+    model, inputs, scale = two_inputs
+    tunnel = skc.NoiseTunnel(skc.InputXGradient(model))
+    kwargs = dict(target=torch.tensor([2, 0, 1]), additional_forward_args=(scale,),
+                  nt_samples=4, stdevs=(0.1, 0.2), n_perturb_samples=3, example_index=7)
+    count = CallCount(monkeypatch)
+    torch.manual_seed(4)
+    got = drop_in.sensitivity_max(tunnel.attribute, inputs, **kwargs)
+    assert count.rows == 0
+    torch.manual_seed(4)
+    reference = unfused(sensitivity_max, tunnel.attribute, inputs, **kwargs)
+    torch.testing.assert_close(got, reference, rtol=0, atol=0)
 
 
 def test_drop_in_integrated_gradients_with_per_example_baselines(monkeypatch):

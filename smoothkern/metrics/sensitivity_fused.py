@@ -71,7 +71,7 @@ class FusableExplainer:
     def call_rows(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], index: Tensor
                   ) -> Any:
         """Explanations of joined rows; ``index`` (LongTensor[rows]): each row's position in its
-        unfused call. None when the noise could not be keyed (then the caller runs unfused)."""
+        unfused call."""
         raise NotImplementedError
 
     def row_limit(self, clean: Segment) -> int:
@@ -96,14 +96,10 @@ class FusableExplainer:
             pieces = []
             for start in range(0, total, step):
                 stop = min(total, start + step)
-                out = self.call_rows(tuple(x[start:stop] for x in inputs),
-                                     {k: v.rows(start, stop) for k, v in kwargs.items()},
-                                     index[start:stop])
-                if out is None:
-                    break
-                pieces.append(as_tuple(out))
-            else:
-                return split_segments(pieces, [s.rows for s in segments])
+                pieces.append(as_tuple(self.call_rows(
+                    tuple(x[start:stop] for x in inputs),
+                    {k: v.rows(start, stop) for k, v in kwargs.items()}, index[start:stop])))
+            return split_segments(pieces, [s.rows for s in segments])
         return [as_tuple(self.call(s)) for s in segments]
 
 
@@ -271,6 +267,7 @@ def _drop_in(attribute: Any, bound: dict[str, Any], call_kwargs: dict[str, Any],
     if options.get("rng", "smoothkern") != "smoothkern" or \
             options.get("draw_baseline_from_distrib") or \
             options.get("return_convergence_delta") or \
+            options.get("example_index") is not None or \
             not isinstance(options.get("nt_type", "smoothgrad"), str):
         return None
     tunnel_parameters = set(inspect.signature(attribute).parameters)
