@@ -20,7 +20,7 @@ from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .precision import check_compute_dtype
 from .prepare import check_preparations, prepared_model, usable_preparations
 from .sources import CounterNoise
-from .state import check_eval_mode, preserved
+from .state import check_eval_mode, module_parameters, preserved
 from .stats import ACCUMULATOR_DTYPES, check_aggregates
 
 DEFAULT_NOISE_LEVEL = 0.15
@@ -163,7 +163,12 @@ def smooth_grad(
     if noise_at is None:
         check_strategy(choice.passes, method_obj)
         check_eval_mode(model)
-        logits, row_bytes = clean_forward(model, x)
+        known = None if target is None else known_row_facts(model, x)
+        if known is None:
+            logits, row_bytes = clean_forward(model, x)
+            classes = logits.shape[1]
+        else:        # a named target and a model seen before: no clean forward is needed
+            logits, (row_bytes, classes) = None, known
         noised = x
     else:
         method_obj = AtLayer(method_obj, resolve_layer(model, noise_at), x)
@@ -171,9 +176,10 @@ def smooth_grad(
         check_eval_mode(model)
         logits, noised, row_bytes = clean_forward_at_layer(model, method_obj.layer, x)
         check_logits(logits, x.shape[0])
+        classes = logits.shape[1]
         sigma, sweep = plan_sigma(noised, noise_level, stdevs)
     target = logits.argmax(dim=1) if target is None else target
-    target = check_target(target, x.shape[0], logits.shape[1], x.device)
+    target = check_target(target, x.shape[0], classes, x.device)
     per_pass = samples_per_pass or choose_samples_per_pass(
         method_obj, noised, row_bytes, sigma.shape[0], n_samples, memory_limit)
     job = engine.Job(
@@ -363,21 +369,35 @@ def _check_snapshots(snapshots: Iterable[int] | None, n_samples: int) -> tuple[i
     return counts
 
 
-# Bytes autograd saves per row, per model and input shape: measured by the first call's clean
-# forward, after which the clean forward runs without autograd (most of the fixed cost of a
-# small job). What the saved tensors depend on is the key: the module tree (each module and its
+# Bytes autograd saves per row and the number of classes, per model and input shape: measured
+# by the first call's clean forward. Later calls run the clean forward without autograd, or
+# skip it when the caller names the target (most of the fixed cost of a small job). What the
+# saved tensors and the output shape depend on is the key: the module tree (each module and its
 # training flag) and which parameters require grad; values do not matter.
-_ROW_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, int]]] = \
+_ROW_FACTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, int, int]]] = \
     weakref.WeakKeyDictionary()
+
+
+def _facts_key(model: nn.Module, inputs: Tensor) -> tuple[tuple, tuple]:
+    modules = list(model.modules())
+    tree = (tuple((id(m), m.training) for m in modules),
+            tuple(p.requires_grad for p in module_parameters(modules)))
+    return (tuple(inputs.shape[1:]), inputs.dtype, inputs.device), tree
+
+
+def known_row_facts(model: nn.Module, inputs: Tensor) -> tuple[int, int] | None:
+    """(bytes autograd saves per row, classes) from an earlier clean forward of this model
+    tree at this input shape, or None."""
+    key, tree = _facts_key(model, inputs)
+    cached = _ROW_FACTS.get(model, {}).get(key)
+    return cached[1:] if cached is not None and cached[0] == tree else None
 
 
 def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
     """The model's output for the clean inputs, checked to be [B, classes], and the bytes
     autograd saves per row (for sizing passes; measured once per model tree and input shape)."""
-    key = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
-    tree = (tuple((id(m), m.training) for m in model.modules()),
-            tuple(p.requires_grad for p in model.parameters()))
-    entries = _ROW_BYTES.setdefault(model, {})
+    key, tree = _facts_key(model, inputs)
+    entries = _ROW_FACTS.setdefault(model, {})
     cached = entries.get(key)
     if cached is not None and cached[0] == tree:
         with torch.no_grad():
@@ -386,7 +406,7 @@ def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
         return out, cached[1]
     out, row_bytes = forward_measuring_saved_bytes(model, inputs)
     check_logits(out, inputs.shape[0])
-    entries[key] = (tree, row_bytes)
+    entries[key] = (tree, row_bytes, out.shape[1])
     return out, row_bytes
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .state import module_parameters
+
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
 DEFAULT_PREPARATIONS = ("fold_batchnorm", "channels_last")
@@ -58,13 +60,14 @@ def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str
     return preparations
 
 
-def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tuple[str, ...]
-                   ) -> nn.Module:
+def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
+                   preparations: tuple[str, ...]) -> nn.Module:
     """The module the passes should run: a (cached) prepared copy, or ``model`` itself.
 
     Args:
         x (Tensor[B, ...]): the clean inputs; logits (Tensor[B, classes]): the caller's model's
-            output for them (the copy must reproduce it).
+            output for them (the copy must reproduce it); None: computed here if a copy has
+            to be built (a cached copy needs none).
         preparations: names from :data:`PREPARATIONS`.
     """
     if not preparations:
@@ -76,6 +79,9 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor, preparations: tu
     if cached is not None and cached[0] == fingerprint and cached[2] == _flags(cached[1]):
         return cached[1]
     copy_ = _build(model, x, preparations)
+    if copy_ is not model and logits is None:
+        with torch.no_grad():
+            logits = model(x)
     if copy_ is not model and not _same_function(copy_, x, logits):
         copy_ = model                   # folding changed what the model computes: not used
     if "compile" in preparations:
@@ -91,9 +97,25 @@ def _flags(module: nn.Module) -> tuple[bool, ...]:
 
 def _fingerprint(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or written in place (version
-    counters), so a cached copy is never stale."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return (_flags(model),) + tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    counters) or a module's plain attribute is rebound (the copy holds the values it was built
+    with), so a cached copy is never stale."""
+    modules = list(model.modules())
+    tensors = module_parameters(modules) + [b for m in modules for b in m._buffers.values()
+                                            if b is not None]
+    return (tuple(m.training for m in modules), tuple(_plain_attributes(m) for m in modules)) \
+        + tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+_VALUES = (int, float, bool, str, type(None))
+
+
+def _plain_attributes(module: nn.Module) -> tuple:
+    """The module's public attributes (a conv's stride, a user's flag): values for numbers,
+    strings and flat tuples of them, identities for other objects (shared with the copy, so
+    changes inside them are seen anyway)."""
+    return tuple((name, value if type(value) in _VALUES or (
+        type(value) is tuple and all(type(v) in _VALUES for v in value)) else id(value))
+        for name, value in vars(module).items() if not name.startswith("_"))
 
 
 def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Module:

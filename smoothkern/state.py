@@ -39,29 +39,50 @@ def preserved(model: nn.Module, *tensors: Tensor, freeze_parameters: bool = True
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
-    hooks = [{name: dict(getattr(m, name)) for name in _HOOK_DICTS if hasattr(m, name)}
-             for m in modules]
-    params = list(model.parameters())
+    # Hook dicts live in each module's __dict__; copies of the non-empty ones are enough to
+    # restore (an empty one only has to be emptied again).
+    current_hooks = [hook_dicts(m) for m in modules]
+    hooks = [(dicts, {name: dict(d) for name, d in dicts.items() if d}) for dicts in current_hooks]
+    params = module_parameters(modules)
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    tensor_state = [(t.requires_grad, t.grad) for t in tensors if t.is_leaf]
     leaves = [t for t in tensors if t.is_leaf]
+    tensor_state = [(t.requires_grad, t.grad) for t in leaves]
     try:
         if freeze_parameters:
-            for p in params:
-                p.requires_grad_(False)
+            for p, flag in zip(params, requires):
+                if flag:
+                    p.requires_grad_(False)
         yield
     finally:
-        for m, flag, saved in zip(modules, training, hooks):
-            m.training = flag
-            for name, entries in saved.items():
-                current = getattr(m, name)
-                if dict(current) != entries:
-                    current.clear()
-                    current.update(entries)
+        for m, flag, (current, saved) in zip(modules, training, hooks):
+            if m.training != flag:          # nn.Module.__setattr__ is slow: only when changed
+                m.training = flag
+            for name, entries in current.items():
+                if (entries or name in saved) and entries != saved.get(name, {}):
+                    entries.clear()
+                    entries.update(saved.get(name, {}))
         for p, flag, grad in zip(params, requires, grads):
-            p.requires_grad_(flag)
-            p.grad = grad
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
         for t, (flag, grad) in zip(leaves, tensor_state):
             t.requires_grad_(flag)
             t.grad = grad
+
+
+def hook_dicts(module: nn.Module) -> dict[str, dict]:
+    """The module's hook dicts by attribute name (those its torch version has)."""
+    attributes = vars(module)
+    return {name: attributes[name] for name in _HOOK_DICTS if name in attributes}
+
+
+def module_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+    """Every parameter of ``modules`` once (tied ones are shared), in ``parameters()`` order."""
+    seen: dict[int, nn.Parameter] = {}
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None:
+                seen.setdefault(id(p), p)
+    return list(seen.values())

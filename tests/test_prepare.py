@@ -68,6 +68,28 @@ def test_the_cached_copy_is_never_stale():
     assert relative(changed, fresh) < 1e-3 and relative(changed, first) > 1e-3
 
 
+class Tempered(nn.Module):
+    """Logits divided by a plain attribute: the copy must follow when it is rebound."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.temperature = 1.0
+
+    def forward(self, x):
+        return torch.tanh(self.bn(self.conv(x))).mean(dim=(2, 3)) / self.temperature
+
+
+def test_a_rebound_plain_attribute_rebuilds_the_copy():
+    torch.manual_seed(0)
+    model = Tempered().eval()
+    first = sk.smooth_grad(model, X, 1, n_samples=3)
+    model.temperature = 4.0
+    changed = sk.smooth_grad(model, X, 1, n_samples=3)
+    torch.testing.assert_close(changed, sk.smooth_grad(model, X, 1, n_samples=3, prepare=False))
+    torch.testing.assert_close(changed * 4.0, first)
+
+
 class SharedConvOutput(nn.Module):
     """A conv whose output feeds a BatchNorm and a skip connection: folding would change the
     skip's input, so the copy must not be used."""

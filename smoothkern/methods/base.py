@@ -86,6 +86,12 @@ def logit_of_target(outputs: Tensor, target: Tensor) -> Tensor:
     Args:
         outputs (Tensor[R, classes]), target (LongTensor[R]).
     """
+    # a call that skipped the clean forward checks the output here (a model seen before)
+    if not isinstance(outputs, Tensor) or outputs.dim() != 2 or \
+            outputs.shape[0] != target.shape[0]:
+        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(f"the model must return logits shaped [rows, classes] = "
+                         f"[{target.shape[0]}, classes], got {shape}")
     return outputs.gather(1, target.view(-1, 1)).sum()
 
 
