@@ -76,18 +76,23 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
     entries = _CACHE.setdefault(model, {})     # one entry per preparation set and input shape
     fingerprint = _fingerprint(model)
     cached = entries.get(key)
-    if cached is not None and cached[0] == fingerprint and cached[2] == _flags(cached[1]):
-        return cached[1]
+    if cached is not None and cached[0] == fingerprint:
+        if cached[1] is None:                   # nothing to prepare: the model itself
+            return model
+        if cached[2] == _flags(cached[1]):
+            return cached[1]
     copy_ = _build(model, x, preparations)
     if copy_ is not model and logits is None:
         with torch.no_grad():
             logits = model(x)
     if copy_ is not model and not _same_function(copy_, x, logits):
         copy_ = model                   # folding changed what the model computes: not used
-    if "compile" in preparations:
-        copy_ = _wrapped(Compiled, copy_)
-    # the copy's own training flags too: code that ran it may have changed them
-    entries[key] = (fingerprint, copy_, _flags(copy_))
+    if "compile" in preparations:       # around a copy: the cache must not hold the model
+        copy_ = _wrapped(Compiled, _structural_copy(model) if copy_ is model else copy_)
+    # The cache holds the model weakly: an entry never refers to it (None: the model itself).
+    # The copy's own training flags too: code that ran it may have changed them.
+    entries[key] = (fingerprint, None, ()) if copy_ is model else \
+        (fingerprint, copy_, _flags(copy_))
     return copy_
 
 

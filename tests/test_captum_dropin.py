@@ -382,3 +382,53 @@ def test_hooks_gone_after_exception_in_drop_in():
                     for m in model.modules())
         assert hooks == 1  # only the caller's own
     handle.remove()
+
+
+def test_one_noise_tunnel_builds_its_prepared_copy_once(monkeypatch):
+    """Each call rebinds the same wrapper, so the cached prepared copy (BatchNorm folded) is
+    reused, and it runs the current call's inputs and additional arguments."""
+    import gc
+    import weakref
+
+    from smoothkern import prepare
+
+    builds = []
+    build = prepare._build
+    monkeypatch.setattr(prepare, "_build", lambda *a: builds.append(1) or build(*a))
+    model = make(BNNet)
+    nt = skc.NoiseTunnel(skc.Saliency(model))
+    kwargs = dict(nt_samples=5, stdevs=0.2, target=[0, 3], seed=2)
+    x, y = inputs_for(model, 2), inputs_for(model, 2, seed=7)
+    first = nt.attribute(x, **kwargs)
+    second = nt.attribute(y, **kwargs)
+    assert len(builds) == 1
+    fresh = skc.NoiseTunnel(skc.Saliency(model)).attribute(y, **kwargs)
+    torch.testing.assert_close(second, fresh, rtol=0, atol=0)
+    assert not torch.equal(first, second)
+    assert len(builds) == 2                       # the fresh object built its own
+    alive = weakref.ref(model)
+    del model, nt, fresh
+    gc.collect()
+    assert alive() is None
+
+
+class ScaledBNNet(BNNet):
+    """BNNet (a prepared copy folds its BatchNorm) with a per-example scale argument."""
+
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        return super().forward(x) * scale.view(-1, 1)
+
+
+def test_a_reused_wrapper_sees_each_calls_inputs_and_additional_args():
+    model = make(ScaledBNNet)
+    x = inputs_for(make(BNNet), 3)
+    nt = skc.NoiseTunnel(skc.Saliency(model))
+    kwargs = dict(nt_samples=4, stdevs=0.1, seed=5)
+    calls = [(x, torch.tensor([1.0, -2.0, 0.5]), [0, 2, 1]),
+             (x, torch.tensor([3.0, 1.0, -1.0]), [0, 2, 1]),
+             (x[:2], torch.tensor([0.5, 2.0]), 3)]           # another batch size too
+    for inputs, scale, target in calls:
+        got = nt.attribute(inputs, additional_forward_args=(scale,), target=target, **kwargs)
+        want = skc.NoiseTunnel(skc.Saliency(model)).attribute(
+            inputs, additional_forward_args=(scale,), target=target, **kwargs)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -90,6 +90,24 @@ def test_a_rebound_plain_attribute_rebuilds_the_copy():
     torch.testing.assert_close(changed * 4.0, first)
 
 
+@pytest.mark.parametrize("make", [resnet, lambda: nn.Sequential(nn.Flatten(), nn.Linear(
+    3 * 32 * 32, 4)).eval()], ids=["folded", "nothing_to_prepare"])
+def test_the_cache_does_not_keep_the_model_alive(make):
+    import gc
+    import weakref
+
+    from smoothkern import prepare
+
+    model = make()
+    sk.smooth_grad(model, X, 1, n_samples=2)
+    sk.smooth_grad(model, X, 1, n_samples=2)          # a cache hit
+    alive = weakref.ref(model)
+    entries = len(prepare._CACHE)
+    del model
+    gc.collect()
+    assert alive() is None and len(prepare._CACHE) == entries - 1
+
+
 class SharedConvOutput(nn.Module):
     """A conv whose output feeds a BatchNorm and a skip connection: folding would change the
     skip's input, so the copy must not be used."""

@@ -47,16 +47,20 @@ class Problem:
 
 
 def build_problem(forward_func: Callable[..., Tensor], inputs: Any,
-                  additional_forward_args: Any, integer_ok: bool = False) -> Problem:
+                  additional_forward_args: Any, integer_ok: bool = False,
+                  reuse: FlatModel | None = None) -> Problem:
     """The call's inputs in the engine's form (checked; no forward pass yet).
 
     Args:
         integer_ok: accept integer inputs (token ids; the noise goes to a layer).
+        reuse: an earlier call's wrapper, rebound if it wraps the same ``forward_func``.
     """
     items, is_tuple = as_tuple(inputs, integer_ok)
     layout = Layout.of(items)
     batch = items[0].shape[0]
-    model = FlatModel(forward_func, layout, as_extra_args(additional_forward_args), batch)
+    extra = as_extra_args(additional_forward_args)
+    model = reuse.bind(layout, extra, batch) if reuse is not None and \
+        reuse.call() is forward_func else FlatModel(forward_func, layout, extra, batch)
     x = layout.join([t.detach() for t in items])
     return Problem(items, is_tuple, layout, model, x)
 

@@ -93,8 +93,23 @@ def as_extra_args(additional_forward_args: Any) -> tuple:
         additional_forward_args,)
 
 
+@dataclass
+class _Call:
+    """What one call binds a :class:`FlatModel` to. Prepared copies of the wrapper share this
+    object, so a cached copy runs the current call's layout and arguments."""
+
+    layout: Layout
+    extra: tuple
+    batch: int
+    output_shape: tuple[int, ...] | None = None
+    strict: bool = True
+
+
 class FlatModel(nn.Module):
     """The user's forward function on the engine's rows.
+
+    One wrapper serves every call of a :class:`~smoothkern.captum.NoiseTunnel` (:meth:`bind`
+    rebinds it), so the engine's prepared copy of the model, cached per wrapper, is built once.
 
     Args:
         forward_func: the model (an nn.Module is registered as a submodule, so the engine sees
@@ -111,16 +126,50 @@ class FlatModel(nn.Module):
             self.forward_func = forward_func
         else:
             self._func = forward_func
-        self.layout = layout
-        self.batch = batch
+        self._call = _Call(layout, (), batch)
+        self.bind(layout, extra, batch)
+
+    def bind(self, layout: Layout, extra: tuple, batch: int) -> FlatModel:
+        """This wrapper (and its prepared copies) for a new call's inputs; returns self."""
         for i, arg in enumerate(extra):
             if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] != batch:
                 raise ValueError(f"additional_forward_args[{i}] has {arg.shape[0]} rows; tensors "
                                  f"with a batch dim must have one row per example ({batch})")
-        self.extra = extra
-        self.output_shape: tuple[int, ...] | None = None
-        # False: return the function's output unchecked (a generic Captum algorithm reads it)
-        self.strict = True
+        call = self._call                  # updated in place: the copies hold this object
+        call.layout, call.extra, call.batch = layout, extra, batch
+        call.output_shape, call.strict = None, True
+        return self
+
+    @property
+    def layout(self) -> Layout:
+        return self._call.layout
+
+    @property
+    def extra(self) -> tuple:
+        return self._call.extra
+
+    @property
+    def batch(self) -> int:
+        return self._call.batch
+
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        """One example's output shape, from the last forward."""
+        return self._call.output_shape
+
+    @output_shape.setter
+    def output_shape(self, shape: tuple[int, ...] | None) -> None:
+        self._call.output_shape = shape
+
+    @property
+    def strict(self) -> bool:
+        """False: return the function's output unchecked (a generic Captum algorithm reads
+        it)."""
+        return self._call.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._call.strict = value
 
     def call(self) -> Callable[..., Tensor]:
         return self.forward_func if "forward_func" in self._modules else self._func

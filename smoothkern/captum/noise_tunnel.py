@@ -14,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from .. import engine
-from ..api import check_example_index, check_strategy
+from ..api import check_example_index, check_strategy, clean_forward
 from ..backends import choose
 from ..layer_noise import check_layer_strategy
 from ..noise import check_noise_kind, check_seed
@@ -151,7 +151,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
         algorithm = self.attribution_method
         problem = build_problem(algorithm.forward_func, inputs,
                                 options.get("additional_forward_args"),
-                                integer_ok=noise_at is not None)
+                                integer_ok=noise_at is not None,
+                                reuse=getattr(self, "_flat_model", None))
+        self._flat_model = problem.model     # one wrapper: its prepared copy stays cached
         choice = choose(backend, problem.x.device)
         index = check_example_index(example_index, problem.x.shape[0], problem.x.device)
         if noise_at is not None:
@@ -258,7 +260,7 @@ class _NativeRun:
         self.method = native_method(name, algorithm, problem,
                                     {k: v for k, v in options.items() if k not in _CALL_OPTIONS},
                                     want_delta, bounded_steps)
-        self.logits, self.row_bytes = forward_measuring_saved_bytes(problem.model, problem.x)
+        self.logits, self.row_bytes = clean_forward(problem.model, problem.x)
         self.target = format_target(options.get("target"), problem.x.shape[0],
                                     problem.model.output_shape).to(problem.x.device)
 
