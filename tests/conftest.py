@@ -23,3 +23,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def gradient_pass_rows(monkeypatch):
+    """The model rows of every pass of the "gradient" method, in order (a list that fills as
+    smooth_grad runs)."""
+    import smoothkern as sk
+
+    rows = []
+    original = sk.methods.Gradient.attribute
+
+    def counting(self, model, inputs, target):
+        rows.append(inputs.shape[0])
+        return original(self, model, inputs, target)
+
+    monkeypatch.setattr(sk.methods.Gradient, "attribute", counting)
+    return rows

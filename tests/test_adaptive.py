@@ -35,15 +35,8 @@ def test_each_example_equals_a_fixed_run_with_its_count(model, backend):
             assert got["sem"][b].norm() <= 0.3 * got["mean"][b].norm()
 
 
-def test_finished_examples_leave_later_passes(model, monkeypatch):
-    rows = []
-    original = sk.methods.Gradient.attribute
-
-    def counting(self, model, inputs, target):
-        rows.append(inputs.shape[0])
-        return original(self, model, inputs, target)
-
-    monkeypatch.setattr(sk.methods.Gradient, "attribute", counting)
+def test_finished_examples_leave_later_passes(model, gradient_pass_rows):
+    rows = gradient_pass_rows
     out = sk.smooth_grad(model, X, n_samples=40, tolerance=0.3, samples_per_pass=4,
                          aggregate="count")
     assert rows[0] == 4 * 4 and rows == sorted(rows, reverse=True) and rows[-1] < rows[0]

@@ -44,6 +44,20 @@ def bits_of(name: str):
 KERNELS = [pytest.param("cpp", marks=needs_ext), pytest.param("triton", marks=needs_triton)]
 
 
+# Noise is computed in float32 and then cast: at most one ulp of the output dtype apart.
+OUTPUT_ULP = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}
+
+
+def assert_noisy_rows_close(got, want, atol=1e-5):
+    """A kernel's noisy rows against the reference's: float32 within Box-Muller rounding,
+    other dtypes within one ulp of the output dtype."""
+    if got.dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+    else:
+        torch.testing.assert_close(got.double(), want.double(), rtol=OUTPUT_ULP[got.dtype],
+                                   atol=atol)
+
+
 def reference_bits(seed, example, sample, element):
     zero = torch.zeros((), dtype=torch.int64)
     return torch.stack(noise.philox4x32(element, sample, example, zero, seed), dim=-1)
@@ -93,9 +107,7 @@ def test_other_dtypes_match_reference(kernel, dtype):
     got = perturb_of(kernel)(x, sigma, 11, 0, 3, "gaussian")
     want = noise.perturb_reference(x, sigma, 11, 0, 3, "gaussian")
     assert got.dtype == dtype
-    # Computed in float32, then cast: at most one ulp of the output dtype apart.
-    ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
-    torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-6)
+    assert_noisy_rows_close(got, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -166,11 +178,7 @@ def test_per_element_sigma_matches_reference(kernel, batch, shape, levels, start
     got = perturb_of(kernel)(x, sigma, seed, start, count, kind)
     want = noise.perturb_reference(x, sigma, seed, start, count, kind)
     assert got.shape == want.shape == (count * levels * batch, *shape) and got.dtype == dtype
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
-    else:  # computed in float32, then cast: one ulp of the output dtype
-        ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
-        torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-5)
+    assert_noisy_rows_close(got, want)
     # No transcendental: bit-identical (the interpreter's float32 -> bf16 cast truncates, where
     # torch and GPUs round to nearest).
     if kind == "uniform" and not (kernel == "triton" and dtype == torch.bfloat16):
@@ -275,11 +283,7 @@ def test_example_index_matches_reference(kernel, batch, shape, levels, start, co
     got = index_perturb_of(kernel)(x, sigma, seed, start, count, kind, example_index=idx)
     want = noise.perturb_reference(x, sigma, seed, start, count, kind, example_index=idx)
     assert got.shape == want.shape == (count * levels * batch, *shape) and got.dtype == dtype
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
-    else:  # computed in float32, then cast: one ulp of the output dtype
-        ulp = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float64: 1e-6}[dtype]
-        torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=1e-5)
+    assert_noisy_rows_close(got, want)
     # Uniform noise is bit-identical (not the interpreter's truncating bf16 cast, see above).
     if kind == "uniform" and not (kernel.endswith("triton") and dtype == torch.bfloat16):
         assert torch.equal(got, want)

@@ -89,18 +89,12 @@ def test_hardware_report_names_both_dtypes():
     assert all(v.startswith(("fast", "slow")) for v in report.values())
 
 
-def test_memory_limit_sizes_passes_and_keeps_the_result(digits, monkeypatch):
+def test_memory_limit_sizes_passes_and_keeps_the_result(digits, monkeypatch,
+                                                         gradient_pass_rows):
     model, x = digits
     monkeypatch.delenv("SMOOTHKERN_MEMORY_BUDGET", raising=False)
     monkeypatch.delenv("SMOOTHKERN_CPU_ROWS", raising=False)
-    calls = []
-    original = sk.methods.Gradient.attribute
-
-    def counting(self, model, rows, target):
-        calls.append(rows.shape[0])
-        return original(self, model, rows, target)
-
-    monkeypatch.setattr(sk.methods.Gradient, "attribute", counting)
+    calls = gradient_pass_rows
     want = sk.smooth_grad(model, x, n_samples=8, samples_per_pass=8)
     calls.clear()
     got = sk.smooth_grad(model, x, n_samples=8, memory_limit=1)    # one row's worth at most
