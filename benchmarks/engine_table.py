@@ -3,7 +3,7 @@
     python -m benchmarks.engine_table            # full table (several minutes on 2 cores)
     python -m benchmarks.engine_table --quick    # m = 10, one repeat: a smoke run
 
-For the MNIST CNN (1×28×28) and CIFAR ResNet18 (3×32×32), B ∈ {1, 8}, m = 50, all five
+For the MNIST CNN (1×28×28) and CIFAR ResNet18 (3×32×32), B ∈ {1, 8}, m = 50, all six
 aggregates, ``samples_per_pass=None``. Every variant of one row runs interleaved in the same
 repeats. Speedup = loop time / time; efficiency = limit time / time, where the limit is plain
 batched forward/backward passes over the same m·B inputs at the best samples per pass.
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> str:
                                                     args.device)))
             print(f"done {model_name} B={batch}", flush=True)
     table = format_table(rows)
-    print(f"\nmachine: {machine()}\nm = {n_samples}, all five aggregates, "
+    print(f"\nmachine: {machine()}\nm = {n_samples}, all six aggregates, "
           f"median of {shown_repeats} interleaved repeats\n")
     print(table)
     return table

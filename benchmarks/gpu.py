@@ -12,7 +12,7 @@ end-to-end speedup over the loop.
 2. Ops: achieved GB/s of perturb and accumulate (bytes each must move / time, the CUDA
    accumulate's partial results included) next to a device-to-device copy timed in the same
    run; target >= 80 % of the copy.
-3. End to end: CIFAR ResNet18, B = 1, m = 50, all five aggregates: speedup of each GPU backend
+3. End to end: CIFAR ResNet18, B = 1, m = 50, all six aggregates: speedup of each GPU backend
    over backend="loop" (target >= 30x) and efficiency (plain batched passes over the same
    inputs / time); bf16/fp16 autocast and CUDA graphs on the same row.
 4. CUDA graphs on the small models (small residual CNN, MNIST CNN), eager vs replayed.
@@ -242,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## ops (m = 50, fp32; target >= {BANDWIDTH_TARGET:.0%} of copy)\n")
     print("| op | shape | backend | time (us) | GB/s | of copy |\n|---|---|---|---|---|---|")
     print("\n".join(op_rows(names)))
-    print(f"\n## end to end: CIFAR ResNet18, B = 1, m = 50, five aggregates "
+    print(f"\n## end to end: CIFAR ResNet18, B = 1, m = 50, six aggregates "
           f"(target >= {SPEEDUP_TARGET:.0f}x)\n")
     print("| backend | time (ms) | speedup vs loop | efficiency |\n|---|---|---|---|")
     print("\n".join(end_to_end_rows(names, args.repeats)))
-    print("\n## CUDA graphs on small models, B = 1, m = 50, five aggregates\n")
+    print("\n## CUDA graphs on small models, B = 1, m = 50, six aggregates\n")
     print("| model | eager (ms) | cuda_graphs (ms) | speedup |\n|---|---|---|---|")
     print("\n".join(small_model_graph_rows(args.repeats)))
     return 1 if failures else 0

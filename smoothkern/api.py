@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from . import backends as backend_registry
 from . import engine
-from .cuda_graphs import GraphedPasses
+from .cuda_graphs import graphed_passes, model_state
 from .layer_noise import AtLayer, check_layer_strategy, clean_forward_at_layer, resolve_layer
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
@@ -114,11 +114,12 @@ def smooth_grad(
             (seed, example, sample, element of the layer output). Runs the caller's model (no
             prepared copy); not with backend "vmap".
         cuda_graphs: on CUDA inputs, capture each batched pass shape once as a CUDA graph and
-            replay it for the later passes (:mod:`smoothkern.cuda_graphs`): for small models,
-            whose passes are bound by kernel launches. Results equal the eager passes'; a
-            model that cannot be captured runs eagerly with one warning. Not with backend
-            "vmap" or "loop" nor with ``noise_at``; methods with per-row inputs (integrated
-            gradients' steps) run eagerly.
+            replay it for the later passes and calls (:mod:`smoothkern.cuda_graphs`): for
+            small models, whose passes are bound by kernel launches. The graphs are kept with
+            the model while it is unchanged (``smoothkern.cuda_graphs.clear_graphs()`` frees
+            them). Results equal the eager passes'; a model that cannot be captured runs
+            eagerly with one warning. Not with backend "vmap" or "loop" nor with ``noise_at``;
+            integrated gradients runs eagerly.
         memory_limit: bytes of saved activations one pass may hold (None: the default budget,
             half the free GPU memory or 192 MiB on a CPU); passes are sized to stay below it.
         progress: show a tqdm bar over passes.
@@ -190,12 +191,14 @@ def smooth_grad(
         accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
         accumulator_dtype=accumulator_dtype, eps=float(eps), compute_dtype=compute_dtype,
         tolerance=tolerance)
+    if cuda_graphs:
+        check_strategy_for_graphs(choice.passes)
+        state = model_state(model)        # before the method's own hooks
     with preserved(model, inputs), method_obj.session(model):
         runner = model if method_obj.uses_model_structure else prepared_model(
             model, x, logits, usable_preparations(preparations, choice.passes))
         if cuda_graphs:
-            check_strategy_for_graphs(choice.passes)
-            job = dataclasses.replace(job, graphs=GraphedPasses(runner, compute_dtype))
+            job = dataclasses.replace(job, graphs=graphed_passes(runner, compute_dtype, state))
         results = engine.run(runner, job, progress)
     return engine.shape_results(results, names, sweep=sweep,
                                 returned_snapshots=len(counts) if snapshots is not None else 0,

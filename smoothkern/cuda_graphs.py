@@ -6,77 +6,104 @@ backward) once; each later pass of the same shape copies its rows into the captu
 replays the whole pass with one call. The noise and accumulate kernels stay outside the graph
 (one launch each).
 
-What may be captured: one batched pass of a method with no per-row extras (integrated
-gradients' steps are extras and run eagerly), on CUDA rows, of a model whose forward does not
-synchronise with the host (no ``.item()``, no data-dependent shapes). A model that cannot be
-captured runs eagerly from then on, with one warning that says why. Results equal the eager
-passes': the same kernels run on the same data.
+What may be captured: one batched pass of a ``capturable`` method with no per-row extras
+(integrated gradients is not: its passes run eagerly), on CUDA rows, of a model whose forward
+does not synchronise with the host (no ``.item()``, no data-dependent shapes). A model that
+cannot be captured runs eagerly from then on, with one warning that says why. Results equal
+the eager passes': the same kernels run on the same data.
+
+Graphs are kept across calls (:func:`graphed_passes`): a small model's call is often one pass,
+so capturing per call would never replay. They belong to the module the passes run (the cached
+prepared copy, or the model) and are dropped with it, or when the caller's model changes in a
+way a replay would not see: a parameter or buffer replaced (the graph reads fixed addresses;
+values written in place are seen), a flag or plain attribute changed, a hook added or removed.
+A method shares graphs across calls when its configuration is plain values (the same method
+runs the same kernels); one holding tensors gets graphs for its own call only.
+:func:`clear_graphs` frees them all (their activations stay allocated while they are kept).
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .memory import is_out_of_memory
 from .methods import AttributionMethod
 from .precision import autocast
+from .prepare import fingerprint
 
-# Graphs kept per call: the full pass, the last (shorter) pass, and a few shapes more for
-# adaptive sample counts, whose batch shrinks as examples finish. Each holds its activations.
+# Graphs kept per module and compute dtype: the full pass, the last (shorter) pass, and a few
+# shapes more for adaptive sample counts, whose batch shrinks as examples finish. Each holds
+# its activations.
 MAX_GRAPHS = 4
 # Eager passes before capture: cuDNN picks its algorithms and the caching allocator fills
 # on a side stream, as torch.cuda.graph's documentation asks.
 WARMUP_PASSES = 2
+_PLAIN = (int, float, bool, str, type(None), torch.dtype)
 
 
 @dataclass
 class _Graph:
-    graph: torch.cuda.CUDAGraph
+    graph: Any        # torch.cuda.CUDAGraph: replay() runs the captured pass
     rows: Tensor      # Tensor[R, ...] the captured input, rows are copied in
     target: Tensor    # LongTensor[R]
     out: Tensor       # Tensor[R, *attr] written by each replay
+    method: AttributionMethod   # kept alive: a key by id must not be reused while cached
 
 
 class GraphedPasses:
-    """Replays captured passes on ``model`` for the methods and pass shapes seen before.
+    """Replays captured passes for the methods and pass shapes seen before.
 
-    ``attribute(method, rows, target)`` returns what ``method.attribute(model, rows, target)``
-    returns; the tensor is the graph's output buffer, valid until the next call (the engine
-    folds it into its statistics at once).
+    ``attribute(model, method, rows, target)`` returns what ``method.attribute(model, rows,
+    target)`` returns; the tensor is the graph's output buffer, valid until the next replay
+    (the engine folds it into its statistics at once). It holds no reference to ``model``.
     """
 
-    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None) -> None:
-        self.model, self.compute_dtype = model, compute_dtype
+    DEVICE_TYPE = "cuda"
+
+    def __init__(self, compute_dtype: torch.dtype | None = None) -> None:
+        self.compute_dtype = compute_dtype
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
-        self._pool = None          # one memory pool shared by this call's graphs
+        self._pool = None          # one memory pool shared by these graphs
+        self._streams: dict[torch.device, Any] = {}   # capture streams, one per device
         self.disabled: str | None = None   # why passes run eagerly, once capture failed
         self.replays = 0
+        self.captures = 0
 
-    def attribute(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
+    def attribute(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
+                  target: Tensor) -> Tensor:
         """Tensor[R, *attr] for ``rows`` (Tensor[R, ...] on CUDA) and ``target`` (LongTensor[R]).
 
         A method that holds per-example state is a new object after adaptive counts drop
         examples (``subset``), hence its own graph."""
-        if rows.device.type != "cuda":
+        if rows.device.type != self.DEVICE_TYPE:
             raise ValueError(f"CUDA graphs need CUDA rows, got {rows.device}")
         if self.disabled is not None:
-            return self._eager(method, rows, target)
-        key = (id(method), tuple(rows.shape), rows.dtype, rows.device, tuple(target.shape))
+            return self._eager(model, method, rows, target)
+        key = (method_key(method) or ("object", id(method)), tuple(rows.shape), rows.dtype,
+               rows.device, tuple(target.shape))
         graph = self._graphs.get(key)
         if graph is None:
             try:
-                graph = self._capture(method, rows, target)
+                graph = self._capture(model, method, rows, target)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
+                if is_out_of_memory(err):       # the engine retries with smaller passes
+                    raise
                 self.disabled = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
-                warnings.warn(f"cuda_graphs: the passes run eagerly, the model could not be "
-                              f"captured ({self.disabled})", RuntimeWarning, stacklevel=3)
+            if self.disabled is not None:       # outside the except: its traceback would
+                warnings.warn(                  # keep the failed capture's memory alive
+                    f"cuda_graphs: the passes run eagerly, the model could not be captured "
+                    f"({self.disabled})", RuntimeWarning, stacklevel=3)
                 self._graphs.clear()
-                torch.cuda.synchronize(rows.device)
-                return self._eager(method, rows, target)
+                self._synchronize(rows.device)
+                return self._eager(model, method, rows, target)
+            self.captures += 1
             self._graphs[key] = graph
             if len(self._graphs) > MAX_GRAPHS:
                 self._graphs.popitem(last=False)
@@ -88,26 +115,105 @@ class GraphedPasses:
         self.replays += 1
         return graph.out
 
-    def _eager(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
+    def _eager(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
+               target: Tensor) -> Tensor:
         with autocast(rows.device, self.compute_dtype):
-            return method.attribute(self.model, rows, target)
+            return method.attribute(model, rows, target)
 
-    def _run(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> Tensor:
+    def _run(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
+             target: Tensor) -> Tensor:
         # autocast's weight cache would hold casts made outside the graph's pool: off here.
         with autocast(rows.device, self.compute_dtype, cache_enabled=False):
-            return method.attribute(self.model, rows, target)
+            return method.attribute(model, rows, target)
 
-    def _capture(self, method: AttributionMethod, rows: Tensor, target: Tensor) -> _Graph:
-        static_rows, static_target = rows.clone(), target.clone()
-        side = torch.cuda.Stream(device=rows.device)
-        side.wait_stream(torch.cuda.current_stream(rows.device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_PASSES):
-                self._run(method, static_rows, static_target)
-        torch.cuda.current_stream(rows.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = self._run(method, static_rows, static_target)
-        return _Graph(graph, static_rows, static_target, out)
+    def _capture(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
+                 target: Tensor) -> _Graph:
+        device = rows.device
+        # On the rows' device, whichever is current, and on a capture stream of that device:
+        # torch.cuda.graph's default stream lives on the device current when it was made, and
+        # work on another device's stream would leave the graph empty.
+        with torch.cuda.device(device):
+            caller = torch.cuda.current_stream(device)
+            static_rows, static_target = rows.clone(), target.clone()
+            if device not in self._streams:
+                self._streams[device] = torch.cuda.Stream(device=device)
+            stream = self._streams[device]
+            stream.wait_stream(caller)
+            with torch.cuda.stream(stream):
+                for _ in range(WARMUP_PASSES):
+                    self._run(model, method, static_rows, static_target)
+            caller.wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            try:
+                with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+                    out = self._run(model, method, static_rows, static_target)
+            finally:
+                # a capture that fails ends without restoring the caller's stream
+                torch.cuda.set_stream(caller)
+        return _Graph(graph, static_rows, static_target, out, method)
+
+    @staticmethod
+    def _synchronize(device: torch.device) -> None:
+        torch.cuda.synchronize(device)
+
+
+# runner -> {compute dtype: (the caller's model state, its graphs)}; held weakly: the graphs
+# refer to the runner's tensors by address only, and go when the runner goes.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[tuple, GraphedPasses]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def graphed_passes(runner: nn.Module, compute_dtype: torch.dtype | None,
+                   state: tuple) -> GraphedPasses:
+    """The graphs of ``runner`` kept from earlier calls, or a fresh set when ``state``
+    (:func:`model_state` of the caller's model) changed since they were captured."""
+    entries = _CACHE.setdefault(runner, {})
+    cached = entries.get(compute_dtype)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    graphs = GraphedPasses(compute_dtype)
+    entries[compute_dtype] = (state, graphs)
+    return graphs
+
+
+def model_state(model: nn.Module) -> tuple:
+    """What a captured pass depends on besides its rows: the model's tensors (identities and
+    addresses; a graph reads values written in place), flags, plain attributes and hooks
+    (:func:`smoothkern.prepare.fingerprint`). Taken before a method installs hooks of its
+    own. (A prepared copy is rebuilt when values change, and its graphs go with it.)"""
+    return fingerprint(model, values=False)
+
+
+def method_key(method: AttributionMethod) -> tuple | None:
+    """The method's type and public configuration when that is plain values (and modules of
+    the model, by identity): equal keys run the same kernels. None when it holds anything else
+    (tensors, lists): such a method's graphs serve its own call only."""
+    items = []
+    for name, value in sorted(vars(method).items()):
+        if name.startswith("_"):                 # runtime state (hook handles)
+            continue
+        plain = _plain_value(value)
+        if plain is None:
+            return None
+        items.append((name, plain))
+    return type(method).__module__, type(method).__qualname__, tuple(items)
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return ("value", value)
+    if isinstance(value, nn.Module):
+        return ("module", id(value))
+    if isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value):
+        return ("tuple", value)
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, _PLAIN)
+                                       for k, v in value.items()):
+        return ("dict", tuple(sorted(value.items())))
+    return None
+
+
+def clear_graphs() -> None:
+    """Drops every kept graph (and, once nothing else holds them, their memory)."""
+    _CACHE.clear()

@@ -135,8 +135,10 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
 
 def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
                rows_target: Tensor) -> Tensor:
-    if job.graphs is not None and job.passes == "batched" and not chunk.extras:
-        return job.graphs.attribute(method, chunk.rows, rows_target)
+    if job.graphs is not None and job.passes == "batched" and not chunk.extras \
+            and method.capturable:
+        out = job.graphs.attribute(model, method, chunk.rows, rows_target)
+        return out if job.compute_dtype is None else out.float()
     with autocast(chunk.rows.device, job.compute_dtype):
         if job.passes == "vmap":
             if chunk.extras:

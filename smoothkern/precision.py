@@ -54,7 +54,9 @@ def fast_reduced_precision(device: torch.device | str = "cpu") -> dict[str, str]
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         name = torch.cuda.get_device_name(device)
-        bf16 = ("fast: tensor cores" if torch.cuda.is_bf16_supported()
+        # sm_80+ (Ampere on): torch.cuda.is_bf16_supported() asks the current device and
+        # counts emulation, so it says yes on a V100 too
+        bf16 = ("fast: tensor cores" if major >= 8
                 else f"slow: {name} (sm_{major}{minor}) has no bf16 tensor cores")
         fp16 = ("fast: tensor cores" if major >= 7
                 else f"slow: {name} (sm_{major}{minor}) has no fp16 tensor cores")

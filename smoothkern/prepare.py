@@ -17,16 +17,17 @@ declare ``uses_model_structure`` and always run the caller's model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .state import module_parameters
+from .state import hook_dicts, module_parameters
 
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
@@ -74,25 +75,21 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
         return model
     key = (preparations, tuple(x.shape[1:]), x.dtype, x.device)
     entries = _CACHE.setdefault(model, {})     # one entry per preparation set and input shape
-    fingerprint = _fingerprint(model)
+    state = fingerprint(model)
     cached = entries.get(key)
-    if cached is not None and cached[0] == fingerprint:
+    if cached is not None and cached[0] == state:
         if cached[1] is None:                   # nothing to prepare: the model itself
             return model
         if cached[2] == _flags(cached[1]):
             return cached[1]
     copy_ = _build(model, x, preparations)
-    if copy_ is not model and logits is None:
-        with torch.no_grad():
-            logits = model(x)
-    if copy_ is not model and not _same_function(copy_, x, logits):
+    if copy_ is not model and not _same_function(copy_, model, x, logits):
         copy_ = model                   # folding changed what the model computes: not used
     if "compile" in preparations:       # around a copy: the cache must not hold the model
         copy_ = _wrapped(Compiled, _structural_copy(model) if copy_ is model else copy_)
     # The cache holds the model weakly: an entry never refers to it (None: the model itself).
     # The copy's own training flags too: code that ran it may have changed them.
-    entries[key] = (fingerprint, None, ()) if copy_ is model else \
-        (fingerprint, copy_, _flags(copy_))
+    entries[key] = (state, None, ()) if copy_ is model else (state, copy_, _flags(copy_))
     return copy_
 
 
@@ -100,15 +97,27 @@ def _flags(module: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in module.modules())
 
 
-def _fingerprint(model: nn.Module) -> tuple:
+def fingerprint(model: nn.Module, values: bool = True) -> tuple:
     """Changes whenever a parameter or buffer is replaced or written in place (version
-    counters) or a module's plain attribute is rebound (the copy holds the values it was built
-    with), so a cached copy is never stale."""
+    counters), a module's plain attribute is rebound (the copy holds the values it was built
+    with) or a hook is added or removed, so a cached copy is never stale.
+
+    Args:
+        values: False leaves out writes in place (for what reads the tensors' memory, such as
+            a CUDA graph, only replacement matters).
+    """
     modules = list(model.modules())
     tensors = module_parameters(modules) + [b for m in modules for b in m._buffers.values()
                                             if b is not None]
-    return (tuple(m.training for m in modules), tuple(_plain_attributes(m) for m in modules)) \
-        + tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    return (tuple(m.training for m in modules), tuple(_plain_attributes(m) for m in modules),
+            tuple(_hooks(m) for m in modules)) \
+        + tuple((id(t), t.data_ptr(), t._version if values else 0) for t in tensors)
+
+
+def _hooks(module: nn.Module) -> tuple:
+    """The module's hooks by identity: a hook added or removed changes what a pass runs."""
+    return tuple((name, tuple(id(h) for h in entries.values()))
+                 for name, entries in hook_dicts(module).items() if entries)
 
 
 _VALUES = (int, float, bool, str, type(None))
@@ -191,8 +200,10 @@ def _conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
     finally:
         for handle in handles:
             handle.remove()
+    # a hooked module is not folded: its hooks must see the output they were written for
     return [(names[a], names[b]) for a, b in pairs
-            if calls.get(a) == 1 and calls.get(b) == 1 and a in names and b in names]
+            if calls.get(a) == 1 and calls.get(b) == 1 and a in names and b in names
+            and not _hooks(a) and not _hooks(b)]
 
 
 def _structural_copy(model: nn.Module) -> nn.Module:
@@ -212,13 +223,33 @@ def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent._modules[leaf] = new
 
 
-def _same_function(candidate: nn.Module, x: Tensor, logits: Tensor) -> bool:
-    with torch.no_grad():
+def _same_function(candidate: nn.Module, model: nn.Module, x: Tensor,
+                   logits: Tensor | None) -> bool:
+    """The candidate's output equals the model's (``logits``, or computed) to 1e-4 of its
+    largest value. On a GPU both run in exact float32: TF32 convolutions round the folded and
+    the unfolded weights differently, by more than that."""
+    with torch.no_grad(), _exact_float32(x.device):
+        if logits is None or x.device.type == "cuda":
+            logits = model(x)
         out = candidate(x)
     if not isinstance(out, Tensor) or out.shape != logits.shape:
         return False
     scale = logits.abs().amax().clamp_min(1e-12)
     return bool(((out.float() - logits.float()).abs().amax() / scale) <= 1e-4)
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device) -> Iterator[None]:
+    """TF32 off for CUDA convolutions and matmuls inside (the flags are restored after)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Compiled(nn.Module):

@@ -67,3 +67,16 @@ def assert_close_results(got, want, rtol: float = 1e-4, atol: float = 1e-6) -> N
                                        msg=lambda m, n=name: f"{n}: {m}")
     else:
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+
+
+def gpu_backend(name: str):
+    """The named kernel set on CUDA, or a skip that says why it cannot run here (the CUDA op
+    is built only where nvcc was found at install time; triton may be missing)."""
+    import pytest
+
+    from smoothkern.backends import registry
+
+    reason = registry.status("cuda")[name]
+    if reason != "available":
+        pytest.skip(f"backend {name!r} on CUDA: {reason}")
+    return registry.resolve(name, "cuda")

@@ -1,9 +1,16 @@
-"""CUDA graphs of the model passes: replayed passes equal eager ones; models that cannot be
-captured fall back to eager passes with one warning; the CPU refuses clearly."""
+"""CUDA graphs of the model passes: replayed passes equal eager ones; graphs are kept across
+calls while the model is unchanged; models that cannot be captured fall back to eager passes
+with one warning; the CPU refuses clearly.
+
+The bookkeeping (what is captured when, what is kept, what invalidates it) runs on the CPU with
+a stand-in for ``torch.cuda.CUDAGraph`` whose replay runs the captured pass again; the
+``cuda``-marked tests run the real capture."""
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -11,14 +18,120 @@ from helpers import tiny_resnet
 from torch import nn
 
 import smoothkern as sk
-from smoothkern.cuda_graphs import GraphedPasses
-from smoothkern.methods import Gradient, InputXGradient
+from smoothkern import api, cuda_graphs
+from smoothkern.cuda_graphs import GraphedPasses, clear_graphs, method_key
+from smoothkern.methods import Gradient, InputXGradient, IntegratedGradients, Saliency
 
 
 def test_cpu_rows_are_refused():
-    graphs = GraphedPasses(tiny_resnet())
     with pytest.raises(ValueError, match="CUDA rows"):
-        graphs.attribute(Gradient(), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
+        GraphedPasses().attribute(tiny_resnet(), Gradient(), torch.rand(2, 3, 8, 8),
+                                  torch.zeros(2, dtype=torch.long))
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    """Graphs on the CPU: capture records (method, rows shape) and returns a stand-in whose
+    replay runs the pass again on the static rows. Yields the list of captures."""
+    captures = []
+
+    def capture(self, model, method, rows, target):
+        static_rows, static_target = rows.clone(), target.clone()
+        out = self._run(model, method, static_rows, static_target)
+        runner = weakref.ref(model)            # a real graph holds no module either
+
+        class Replay:
+            def replay(_):
+                out.copy_(self._run(runner(), method, static_rows, static_target))
+
+        captures.append((type(method).__name__, tuple(rows.shape)))
+        return cuda_graphs._Graph(Replay(), static_rows, static_target, out, method)
+
+    monkeypatch.setattr(GraphedPasses, "DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(GraphedPasses, "_capture", capture)
+    monkeypatch.setattr(api, "check_cuda_graphs", lambda *args: None)
+    clear_graphs()
+    yield captures
+    clear_graphs()
+
+
+X = torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(5))
+
+
+def graphed(model, exact=True, **kwargs):
+    """smooth_grad with cuda_graphs=True, checked against the eager call (exactly, unless
+    the passes were split differently: then within float32 merge-order rounding)."""
+    kw = {"n_samples": 6, "samples_per_pass": 3, "seed": 1, **kwargs}
+    got = sk.smooth_grad(model, X, [1, 4], cuda_graphs=True, **kw)
+    want = sk.smooth_grad(model, X, [1, 4], **kw)
+    torch.testing.assert_close(got, want, **({"rtol": 0, "atol": 0} if exact else {}))
+    return got
+
+
+def test_graphs_are_kept_across_calls(cpu_graphs):
+    model = tiny_resnet()
+    graphed(model)
+    graphed(model)
+    assert cpu_graphs == [("Gradient", (6, 3, 9, 11))]       # one pass shape, captured once
+    graphed(model, samples_per_pass=2)                         # a new shape: one more
+    assert len(cpu_graphs) == 2
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_a_changed_model_gets_new_graphs(cpu_graphs, prepare):
+    model = tiny_resnet()
+    graphed(model, prepare=prepare)
+    with torch.no_grad():
+        model.fc.weight.mul_(2.0)   # in place: a graph reads the new values; a folded copy not
+    graphed(model, prepare=prepare)
+    count = 2 if prepare else 1
+    assert len(cpu_graphs) == count
+    changes = [
+        lambda: setattr(model.fc, "weight", nn.Parameter(model.fc.weight.detach().clone())),
+        lambda: model.conv1.register_forward_hook(lambda m, a, out: out * 0.5),
+        lambda: model.conv1._forward_hooks.clear(),
+        lambda: setattr(model, "extra_flag", True),   # a plain attribute forward could read
+    ]
+    for change in changes:        # a new address, a hook a replay would not run, ...
+        change()
+        graphed(model, prepare=prepare)
+        count += 1
+        assert len(cpu_graphs) == count
+
+
+def test_methods_share_graphs_by_their_configuration(cpu_graphs):
+    model = tiny_resnet()
+    graphed(model, method="saliency")
+    graphed(model, method="saliency")
+    graphed(model, method="saliency", abs=False)
+    relu_model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                               nn.Linear(4 * 7 * 9, 5)).eval()
+    graphed(relu_model, method="guided_backprop")   # its hooks are the method's: kept too
+    graphed(relu_model, method="guided_backprop")
+    assert [name for name, _ in cpu_graphs] == ["Saliency", "Saliency", "GuidedBackprop"]
+    assert method_key(Saliency()) == method_key(Saliency())
+    assert method_key(Saliency()) != method_key(Saliency(abs=False))
+    assert method_key(IntegratedGradients(baseline=torch.zeros(1, 3, 9, 11))) is None
+
+
+def test_adaptive_counts_capture_each_shrinking_shape(cpu_graphs):
+    model = tiny_resnet()
+    kw = dict(n_samples=12, samples_per_pass=2, tolerance=0.5, aggregate=["mean", "count"],
+              seed=2)
+    got = sk.smooth_grad(model, X, [1, 4], cuda_graphs=True, **kw)
+    want = sk.smooth_grad(model, X, [1, 4], **kw)
+    torch.testing.assert_close(got["mean"], want["mean"], rtol=0, atol=0)
+    assert torch.equal(got["count"], want["count"])
+    assert {shape[0] for _, shape in cpu_graphs} <= {4, 2}
+
+
+def test_graphs_go_with_the_model(cpu_graphs):
+    model = tiny_resnet()
+    graphed(model)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None and len(cuda_graphs._CACHE) == 0
 
 
 def test_smooth_grad_on_the_cpu_refuses_cuda_graphs():
@@ -31,16 +144,16 @@ def test_smooth_grad_on_the_cpu_refuses_cuda_graphs():
 @pytest.mark.parametrize("compute_dtype", [None, torch.bfloat16])
 def test_replayed_passes_equal_eager_passes(method, compute_dtype):
     model = tiny_resnet().cuda()
-    graphs = GraphedPasses(model, compute_dtype)
+    graphs = GraphedPasses(compute_dtype)
     gen = torch.Generator(device="cuda").manual_seed(0)
     for rows_count in (6, 6, 4, 6):      # a repeated shape, a new one, the first again
         rows = torch.rand(rows_count, 3, 9, 11, device="cuda", generator=gen)
         target = torch.randint(0, 5, (rows_count,), device="cuda", generator=gen)
-        got = graphs.attribute(method, rows, target).clone()
+        got = graphs.attribute(model, method, rows, target).clone()
         with sk.precision.autocast(rows.device, compute_dtype):
             want = method.attribute(model, rows, target)
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert graphs.replays == 4 and graphs.disabled is None
+    assert graphs.replays == 4 and graphs.captures == 2 and graphs.disabled is None
 
 
 @pytest.mark.cuda
@@ -69,13 +182,34 @@ class HostSync(nn.Module):
 @pytest.mark.cuda
 def test_a_model_that_cannot_be_captured_runs_eagerly_with_one_warning():
     model = HostSync().cuda()
-    graphs = GraphedPasses(model)
+    graphs = GraphedPasses()
     rows = torch.rand(4, 12, device="cuda")
     target = torch.zeros(4, dtype=torch.long, device="cuda")
     with pytest.warns(RuntimeWarning, match="could not be captured"):
-        first = graphs.attribute(Gradient(), rows, target)
+        first = graphs.attribute(model, Gradient(), rows, target)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        second = graphs.attribute(Gradient(), rows, target)
+        second = graphs.attribute(model, Gradient(), rows, target)
     torch.testing.assert_close(first, second)
     assert graphs.disabled is not None
+
+
+def test_integrated_gradients_runs_eagerly(cpu_graphs):
+    model = tiny_resnet()
+    graphed(model, method="integrated_gradients", n_steps=3)
+    assert cpu_graphs == []
+
+
+def test_out_of_memory_in_a_capture_splits_the_pass_and_keeps_graphs_on(cpu_graphs,
+                                                                        monkeypatch):
+    capture = GraphedPasses._capture
+
+    def small_memory(self, model, method, rows, target):
+        if rows.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return capture(self, model, method, rows, target)
+
+    monkeypatch.setattr(GraphedPasses, "_capture", small_memory)
+    model = tiny_resnet()
+    graphed(model, exact=False)        # 6 rows a pass do not fit: split, then captured
+    assert cpu_graphs and all(shape[0] <= 2 for _, shape in cpu_graphs)

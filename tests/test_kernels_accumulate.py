@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import gpu_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -210,7 +211,7 @@ def test_cpp_rejects_bad_state():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n", [3072, 1031])   # vector path and scalar path
 def test_gpu_matches_reference(name, dtype, n):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     samples = attributions(300, n, dtype, seed=4).cuda()   # k = 300: several row slices
     got = stream(samples, (100, 1, 199), backend.accumulate)
     ref = stream(samples, (100, 1, 199), accumulate_reference)
@@ -223,7 +224,7 @@ def test_gpu_matches_reference(name, dtype, n):
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 def test_gpu_float64_state_is_float64_accurate(name):
     # Triton once passed Chan's weights and eps as Python floats, typed fp32 on the GPU.
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     samples = attributions(40, 300, torch.float64, seed=1).cuda()
     got = stream(samples, (13, 27), backend.accumulate, torch.float64)
     exact = direct_statistics(samples, AGGREGATES, got.eps)
@@ -235,7 +236,7 @@ def test_gpu_float64_state_is_float64_accurate(name):
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 def test_gpu_tiny_state_many_rows(name):
     # N = 1, k = 600000: the CUDA row split would ask for more than 65535 slices on grid.y.
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     samples = (torch.randn(600_000, 1, generator=torch.Generator().manual_seed(6)) + 2).cuda()
     got = stream(samples, (600_000,), backend.accumulate, torch.float64)
     exact = direct_statistics(samples, AGGREGATES, got.eps)
@@ -246,7 +247,7 @@ def test_gpu_tiny_state_many_rows(name):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 def test_gpu_nan_and_inf_follow_one_rule(name):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     samples = non_finite_samples()
     got = stream(samples.cuda(), (4, 1, 4), backend.accumulate).finalize()
     exact = direct_statistics(samples, AGGREGATES, 1e-10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import gpu_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -397,7 +398,7 @@ def test_registered_perturbs_take_example_index_as_a_keyword():
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_example_index_matches_reference(name, dtype):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):     # scalar path, vector path
         x = torch.randn(*shape, device="cuda").to(dtype)
         idx = torch.tensor([2**32 - 1, 5, 2**31][:shape[0]], device="cuda")
@@ -413,7 +414,7 @@ def test_gpu_example_index_matches_reference(name, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 def test_gpu_example_index_k_is_row_k_and_refusals(name):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     x = torch.randn(70000, 3, device="cuda")           # > 65535 rows: strided grid
     sigma = torch.rand(1, 70000, device="cuda")
     whole = backend.perturb(x, sigma, 1, 0, 1, "uniform")
@@ -436,7 +437,7 @@ def test_gpu_example_index_k_is_row_k_and_refusals(name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("per_element", [False, True])
 def test_gpu_matches_reference(name, dtype, per_element):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     for shape in ((3, 3, 17, 19), (2, 3, 32, 32)):     # odd: scalar path; aligned: vector path
         x = torch.randn(*shape, device="cuda").to(dtype)
         sigma_shape = (2, shape[0], x[0].numel()) if per_element else (2, shape[0])
@@ -450,7 +451,7 @@ def test_gpu_matches_reference(name, dtype, per_element):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["cuda", "triton"])
 def test_gpu_refuses_sample_indices_past_2_32(name):
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     x, sigma = torch.randn(2, 5, device="cuda"), torch.rand(1, 2, device="cuda")
     with pytest.raises(ValueError, match="2\\*\\*32"):
         backend.perturb(x, sigma, 0, 2**32 - 1, 2, "gaussian")
@@ -462,7 +463,7 @@ def test_gpu_launches_on_the_tensors_device(name):
     # Tensors on cuda:1 while cuda:0 is current: the kernels must run on cuda:1.
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    backend = registry.resolve(name, "cuda")
+    backend = gpu_backend(name)
     x = torch.randn(3, 1031, device="cuda:1")
     sigma = torch.rand(2, 3, device="cuda:1")
     with torch.cuda.device(0):
@@ -477,7 +478,7 @@ def test_gpu_launches_on_the_tensors_device(name):
 def test_gpu_many_rows_and_large_grid():
     # More than 65535 (sample, example) rows: the grid's y axis is strided, not overflowed.
     for name in ("cuda", "triton"):
-        backend = registry.resolve(name, "cuda")
+        backend = gpu_backend(name)
         x = torch.randn(70000, 3, device="cuda")
         sigma = torch.rand(1, 70000, device="cuda")
         got = backend.perturb(x, sigma, 1, 0, 1, "uniform")

@@ -90,6 +90,24 @@ def test_a_rebound_plain_attribute_rebuilds_the_copy():
     torch.testing.assert_close(changed * 4.0, first)
 
 
+def test_a_hook_added_later_is_run_and_its_module_not_folded():
+    model = resnet()
+    sk.smooth_grad(model, X, 1, n_samples=3)                  # builds and caches a copy
+    conv = model.net.layer1[0].conv1
+    seen = []
+    handle = conv.register_forward_hook(lambda m, a, out: seen.append(1) or out * 0.5)
+    got = sk.smooth_grad(model, X, 1, n_samples=3)
+    assert seen                                               # the prepared copy ran it
+    torch.testing.assert_close(got, sk.smooth_grad(model, X, 1, n_samples=3, prepare=False),
+                               rtol=1e-4, atol=1e-6)
+    handle.remove()
+    seen.clear()
+    torch.testing.assert_close(sk.smooth_grad(model, X, 1, n_samples=3),
+                               sk.smooth_grad(model, X, 1, n_samples=3, prepare=False),
+                               rtol=1e-4, atol=1e-6)
+    assert not seen
+
+
 @pytest.mark.parametrize("make", [resnet, lambda: nn.Sequential(nn.Flatten(), nn.Linear(
     3 * 32 * 32, 4)).eval()], ids=["folded", "nothing_to_prepare"])
 def test_the_cache_does_not_keep_the_model_alive(make):
@@ -186,3 +204,21 @@ def test_bad_prepare_and_compile_are_refused_also_in_the_drop_in():
     for rng in ("smoothkern", "captum"):
         with pytest.raises(ValueError, match="unknown preparation"):
             nt.attribute(X, target=0, prepare="fold", rng=rng)
+
+
+def test_the_fold_check_turns_tf32_off_and_restores_it():
+    from smoothkern.prepare import _exact_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with pytest.raises(RuntimeError, match="inside"):
+            with _exact_float32(torch.device("cuda")):
+                assert not torch.backends.cudnn.allow_tf32
+                assert not torch.backends.cuda.matmul.allow_tf32
+                raise RuntimeError("inside")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with _exact_float32(torch.device("cpu")):               # nothing to change
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -29,6 +29,9 @@ class AttributionMethod:
         supports_layer_noise: the method attributes to whatever its ``inputs`` are, so under
             ``noise_at=`` it can take a layer's noisy output in their place
             (:mod:`smoothkern.layer_noise`).
+        capturable: one :meth:`attribute` call can be recorded as a CUDA graph and replayed
+            (no host synchronisation, no Python state changed per pass); otherwise
+            ``cuda_graphs=True`` runs its passes eagerly (:mod:`smoothkern.cuda_graphs`).
     """
 
     name = "method"
@@ -36,6 +39,7 @@ class AttributionMethod:
     supports_vmap = False
     uses_model_structure = False
     supports_layer_noise = False
+    capturable = True
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         """Attributions of a batch.

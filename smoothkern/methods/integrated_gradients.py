@@ -70,6 +70,9 @@ class IntegratedGradients(AttributionMethod):
 
     name = "integrated_gradients"
     supports_layer_noise = True
+    # Each pass copies its step weights from the host, sizes its step chunks in Python and may
+    # record deltas: nothing a CUDA graph could replay.
+    capturable = False
 
     def __init__(self, n_steps: int = 50, integration: str = "gausslegendre",
                  baseline: float | Tensor | None = None, multiply_by_inputs: bool = True,
