@@ -152,7 +152,8 @@ def test_replayed_passes_equal_eager_passes(method, compute_dtype):
         got = graphs.attribute(model, method, rows, target).clone()
         with sk.precision.autocast(rows.device, compute_dtype):
             want = method.attribute(model, rows, target)
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        # the same kernels on the same data; cuDNN may still pick another algorithm eagerly
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert graphs.replays == 4 and graphs.captures == 2 and graphs.disabled is None
 
 
