@@ -18,7 +18,7 @@ from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .precision import check_compute_dtype
-from .prepare import check_preparations, prepared_model, usable_preparations
+from .prepare import check_preparations, fingerprint, prepared_model, usable_preparations
 from .sources import CounterNoise
 from .state import check_eval_mode, module_parameters, preserved
 from .stats import ACCUMULATOR_DTYPES, check_aggregates
@@ -199,7 +199,11 @@ def smooth_grad(
             model, x, logits, usable_preparations(preparations, choice.passes))
         if cuda_graphs:
             job = dataclasses.replace(job, graphs=graphed_passes(runner, compute_dtype, state))
-        results = engine.run(runner, job, progress)
+        try:
+            results = engine.run(runner, job, progress)
+        finally:
+            if job.graphs is not None:
+                job.graphs.drop_call_graphs()
     return engine.shape_results(results, names, sweep=sweep,
                                 returned_snapshots=len(counts) if snapshots is not None else 0,
                                 single_aggregate=single)
@@ -375,15 +379,16 @@ def _check_snapshots(snapshots: Iterable[int] | None, n_samples: int) -> tuple[i
 # Bytes autograd saves per row and the number of classes, per model and input shape: measured
 # by the first call's clean forward. Later calls run the clean forward without autograd, or
 # skip it when the caller names the target (most of the fixed cost of a small job). What the
-# saved tensors and the output shape depend on is the key: the module tree (each module and its
-# training flag) and which parameters require grad; values do not matter.
+# saved tensors and the output shape depend on is the key (``_facts_key``); values do not.
 _ROW_FACTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, int, int]]] = \
     weakref.WeakKeyDictionary()
 
 
 def _facts_key(model: nn.Module, inputs: Tensor) -> tuple[tuple, tuple]:
+    # the module tree, flags, plain attributes (a head chosen by a flag), hooks and which
+    # tensors the model holds (a head swapped for another size), but not their values
     modules = list(model.modules())
-    tree = (tuple((id(m), m.training) for m in modules),
+    tree = (tuple(id(m) for m in modules), fingerprint(model, values=False),
             tuple(p.requires_grad for p in module_parameters(modules)))
     return (tuple(inputs.shape[1:]), inputs.dtype, inputs.device), tree
 

@@ -92,9 +92,8 @@ class GraphedPasses:
         if graph is None:
             try:
                 graph = self._capture(model, method, rows, target)
-            except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
-                if is_out_of_memory(err):       # the engine retries with smaller passes
-                    raise
+            except CaptureFailed as failed:     # the warm-up ran: the model itself is fine
+                err = failed.__cause__
                 self.disabled = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
             if self.disabled is not None:       # outside the except: its traceback would
                 warnings.warn(                  # keep the failed capture's memory alive
@@ -149,14 +148,29 @@ class GraphedPasses:
             try:
                 with torch.cuda.graph(graph, pool=self._pool, stream=stream):
                     out = self._run(model, method, static_rows, static_target)
+            except Exception as err:
+                if is_out_of_memory(err):       # the engine retries with smaller passes
+                    raise
+                raise CaptureFailed from err
             finally:
                 # a capture that fails ends without restoring the caller's stream
                 torch.cuda.set_stream(caller)
         return _Graph(graph, static_rows, static_target, out, method)
 
+    def drop_call_graphs(self) -> None:
+        """Drops the graphs of methods that do not share theirs (keyed by object): no later
+        call can use them."""
+        for key in [k for k in self._graphs if k[0][0] == "object"]:
+            del self._graphs[key]
+
     @staticmethod
     def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
+
+
+class CaptureFailed(RuntimeError):
+    """Recording a pass failed after its eager warm-up ran (its cause says why: a host
+    synchronisation, a data-dependent shape...): the passes can run, just not as a graph."""
 
 
 # runner -> {compute dtype: (the caller's model state, its graphs)}; held weakly: the graphs
@@ -187,9 +201,12 @@ def model_state(model: nn.Module) -> tuple:
 
 
 def method_key(method: AttributionMethod) -> tuple | None:
-    """The method's type and public configuration when that is plain values (and modules of
-    the model, by identity): equal keys run the same kernels. None when it holds anything else
-    (tensors, lists): such a method's graphs serve its own call only."""
+    """The method's type and public configuration, for a class that declares
+    ``shares_graphs`` itself, when that configuration is plain values (and modules of the
+    model, by identity): equal keys run the same kernels. None otherwise (a subclass with state
+    of its own, tensors, lists): such a method's graphs serve its own call only."""
+    if not vars(type(method)).get("shares_graphs", False):
+        return None
     items = []
     for name, value in sorted(vars(method).items()):
         if name.startswith("_"):                 # runtime state (hook handles)

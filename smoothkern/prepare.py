@@ -88,9 +88,18 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
     if "compile" in preparations:       # around a copy: the cache must not hold the model
         copy_ = _wrapped(Compiled, _structural_copy(model) if copy_ is model else copy_)
     # The cache holds the model weakly: an entry never refers to it (None: the model itself).
-    # The copy's own training flags too: code that ran it may have changed them.
+    # The copy's own training flags too: code that ran it may have changed them. The state is
+    # taken again: building ran the model, whose forward may rebind its attributes.
+    state = fingerprint(model)
     entries[key] = (state, None, ()) if copy_ is model else (state, copy_, _flags(copy_))
     return copy_
+
+
+def clear_cache() -> None:
+    """Drops every cached prepared copy. The cache holds models weakly, but a copy shares the
+    model's hooks, so a hook that refers to the model itself (a bound method of it) keeps the
+    model alive through the cache until this is called."""
+    _CACHE.clear()
 
 
 def _flags(module: nn.Module) -> tuple[bool, ...]:
@@ -116,7 +125,8 @@ def fingerprint(model: nn.Module, values: bool = True) -> tuple:
 
 def _hooks(module: nn.Module) -> tuple:
     """The module's hooks by identity: a hook added or removed changes what a pass runs."""
-    return tuple((name, tuple(id(h) for h in entries.values()))
+    # handle ids come from a global counter and are never reused; function ids can be
+    return tuple((name, tuple((key, id(h)) for key, h in entries.items()))
                  for name, entries in hook_dicts(module).items() if entries)
 
 
@@ -126,10 +136,13 @@ _VALUES = (int, float, bool, str, type(None))
 def _plain_attributes(module: nn.Module) -> tuple:
     """The module's public attributes (a conv's stride, a user's flag): values for numbers,
     strings and flat tuples of them, identities for other objects (shared with the copy, so
-    changes inside them are seen anyway)."""
+    changes inside them are seen anyway). Tensors that are not parameters or buffers are left
+    out: a forward that keeps its activations (``self.features = h``) rebinds them every call,
+    and the cache would never hit. Register a tensor the forward reads as a buffer."""
     return tuple((name, value if type(value) in _VALUES or (
         type(value) is tuple and all(type(v) in _VALUES for v in value)) else id(value))
-        for name, value in vars(module).items() if not name.startswith("_"))
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, Tensor))
 
 
 def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Module:
@@ -240,16 +253,26 @@ def _same_function(candidate: nn.Module, model: nn.Module, x: Tensor,
 
 @contextlib.contextmanager
 def _exact_float32(device: torch.device) -> Iterator[None]:
-    """TF32 off for CUDA convolutions and matmuls inside (the flags are restored after)."""
+    """TF32 off for CUDA convolutions and matmuls inside (the settings are restored after).
+
+    Through ``fp32_precision`` where torch has it: once a user set TF32 that way, reading the
+    legacy ``allow_tf32`` flags raises."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    new_api = hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv")
+    targets = ((matmul, "fp32_precision"), (cudnn.conv, "fp32_precision")) if new_api else \
+        ((matmul, "allow_tf32"), (cudnn, "allow_tf32"))
+    exact = "ieee" if new_api else False
+    saved = [getattr(owner, name) for owner, name in targets]
+    for owner, name in targets:
+        setattr(owner, name, exact)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        for (owner, name), value in zip(targets, saved):
+            setattr(owner, name, value)
 
 
 class Compiled(nn.Module):

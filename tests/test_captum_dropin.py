@@ -432,3 +432,18 @@ def test_a_reused_wrapper_sees_each_calls_inputs_and_additional_args():
         want = skc.NoiseTunnel(skc.Saliency(model)).attribute(
             inputs, additional_forward_args=(scale,), target=target, **kwargs)
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_kept_wrapper_lets_go_of_the_calls_arguments():
+    import gc
+    import weakref
+
+    model = make(ScaledBNNet)
+    nt = skc.NoiseTunnel(skc.Saliency(model))
+    scale = torch.tensor([1.0, -2.0, 0.5])
+    nt.attribute(inputs_for(make(BNNet), 3), additional_forward_args=(scale,), target=0,
+                 nt_samples=2, stdevs=0.1)
+    alive = weakref.ref(scale)
+    del scale
+    gc.collect()
+    assert alive() is None

@@ -63,22 +63,36 @@ def test_changed_weights_rebuild_the_prepared_copy_without_a_clean_forward():
 
 
 class Switchable(nn.Module):
-    """Returns logits, or (after ``features = True``) a feature map: a change of output that
-    leaves the module tree alone."""
+    """Returns logits, or a feature map once ``mode[0]`` says so (a plain attribute rebound
+    is seen by the cache; a change inside a shared list is not)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.features = False
+        self.mode = ["logits"]
+        self.head = "all"
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
-        return h if self.features else h.mean(dim=(2, 3))
+        if self.mode[0] == "features":
+            return h
+        return h.mean(dim=(2, 3)) if self.head == "all" else h.mean(dim=(2, 3))[:, :2]
 
 
 def test_an_output_that_stops_being_logits_is_refused_by_the_passes():
     model = Switchable().eval()
     run(model, 1)
-    model.features = True
+    model.mode[0] = "features"
     with pytest.raises(ValueError, match=r"logits shaped \[rows, classes\]"):
         run(model, 1)
+
+
+def test_a_rebound_attribute_that_changes_the_classes_runs_the_clean_forward():
+    model = Switchable().eval()
+    run(model, 3)
+    model.head = "two"                     # 4 classes -> 2: target 3 is out of range now
+    with pytest.raises(ValueError, match="the model has 2 classes"):
+        run(model, 3)
+    run(model, 1)
+    model.head = "all"
+    run(model, 3)                          # and valid again

@@ -49,6 +49,7 @@ def cpu_graphs(monkeypatch):
 
     monkeypatch.setattr(GraphedPasses, "DEVICE_TYPE", "cpu")
     monkeypatch.setattr(GraphedPasses, "_capture", capture)
+    monkeypatch.setattr(GraphedPasses, "_synchronize", staticmethod(lambda device: None))
     monkeypatch.setattr(api, "check_cuda_graphs", lambda *args: None)
     clear_graphs()
     yield captures
@@ -214,3 +215,44 @@ def test_out_of_memory_in_a_capture_splits_the_pass_and_keeps_graphs_on(cpu_grap
     model = tiny_resnet()
     graphed(model, exact=False)        # 6 rows a pass do not fit: split, then captured
     assert cpu_graphs and all(shape[0] <= 2 for _, shape in cpu_graphs)
+
+
+class PoweredGradient(Gradient):
+    """A user's method with private configuration: it must not share graphs."""
+
+    def __init__(self, power):
+        self._power = power
+
+    def attribute(self, model, inputs, target):
+        return super().attribute(model, inputs, target) ** self._power
+
+
+def test_a_subclass_with_its_own_state_keeps_its_graphs_to_its_call(cpu_graphs):
+    model = tiny_resnet()
+    assert method_key(PoweredGradient(1)) is None and method_key(Gradient()) is not None
+    first = graphed(model, method=PoweredGradient(1))
+    second = graphed(model, method=PoweredGradient(2))     # not the first one's graph
+    assert not torch.equal(first, second) and len(cpu_graphs) == 2
+    (graphs,) = [g for _, g in next(iter(cuda_graphs._CACHE.values())).values()]
+    assert all(key[0][0] != "object" for key in graphs._graphs)   # dropped after each call
+
+
+def test_an_error_in_the_warm_up_is_raised_a_failed_capture_runs_eagerly(cpu_graphs,
+                                                                      monkeypatch):
+    def failing(error):
+        def capture(self, model, method, rows, target):
+            raise error
+        return capture
+
+    model = tiny_resnet()
+    monkeypatch.setattr(GraphedPasses, "_capture", failing(ValueError("a user's mistake")))
+    with pytest.raises(ValueError, match="a user's mistake"):
+        graphed(model)
+    capture_failed = cuda_graphs.CaptureFailed()
+    capture_failed.__cause__ = RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(GraphedPasses, "_capture", failing(capture_failed))
+    with pytest.warns(RuntimeWarning, match="could not be captured .*stream is capturing"):
+        graphed(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # said once, then eager quietly
+        graphed(model)

@@ -209,16 +209,93 @@ def test_bad_prepare_and_compile_are_refused_also_in_the_drop_in():
 def test_the_fold_check_turns_tf32_off_and_restores_it():
     from smoothkern.prepare import _exact_float32
 
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
     try:
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-        with pytest.raises(RuntimeError, match="inside"):
+        matmul.fp32_precision = conv.fp32_precision = "tf32"     # the new API: legacy reads
+        with pytest.raises(RuntimeError, match="inside"):       # of allow_tf32 would raise
             with _exact_float32(torch.device("cuda")):
-                assert not torch.backends.cudnn.allow_tf32
-                assert not torch.backends.cuda.matmul.allow_tf32
+                assert matmul.fp32_precision == conv.fp32_precision == "ieee"
                 raise RuntimeError("inside")
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert matmul.fp32_precision == conv.fp32_precision == "tf32"
         with _exact_float32(torch.device("cpu")):               # nothing to change
-            assert torch.backends.cudnn.allow_tf32
+            assert matmul.fp32_precision == "tf32"
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        matmul.fp32_precision, conv.fp32_precision = saved
+
+
+class KeepsFeatures(nn.Module):
+    """A forward that stores its activations on the module (a common pattern)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn(self.conv(x)))
+        self.features = h.detach()
+        return h.mean(dim=(2, 3))
+
+
+def test_a_forward_that_keeps_its_activations_does_not_defeat_the_cache(monkeypatch):
+    from smoothkern import prepare
+
+    builds = []
+    build = prepare._build
+    monkeypatch.setattr(prepare, "_build", lambda *a: builds.append(1) or build(*a))
+    model = KeepsFeatures().eval()
+    for _ in range(3):
+        sk.smooth_grad(model, X, 1, n_samples=2)
+        sk.smooth_grad(model, X, None, n_samples=2)        # with a clean forward too
+    assert len(builds) == 1
+
+
+def test_hooks_registered_in_turn_are_told_apart():
+    """An ablation loop: each hook is freed before the next, whose function may reuse its id."""
+    from smoothkern.prepare import fingerprint
+
+    model = resnet()
+    states = []
+    for channel in range(4):
+        def zero(module, args, out, channel=channel):
+            out = out.clone()
+            out[:, channel] = 0
+            return out
+        handle = model.net.conv1.register_forward_hook(zero)
+        states.append(fingerprint(model))
+        handle.remove()
+        del zero
+    assert len(set(states)) == 4
+
+
+class HooksItself(nn.Module):
+    """Registers one of its own methods as a hook: the copy shares it, so only clear_cache
+    lets the model go."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+        self.head.register_forward_pre_hook(self._seen)
+
+    def _seen(self, module, args):
+        return None
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_clear_cache_lets_a_self_hooked_model_go():
+    import gc
+    import weakref
+
+    from smoothkern.prepare import clear_cache
+
+    model = HooksItself().eval()
+    sk.smooth_grad(model, X, 1, n_samples=2)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    clear_cache()
+    gc.collect()
+    assert alive() is None

@@ -140,6 +140,10 @@ class FlatModel(nn.Module):
         call.output_shape, call.strict = None, True
         return self
 
+    def release(self) -> None:
+        """Drops the call's additional arguments (tensors the wrapper would keep alive)."""
+        self._call.extra = ()
+
     @property
     def layout(self) -> Layout:
         return self._call.layout

@@ -237,6 +237,17 @@ class NoiseTunnel(_captum.NoiseTunnel):
         result = out[types[0]] if single else out
         return (result, run.deltas()) if want_delta else result
 
+    _attribute_holding_inputs = _attribute
+
+    @functools.wraps(_attribute)
+    def _attribute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._attribute_holding_inputs(*args, **kwargs)
+        finally:      # the kept wrapper lets go of this call's additional_forward_args
+            flat = getattr(self, "_flat_model", None)
+            if flat is not None:
+                flat.release()
+
     @functools.wraps(_attribute)
     def attribute(self, *args: Any, rng: str = "smoothkern", **kwargs: Any) -> Any:
         return self._attribute(*args, rng=rng, **kwargs)

@@ -32,6 +32,9 @@ class AttributionMethod:
         capturable: one :meth:`attribute` call can be recorded as a CUDA graph and replayed
             (no host synchronisation, no Python state changed per pass); otherwise
             ``cuda_graphs=True`` runs its passes eagerly (:mod:`smoothkern.cuda_graphs`).
+        shares_graphs: set by a class (not inherited) whose public attributes are its whole
+            configuration: two equal ones run the same kernels, so CUDA graphs captured for
+            one serve the other in later calls. Other methods' graphs serve their own call.
     """
 
     name = "method"
@@ -40,6 +43,7 @@ class AttributionMethod:
     uses_model_structure = False
     supports_layer_noise = False
     capturable = True
+    shares_graphs = False
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         """Attributions of a batch.

@@ -51,6 +51,7 @@ class GradCam(AttributionMethod):
     """
 
     name = "grad_cam"
+    shares_graphs = True
     uses_model_structure = True
 
     def __init__(self, layer: str | nn.Module, upsample: bool = False,

@@ -11,6 +11,7 @@ class Gradient(AttributionMethod):
     """Signed gradient ``d f_target(x) / d x``."""
 
     name = "gradient"
+    shares_graphs = True
     supports_vmap = True
     supports_layer_noise = True
 

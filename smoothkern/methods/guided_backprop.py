@@ -21,6 +21,7 @@ class GuidedBackprop(AttributionMethod):
     """
 
     name = "guided_backprop"
+    shares_graphs = True
     uses_model_structure = True
 
     def __init__(self) -> None:

@@ -11,6 +11,7 @@ class InputXGradient(AttributionMethod):
     """``x̃ · d f_target(x̃) / d x̃`` for each noisy copy ``x̃`` (Captum's ``InputXGradient``)."""
 
     name = "input_x_gradient"
+    shares_graphs = True
     supports_vmap = True
     supports_layer_noise = True
 

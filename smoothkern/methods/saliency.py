@@ -19,6 +19,7 @@ class Saliency(AttributionMethod):
     """
 
     name = "saliency"
+    shares_graphs = True
     supports_vmap = True
     supports_layer_noise = True
 
