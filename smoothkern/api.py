@@ -18,7 +18,13 @@ from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from .precision import check_compute_dtype
-from .prepare import check_preparations, fingerprint, prepared_model, usable_preparations
+from .prepare import (
+    check_preparations,
+    fingerprint,
+    prepared_model,
+    usable_preparations,
+    without_values,
+)
 from .sources import CounterNoise
 from .state import check_eval_mode, module_parameters, preserved
 from .stats import ACCUMULATOR_DTYPES, check_aggregates
@@ -164,7 +170,8 @@ def smooth_grad(
     if noise_at is None:
         check_strategy(choice.passes, method_obj)
         check_eval_mode(model)
-        known = None if target is None else known_row_facts(model, x)
+        state = fingerprint(model)            # one walk of the model for the caches below
+        known = None if target is None else known_row_facts(model, x, state)
         if known is None:
             logits, row_bytes = clean_forward(model, x)
             classes = logits.shape[1]
@@ -175,6 +182,7 @@ def smooth_grad(
         method_obj = AtLayer(method_obj, resolve_layer(model, noise_at), x)
         check_layer_strategy(choice.passes)
         check_eval_mode(model)
+        state = None
         logits, noised, row_bytes = clean_forward_at_layer(model, method_obj.layer, x)
         check_logits(logits, x.shape[0])
         classes = logits.shape[1]
@@ -193,12 +201,13 @@ def smooth_grad(
         tolerance=tolerance)
     if cuda_graphs:
         check_strategy_for_graphs(choice.passes)
-        state = model_state(model)        # before the method's own hooks
+        graph_state = model_state(model, state)        # before the method's own hooks
     with preserved(model, inputs), method_obj.session(model):
         runner = model if method_obj.uses_model_structure else prepared_model(
-            model, x, logits, usable_preparations(preparations, choice.passes))
+            model, x, logits, usable_preparations(preparations, choice.passes), state)
         if cuda_graphs:
-            job = dataclasses.replace(job, graphs=graphed_passes(runner, compute_dtype, state))
+            job = dataclasses.replace(
+                job, graphs=graphed_passes(runner, compute_dtype, graph_state))
         try:
             results = engine.run(runner, job, progress)
         finally:
@@ -384,19 +393,25 @@ _ROW_FACTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, int, i
     weakref.WeakKeyDictionary()
 
 
-def _facts_key(model: nn.Module, inputs: Tensor) -> tuple[tuple, tuple]:
+def _facts_key(model: nn.Module, inputs: Tensor, state: tuple | None = None
+               ) -> tuple[tuple, tuple]:
     # the module tree, flags, plain attributes (a head chosen by a flag), hooks and which
     # tensors the model holds (a head swapped for another size), but not their values
-    modules = list(model.modules())
-    tree = (tuple(id(m) for m in modules), fingerprint(model, values=False),
-            tuple(p.requires_grad for p in module_parameters(modules)))
+    state = fingerprint(model) if state is None else state
+    tree = (without_values(state),
+            tuple(p.requires_grad for p in module_parameters(list(model.modules()))))
     return (tuple(inputs.shape[1:]), inputs.dtype, inputs.device), tree
 
 
-def known_row_facts(model: nn.Module, inputs: Tensor) -> tuple[int, int] | None:
+def known_row_facts(model: nn.Module, inputs: Tensor, state: tuple | None = None
+                    ) -> tuple[int, int] | None:
     """(bytes autograd saves per row, classes) from an earlier clean forward of this model
-    tree at this input shape, or None."""
-    key, tree = _facts_key(model, inputs)
+    tree at this input shape, or None.
+
+    Args:
+        state: ``smoothkern.prepare.fingerprint(model)`` if taken already.
+    """
+    key, tree = _facts_key(model, inputs, state)
     cached = _ROW_FACTS.get(model, {}).get(key)
     return cached[1:] if cached is not None and cached[0] == tree else None
 

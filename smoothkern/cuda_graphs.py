@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .memory import is_out_of_memory
 from .methods import AttributionMethod
 from .precision import autocast
-from .prepare import fingerprint
+from .prepare import fingerprint, without_values
 
 # Graphs kept per module and compute dtype: the full pass, the last (shorter) pass, and a few
 # shapes more for adaptive sample counts, whose batch shrinks as examples finish. Each holds
@@ -192,12 +192,13 @@ def graphed_passes(runner: nn.Module, compute_dtype: torch.dtype | None,
     return graphs
 
 
-def model_state(model: nn.Module) -> tuple:
+def model_state(model: nn.Module, state: tuple | None = None) -> tuple:
     """What a captured pass depends on besides its rows: the model's tensors (identities and
     addresses; a graph reads values written in place), flags, plain attributes and hooks
-    (:func:`smoothkern.prepare.fingerprint`). Taken before a method installs hooks of its
-    own. (A prepared copy is rebuilt when values change, and its graphs go with it.)"""
-    return fingerprint(model, values=False)
+    (:func:`smoothkern.prepare.fingerprint`, or ``state`` if taken already). Taken before a
+    method installs hooks of its own. (A prepared copy is rebuilt when values change, and its
+    graphs go with it.)"""
+    return without_values(fingerprint(model) if state is None else state)
 
 
 def method_key(method: AttributionMethod) -> tuple | None:

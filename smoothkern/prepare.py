@@ -62,7 +62,7 @@ def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str
 
 
 def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
-                   preparations: tuple[str, ...]) -> nn.Module:
+                   preparations: tuple[str, ...], state: tuple | None = None) -> nn.Module:
     """The module the passes should run: a (cached) prepared copy, or ``model`` itself.
 
     Args:
@@ -70,12 +70,13 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
             output for them (the copy must reproduce it); None: computed here if a copy has
             to be built (a cached copy needs none).
         preparations: names from :data:`PREPARATIONS`.
+        state: ``fingerprint(model)`` if the caller has taken it already.
     """
     if not preparations:
         return model
     key = (preparations, tuple(x.shape[1:]), x.dtype, x.device)
     entries = _CACHE.setdefault(model, {})     # one entry per preparation set and input shape
-    state = fingerprint(model)
+    state = fingerprint(model) if state is None else state
     cached = entries.get(key)
     if cached is not None and cached[0] == state:
         if cached[1] is None:                   # nothing to prepare: the model itself
@@ -106,21 +107,26 @@ def _flags(module: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in module.modules())
 
 
-def fingerprint(model: nn.Module, values: bool = True) -> tuple:
+def fingerprint(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or written in place (version
     counters), a module's plain attribute is rebound (the copy holds the values it was built
     with) or a hook is added or removed, so a cached copy is never stale.
 
-    Args:
-        values: False leaves out writes in place (for what reads the tensors' memory, such as
-            a CUDA graph, only replacement matters).
+    Returns:
+        (modules, training flags, plain attributes, hooks, tensors as (id, address, version)).
     """
     modules = list(model.modules())
     tensors = module_parameters(modules) + [b for m in modules for b in m._buffers.values()
                                             if b is not None]
-    return (tuple(m.training for m in modules), tuple(_plain_attributes(m) for m in modules),
-            tuple(_hooks(m) for m in modules)) \
-        + tuple((id(t), t.data_ptr(), t._version if values else 0) for t in tensors)
+    return (tuple(id(m) for m in modules), tuple(m.training for m in modules),
+            tuple(_plain_attributes(m) for m in modules), tuple(_hooks(m) for m in modules),
+            tuple((id(t), t.data_ptr(), t._version) for t in tensors))
+
+
+def without_values(state: tuple) -> tuple:
+    """A :func:`fingerprint` that leaves out writes in place: for what reads the tensors'
+    memory (a CUDA graph) or depends only on shapes, replacement is what matters."""
+    return state[:-1] + (tuple(entry[:2] for entry in state[-1]),)
 
 
 def _hooks(module: nn.Module) -> tuple:
