@@ -326,32 +326,25 @@ def test_noise_grad_fused_equals_unfused(small, monkeypatch):
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
 
 
-def test_drop_in_noise_tunnel_fused_equals_unfused_with_tuple_inputs(two_inputs, monkeypatch):
+@pytest.mark.parametrize("example_index, fused_calls", [(None, 1), (7, 0)],
+                         ids=["fused", "callers_example_index_runs_unfused"])
+def test_drop_in_noise_tunnel_with_tuple_inputs_equals_unfused(two_inputs, monkeypatch,
+                                                               example_index, fused_calls):
+    """Fused as one job; a caller's own example_index runs unfused instead (not passed twice)."""
     model, inputs, scale = two_inputs
     tunnel = skc.NoiseTunnel(skc.InputXGradient(model))
     kwargs = dict(target=torch.tensor([2, 0, 1]), additional_forward_args=(scale,),
                   nt_samples=4, stdevs=(0.1, 0.2), n_perturb_samples=3)
-    count = CallCount(monkeypatch)
-    torch.manual_seed(4)
-    fused = drop_in.sensitivity_max(tunnel.attribute, inputs, **kwargs)
-    assert count.rows == 1
-    torch.manual_seed(4)
-    reference = unfused(sensitivity_max, tunnel.attribute, inputs, **kwargs)
-    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
-
-
-def test_drop_in_with_the_callers_example_index_runs_unfused(two_inputs, monkeypatch):
-    model, inputs, scale = two_inputs
-    tunnel = skc.NoiseTunnel(skc.InputXGradient(model))
-    kwargs = dict(target=torch.tensor([2, 0, 1]), additional_forward_args=(scale,),
-                  nt_samples=4, stdevs=(0.1, 0.2), n_perturb_samples=3, example_index=7)
+    if example_index is not None:
+        kwargs["example_index"] = example_index
     count = CallCount(monkeypatch)
     torch.manual_seed(4)
     got = drop_in.sensitivity_max(tunnel.attribute, inputs, **kwargs)
-    assert count.rows == 0
+    assert count.rows == fused_calls
     torch.manual_seed(4)
     reference = unfused(sensitivity_max, tunnel.attribute, inputs, **kwargs)
-    torch.testing.assert_close(got, reference, rtol=0, atol=0)
+    tolerance = {"rtol": 1e-5, "atol": 1e-7} if fused_calls else {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(got, reference, **tolerance)
 
 
 def test_drop_in_integrated_gradients_with_per_example_baselines(monkeypatch):
