@@ -35,7 +35,7 @@ class CliError(Exception):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from .studies import demo
 
     out = Path(args.out)
     progress = not args.quiet
@@ -95,7 +95,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
                                         n_samples=m, noise=args.noise,
                                         aggregate=args.aggregate, **options)
     elif args.kind == "samples":
-        from .demo import sample_counts
+        from .studies.demo import sample_counts
 
         figure = viz.sample_count_figure(model, images, target, counts=sample_counts(m),
                                          noise_level=levels[-1] if levels else 0.15,
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands of their own packages (imports there stay light: heavy ones happen when run).
     from .dataset.command import register as register_dataset_commands
-    from .ood.command import register as register_ood_command
+    from .studies.ood.command import register as register_ood_command
 
     register_dataset_commands(sub)
     register_ood_command(sub)

@@ -18,7 +18,7 @@ from smoothkern.models import (
     load_named_model,
     mnist_cnn,
 )
-from smoothkern.models.train import accuracy, train
+from smoothkern.studies.train import accuracy, train
 
 
 def test_normalize_is_the_first_module_and_matches_the_formula():

@@ -13,9 +13,9 @@ from torch import nn
 
 from smoothkern.cli import main
 from smoothkern.data import DataError
-from smoothkern.data.shifts import SHIFTS, rotate
+from smoothkern.studies.shifts import SHIFTS, rotate
 from smoothkern.models import MnistCNN
-from smoothkern.ood import (
+from smoothkern.studies.ood import (
     BatchAugMix,
     StudyResult,
     TrainSettings,

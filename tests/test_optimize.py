@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
 from smoothkern.models import Normalized
-from smoothkern.optimize import (
+from smoothkern.studies.optimize import (
     CS231N_RECIPE,
     DIGITS_RECIPE,
     class_visualization,
@@ -20,7 +20,7 @@ from smoothkern.optimize import (
     input_space,
     roll_images,
 )
-from smoothkern.optimize.visualization import _jitter_offsets, _start_noise
+from smoothkern.studies.optimize.visualization import _jitter_offsets, _start_noise
 
 MEAN, STD = (0.3, 0.5, 0.4), (0.25, 0.2, 0.3)
 

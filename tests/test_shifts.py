@@ -1,4 +1,4 @@
-"""The distribution shifts (smoothkern.data.shifts) and the MNIST-C loader, against plain
+"""The distribution shifts (smoothkern.studies.shifts) and the MNIST-C loader, against plain
 per-pixel references and the definitions' analytic properties."""
 
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from smoothkern.data import DataError
-from smoothkern.data import shifts as S
-from smoothkern.data.mnist_c import load_mnist_c, mnist_c_corruptions
+from smoothkern.studies import shifts as S
+from smoothkern.studies.mnist_c import load_mnist_c, mnist_c_corruptions
 
 
 @pytest.fixture(scope="module")

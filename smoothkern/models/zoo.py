@@ -22,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Pixel statistics of scikit-learn's digits scaled to [0, 1] and resized to 28×28.
 DIGITS_MEAN, DIGITS_STD = (0.3053,), (0.3247,)
-# The narrower MNIST CNN trained on the digits (python -m smoothkern.models.train_digits).
+# The narrower MNIST CNN trained on the digits (python -m smoothkern.studies.train_digits).
 DIGITS_WIDTH, DIGITS_HIDDEN = 16, 64
 BUNDLED_DIGITS_WEIGHTS = Path(__file__).with_name("weights") / "digits_cnn.pt"
 # Measured by train_digits on the 450 held-out digits (seed 0, 12 epochs).
@@ -60,7 +60,7 @@ def digits_cnn(weights: PathLike | None = BUNDLED_DIGITS_WEIGHTS) -> Normalized:
     if weights is not None and Path(weights) == BUNDLED_DIGITS_WEIGHTS and \
             not BUNDLED_DIGITS_WEIGHTS.is_file():
         raise WeightsError(f"the bundled digits weights are missing ({BUNDLED_DIGITS_WEIGHTS}); "
-                           "recreate them with `python -m smoothkern.models.train_digits`")
+                           "recreate them with `python -m smoothkern.studies.train_digits`")
     return mnist_cnn(weights, width=DIGITS_WIDTH, hidden=DIGITS_HIDDEN, mean=DIGITS_MEAN,
                      std=DIGITS_STD)
 

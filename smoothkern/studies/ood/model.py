@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..models import MnistCNN, Normalized
-from ..models.mnist import MNIST_MEAN, MNIST_STD
-from ..models.zoo import DIGITS_HIDDEN, DIGITS_MEAN, DIGITS_STD, DIGITS_WIDTH
+from ...models import MnistCNN, Normalized
+from ...models.mnist import MNIST_MEAN, MNIST_STD
+from ...models.zoo import DIGITS_HIDDEN, DIGITS_MEAN, DIGITS_STD, DIGITS_WIDTH
 
 # (width, hidden, per-channel mean, std): the bundled digits model's narrower layers for the
 # 1797 small digits, the assignment's full size for MNIST.

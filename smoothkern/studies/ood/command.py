@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..cli_args import positive
+from ...cli_args import positive
 
 FIGURE_DIGITS = (0, 3, 7)  # the classes shown in the figure (one test digit each)
 DIGITS_EPOCHS, MNIST_EPOCHS = 20, 3  # also in study.DEFAULT_EPOCHS
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..viz.grid import save_figure
+    from ...viz.grid import save_figure
     from . import study
     from .figure import shift_maps_figure
     from .stroke import stroke_share_table

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from ..data.errors import DataError
 
 SPLITS = ("train", "test")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .api import smooth_grad
-from .backends import resolve
+from ..api import smooth_grad
+from ..backends import resolve
 
 DEMO_DIGITS = (0, 2, 3, 5, 7, 9)
 DEMO_PHOTOS = ("coffee", "astronaut")  # two: a 224×224 ResNet18 is slow on 2 CPU cores
@@ -22,9 +22,9 @@ Step = tuple[tuple[str, ...], Callable[[], object]]
 
 def digits_inputs() -> tuple[nn.Module, Tensor, Tensor, list[str]]:
     """The bundled digits CNN, one held-out digit per class in DEMO_DIGITS, row labels."""
-    from .data import digit_examples
-    from .models import digits_cnn
-    from .viz import predicted_labels
+    from ..data import digit_examples
+    from ..models import digits_cnn
+    from ..viz import predicted_labels
 
     model = digits_cnn()
     images, labels = digit_examples()
@@ -35,15 +35,15 @@ def digits_inputs() -> tuple[nn.Module, Tensor, Tensor, list[str]]:
 
 def sample_counts(n_samples: int) -> tuple[int, ...]:
     """The paper's m ∈ {3, 5, 10, 20, 50}, cut at ``n_samples`` (which is always included)."""
-    from .viz import SAMPLE_COUNTS
+    from ..viz import SAMPLE_COUNTS
 
     return tuple(c for c in SAMPLE_COUNTS if c < n_samples) + (n_samples,)
 
 
 def digits_figures(out: Path, n_samples: int, progress: bool) -> list[Step]:
     """(file names, thunk) per digits figure; a thunk draws and writes its PNG files."""
-    from . import viz
-    from .models.zoo import BUNDLED_DIGITS_ACCURACY
+    from .. import viz
+    from ..models.zoo import BUNDLED_DIGITS_ACCURACY
 
     model, images, labels, rows = digits_inputs()
     common = dict(row_labels=rows, n_samples=n_samples, progress=progress)
@@ -66,7 +66,7 @@ def digits_figures(out: Path, n_samples: int, progress: bool) -> list[Step]:
 
 def _both_signs(model, images, labels, rows, n_samples, progress, out, name) -> None:
     """The noise-level figure as magnitude and as signed map, from one sweep."""
-    from . import viz
+    from .. import viz
 
     levels = viz.NOISE_LEVELS
     maps = list(smooth_grad(model, images, labels, n_samples=n_samples, noise_level=levels,
@@ -83,9 +83,9 @@ def photo_figure(out: Path, n_samples: int, progress: bool) -> Step | None:
     """The photos through a randomly initialised ResNet18; None without torchvision."""
     if importlib.util.find_spec("torchvision") is None:
         return None
-    from . import viz
-    from .data import load_photos
-    from .models import imagenet_model
+    from .. import viz
+    from ..data import load_photos
+    from ..models import imagenet_model
 
     torch.manual_seed(0)  # the random weights, so the figure is reproducible
     model = imagenet_model(PHOTO_MODEL)

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..api import smooth_grad
-from ..data.shifts import rotate
+from ...api import smooth_grad
+from ..shifts import rotate
 
 STROKE_LEVEL = 0.5  # a pixel belongs to the stroke at half the full brightness or more
 # Shifts that move the stroke: it is where the same shift puts the clean digit.

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..api import smooth_grad
-from ..viz.heatmap import heatmap
+from ...api import smooth_grad
+from ...viz.heatmap import heatmap
 from .stroke import stroke_masks, stroke_share
 
 

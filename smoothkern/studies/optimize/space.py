@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models.normalize import Normalize
+from ...models.normalize import Normalize
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..data import digit_examples
-from ..models import digits_cnn
-from ..viz import save_figure
+from ...data import digit_examples
+from ...models import digits_cnn
+from ...viz import save_figure
 from .figures import class_visualization_figure, fooling_figure
 from .fooling import fooling_images
 from .visualization import DIGITS_RECIPE, class_visualization

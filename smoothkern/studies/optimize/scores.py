@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..methods import Gradient
+from ...methods import Gradient
 
 _GRADIENT = Gradient()
 

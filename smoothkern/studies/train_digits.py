@@ -1,4 +1,4 @@
-"""Reproduces the bundled digits model: ``python -m smoothkern.models.train_digits --out FILE``.
+"""Reproduces the bundled digits model: ``python -m smoothkern.studies.train_digits --out FILE``.
 
 Trains the narrower MNIST CNN on the fixed 75 % training split of scikit-learn's digits
 (resized to 28×28) and reports accuracy on the 25 % held out.
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..data import digits_split
+from ..models.zoo import BUNDLED_DIGITS_WEIGHTS, digits_cnn
 from .train import accuracy, train
-from .zoo import BUNDLED_DIGITS_WEIGHTS, digits_cnn
 
 
 def train_digits(out: str | Path, epochs: int = 12, seed: int = 0,

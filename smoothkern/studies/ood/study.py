@@ -19,11 +19,11 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ..data import digits_split, load_mnist
-from ..data.errors import DataError
-from ..data.mnist_c import load_mnist_c, mnist_c_corruptions
-from ..data.shifts import MNIST_C_SHIFTS, SHIFTS, apply_shift, to_rgb
-from ..models.train import accuracy
+from ...data import digits_split, load_mnist
+from ...data.errors import DataError
+from ..mnist_c import load_mnist_c, mnist_c_corruptions
+from ..shifts import MNIST_C_SHIFTS, SHIFTS, apply_shift, to_rgb
+from ..train import accuracy
 from .model import rgb_digits_cnn
 from .training import OPTIMISER, TrainSettings, train_trial
 
