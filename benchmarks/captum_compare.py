@@ -32,7 +32,7 @@ import warnings
 import torch
 
 from smoothkern.bench import peak_rss_of_call, run_child, warm_model
-from smoothkern.planning import forward_measuring_saved_bytes
+from smoothkern.core.planning import forward_measuring_saved_bytes
 
 from .common import interleaved_medians, machine
 

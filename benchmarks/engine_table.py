@@ -21,7 +21,7 @@ import torch
 
 from smoothkern import backends as registry
 from smoothkern.bench import benchmark
-from smoothkern.stats import AGGREGATES
+from smoothkern.core.stats import AGGREGATES
 
 from .common import limit_candidates, machine, make_model, plain_passes
 

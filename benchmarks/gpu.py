@@ -30,7 +30,7 @@ import torch
 import smoothkern as sk
 from smoothkern import noise
 from smoothkern.backends import registry
-from smoothkern.stats import AGGREGATES, StreamingStats, accumulate_reference
+from smoothkern.core.stats import AGGREGATES, StreamingStats, accumulate_reference
 
 from .common import limit_candidates, machine, make_model, plain_passes
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 import smoothkern as sk
 from smoothkern import backends as registry
 from smoothkern.models import cifar10_resnet18
-from smoothkern.stats import direct_statistics
+from smoothkern.core.stats import direct_statistics
 from smoothkern.weight_noise import WeightDraws
 from smoothkern.weight_noise.draws import weight_key
 

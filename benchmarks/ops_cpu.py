@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from smoothkern import _ext, noise, ops
-from smoothkern.stats import StreamingStats, accumulate_reference
+from smoothkern.core.stats import StreamingStats, accumulate_reference
 
 from .common import interleaved_medians, machine
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import smoothkern as sk
-from smoothkern.stats import AGGREGATES
+from smoothkern.core.stats import AGGREGATES
 
 from .common import make_model, plain_passes
 from .engine_table import engine_variants

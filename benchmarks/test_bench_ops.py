@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smoothkern import _ext, noise
-from smoothkern.stats import StreamingStats, accumulate_reference
+from smoothkern.core.stats import StreamingStats, accumulate_reference
 
 pytestmark = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
 SHAPES = [(1, 32), (8, 32), (1, 224)]

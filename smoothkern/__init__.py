@@ -19,7 +19,8 @@ from .methods import (
 )
 from .noise import perturb_reference
 from .noise_grad import noise_grad
-from .stats import AGGREGATES, StreamingStats
+from .core import precision
+from .core.stats import AGGREGATES, StreamingStats
 
 __version__ = "0.1.0"
 

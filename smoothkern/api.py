@@ -11,14 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from . import backends as backend_registry
-from . import engine
-from .cuda_graphs import graphed_passes, model_state
+from .core import engine
+from .model_cache.cuda_graphs import graphed_passes, model_state
 from .layer_noise import AtLayer, check_layer_strategy, clean_forward_at_layer, resolve_layer
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
-from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
-from .precision import check_compute_dtype
-from .prepare import (
+from .core.planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from .core.precision import check_compute_dtype
+from .model_cache.prepare import (
     check_preparations,
     fingerprint,
     prepared_model,
@@ -26,8 +26,8 @@ from .prepare import (
     without_values,
 )
 from .sources import CounterNoise
-from .state import check_eval_mode, module_parameters, preserved
-from .stats import ACCUMULATOR_DTYPES, check_aggregates
+from .core.state import check_eval_mode, module_parameters, preserved
+from .core.stats import ACCUMULATOR_DTYPES, check_aggregates
 
 DEFAULT_NOISE_LEVEL = 0.15
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .methods import AttributionMethod
 from .methods.layers import resolve_layer
-from .state import preserved
+from .core.state import preserved
 
 __all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
            "check_layer_strategy", "clean_forward_at_layer", "layer_activation", "resolve_layer"]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import backends as backend_registry
-from . import engine
+from .core import engine
 from .api import (
     _check_snapshots,
     check_accumulator_dtype,
@@ -32,10 +32,10 @@ from .api import (
 )
 from .methods import AttributionMethod, resolve_method
 from .noise import check_noise_kind, check_seed, plan_sigma
-from .precision import check_compute_dtype
+from .core.precision import check_compute_dtype
 from .sources import CounterNoise
-from .state import check_eval_mode, preserved
-from .stats import check_aggregates
+from .core.state import check_eval_mode, preserved
+from .core.stats import check_aggregates
 from .weight_noise.draws import NOISE_KINDS, WeightDraws
 from .weight_noise.method import OnDrawnWeights
 from .weight_noise.planning import choose_attributions_per_pass

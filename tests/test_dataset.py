@@ -12,7 +12,7 @@ import smoothkern as sk
 from smoothkern.dataset import StoreError, open_store
 from smoothkern.dataset.distributed import Ranks
 from smoothkern.dataset.statistics import ClassStats
-from smoothkern.stats import direct_statistics
+from smoothkern.core.stats import direct_statistics
 
 zarr = pytest.importorskip("zarr")
 
@@ -271,3 +271,16 @@ def test_a_failing_rank_stops_every_rank_and_leaves_the_store_resumable(model, t
     assert (run.computed, run.skipped) == (2, 1)
     whole = sk.smooth_grad(model, X, n_samples=4)
     np.testing.assert_allclose(open_store(path)["mean"][:], whole.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_huge_batch_or_chunk_is_capped_at_the_data_sets_size(model, tmp_path):
+    data = TensorDataset(X, Y)
+    kw = dict(n_samples=2, batch_size=10**6, chunk_size=10**7, progress=False)
+    run = sk.attribute_dataset(model, data, tmp_path / "s", **kw)
+    store = open_store(tmp_path / "s")
+    assert store["mean"].chunks[0] == N and store.attrs["smoothkern"]["layout"]["chunk_size"] == N
+    assert (run.chunks, run.computed) == (1, 1)
+    again = sk.attribute_dataset(model, data, tmp_path / "s", **kw)  # the same call resumes
+    assert (again.computed, again.skipped) == (0, 1)
+    np.testing.assert_allclose(store["mean"][:], sk.smooth_grad(model, X, n_samples=2).numpy(),
+                               rtol=1e-5, atol=1e-7)

@@ -16,7 +16,7 @@ import torch
 import smoothkern as sk
 from smoothkern import cli
 from smoothkern.dataset import open_store
-from smoothkern.stats import direct_statistics
+from smoothkern.core.stats import direct_statistics
 
 pytest.importorskip("zarr")
 

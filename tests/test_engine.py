@@ -11,7 +11,7 @@ import smoothkern as sk
 import smoothkern._ext
 import smoothkern.methods
 from smoothkern import backends as registry
-from smoothkern.stats import AGGREGATES
+from smoothkern.core.stats import AGGREGATES
 
 FAST_BACKENDS = [name for name in registry.available("cpu") if name != "loop"]
 

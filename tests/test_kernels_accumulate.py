@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from smoothkern import _ext
 from smoothkern.backends import registry
-from smoothkern.stats import AGGREGATES, StreamingStats, accumulate_reference, direct_statistics
+from smoothkern.core.stats import AGGREGATES, StreamingStats, accumulate_reference, direct_statistics
 
 needs_ext = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
 TRITON_REASON = registry.status("cpu").get("triton")

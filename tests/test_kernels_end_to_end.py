@@ -13,7 +13,7 @@ from helpers import assert_close_results, tiny_resnet
 import smoothkern as sk
 from smoothkern import _ext
 from smoothkern.backends import registry
-from smoothkern.stats import AGGREGATES
+from smoothkern.core.stats import AGGREGATES
 
 needs_ext = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
 TRITON_REASON = registry.status("cpu").get("triton")

@@ -26,7 +26,7 @@ from smoothkern.metrics.robustness import (
     infidelity_perturb_func_decorator,
     sensitivity_max,
 )
-from smoothkern.planning import forward_measuring_saved_bytes
+from smoothkern.core.planning import forward_measuring_saved_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor")   # Captum's requires_grad note
 
@@ -283,6 +283,19 @@ def test_smooth_grad_fused_equals_unfused(small, monkeypatch, metric, max_exampl
     torch.manual_seed(11)
     reference = unfused(metric, explain, x, target=y, n_perturb_samples=4,
                         max_examples_per_batch=max_examples)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("metric", [sensitivity_max, avg_sensitivity])
+def test_one_example_with_a_one_element_tensor_target(small, monkeypatch, metric):
+    model, x, y = small
+    explain = functools.partial(sk.smooth_grad, model, n_samples=4, noise_level=0.2)
+    count = CallCount(monkeypatch)
+    torch.manual_seed(7)
+    fused = metric(explain, x[:1], target=y[:1], n_perturb_samples=4)
+    assert count.rows == 1 and fused.shape == (1,)
+    torch.manual_seed(7)
+    reference = unfused(metric, explain, x[:1], target=int(y[0]), n_perturb_samples=4)
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
 
 

@@ -15,7 +15,7 @@ from smoothkern import _ext
 from smoothkern.backends import registry
 from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
-from smoothkern.stats import direct_statistics
+from smoothkern.core.stats import direct_statistics
 from smoothkern.weight_noise import WeightDraws, drawn_model
 from smoothkern.weight_noise import planning as weight_planning
 from smoothkern.weight_noise.planning import choose_attributions_per_pass

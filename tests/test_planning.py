@@ -7,7 +7,7 @@ import torch
 from helpers import tiny_resnet
 
 import smoothkern as sk
-from smoothkern.planning import (
+from smoothkern.core.planning import (
     CPU_MEMORY_BUDGET,
     CPU_MIN_PASS_BYTES,
     CPU_MIN_PASSES,
@@ -118,7 +118,7 @@ def test_cpu_rows_variable_sizes_the_passes_of_smooth_grad(monkeypatch):
 
 
 def test_gpu_budget_counts_cached_but_free_memory(monkeypatch):
-    from smoothkern import planning
+    from smoothkern.core import planning
 
     monkeypatch.delenv("SMOOTHKERN_MEMORY_BUDGET", raising=False)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 8000))

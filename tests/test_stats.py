@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smoothkern.stats import AGGREGATES, StreamingStats, check_aggregates, direct_statistics
+from smoothkern.core.stats import AGGREGATES, StreamingStats, check_aggregates, direct_statistics
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 

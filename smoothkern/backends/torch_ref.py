@@ -4,7 +4,7 @@ reference accumulator of :mod:`smoothkern.stats` (also behind the "vmap" and "lo
 from __future__ import annotations
 
 from ..noise import perturb_reference
-from ..stats import accumulate_reference
+from ..core.stats import accumulate_reference
 from .registry import Backend, register
 
 TORCH = register(Backend(

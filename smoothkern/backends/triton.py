@@ -17,7 +17,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from ..stats import StreamingStats
+from ..core.stats import StreamingStats
 from .registry import Backend, register
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"

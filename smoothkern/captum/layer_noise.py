@@ -25,7 +25,7 @@ from .. import methods
 from ..layer_noise import AtLayer, activation_of, clean_forward_at_layer
 from ..methods import AttributionMethod
 from ..noise import plan_sigma
-from ..planning import choose_samples_per_pass
+from ..core.planning import choose_samples_per_pass
 from .attributions import Problem
 from .errors import CaptumArgumentError
 from .inputs import format_baselines, format_stdevs, format_target

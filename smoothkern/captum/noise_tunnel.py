@@ -13,16 +13,16 @@ import torch
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from .. import engine
+from ..core import engine
 from ..api import check_example_index, check_strategy, clean_forward
 from ..backends import choose
 from ..layer_noise import check_layer_strategy
 from ..noise import check_noise_kind, check_seed
-from ..planning import choose_samples_per_pass, forward_measuring_saved_bytes
-from ..precision import check_compute_dtype
-from ..prepare import check_preparations, prepared_model, usable_preparations
+from ..core.planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from ..core.precision import check_compute_dtype
+from ..model_cache.prepare import check_preparations, prepared_model, usable_preparations
 from ..sources import CounterNoise, DrawnBaselines, NoiseSource
-from ..state import preserved
+from ..core.state import preserved
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
 from .baseline_draws import BaselineDraws
 from .errors import CaptumArgumentError

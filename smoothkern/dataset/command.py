@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_args import fraction, method_option, positive
+from ..cli.args import fraction, method_option, positive
 
 AGGREGATE_NAMES = ("mean", "abs", "sq", "var", "geomean", "sem", "count")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "processes share the work. --resume continues a store left by a stopped run.")
     attribute.add_argument("--model", required=True, help="digits, mnist, cifar10_resnet18, or "
                            "a torchvision architecture (resnet18, ...)")
-    attribute.add_argument("--weights", help="local state dict file (optional for digits: "
-                           "bundled)")
+    attribute.add_argument("--weights", help="local state dict file (required except for "
+                           "digits, whose weights are bundled)")
+    attribute.add_argument("--random-weights", action="store_true", help="explain a randomly "
+                           "initialised model on purpose (no --weights; e.g. for timing)")
     attribute.add_argument("--data", required=True, metavar="SOURCE", help="digits, photos, a "
                            "folder of images (subfolders as classes), mnist:DIR or cifar10:DIR "
                            "(test split; mnist-train:DIR, cifar10-train:DIR)")
@@ -88,6 +90,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from .run import attribute_dataset
     from .sources import open_source
 
+    _check_weights(args)
     device, created = init_distributed()
     try:
         if args.device and not created:
@@ -120,6 +123,18 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         if created:
             dist.destroy_process_group()
     return 0
+
+
+def _check_weights(args: argparse.Namespace) -> None:
+    """Only the digits CNN has bundled weights: any other model without --weights would be a
+    random one, whose maps explain nothing, so that takes --random-weights."""
+    bundled = args.model.replace("-", "_").lower() == "digits"
+    if args.weights is not None and args.random_weights:
+        raise ValueError("--weights and --random-weights exclude each other")
+    if args.weights is None and not bundled and not args.random_weights:
+        raise ValueError(f"--model {args.model} has no bundled weights: pass --weights FILE "
+                         "(without it the maps would explain a randomly initialised model; "
+                         "--random-weights does that on purpose)")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

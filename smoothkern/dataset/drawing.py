@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..stats import PER_EXAMPLE_AGGREGATES
+from ..core.stats import PER_EXAMPLE_AGGREGATES
 from .store import Store, StoreError
 
 
@@ -23,9 +23,13 @@ def show(path: str | os.PathLike, indices: Sequence[int], out: str | os.PathLike
     its data source opened again.
 
     Raises:
-        ValueError: not a store, an index out of range or not computed yet, an aggregate the
-            store lacks, maps that are not images, or no way to get the images.
+        ValueError: an output name not ending in .png, not a store, an index out of range or
+            not computed yet, an aggregate the store lacks, maps that are not images, or no way
+            to get the images.
     """
+    if Path(out).suffix.lower() != ".png":
+        raise ValueError(f"show writes a PNG image: the output name must end in .png, got "
+                         f"{Path(out).name!r}")
     store = Store.open(path, writable=False)
     indices = list(indices)
     n = store.n_examples

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..api import smooth_grad
 from ..noise import plan_sigma
-from ..state import check_eval_mode
-from ..stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
+from ..core.state import check_eval_mode
+from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
 from .distributed import RankFailed, Ranks, current_ranks
 from .inputs import IndexedData, chunk_batches, fingerprint, indexed_data
 from .job import identity, run_record, split_options
@@ -104,7 +104,8 @@ def attribute_dataset(
             example's label), or one class per example (a sequence or LongTensor[N]).
         batch_size: examples per smooth_grad call (default: the DataLoader's, else 32).
         chunk_size: examples per store chunk and unit of work (default: 64 or the batch size
-            if larger; batches never span two chunks; an existing store keeps its own).
+            if larger; batches never span two chunks; an existing store keeps its own). Batch
+            and chunk are capped at the data set's size.
         resume: continue an existing store of the same job (its complete chunks are skipped).
             False refuses an existing store unless ``overwrite``.
         overwrite: replace an existing store (only a smoothkern data-set store is replaced).
@@ -211,6 +212,8 @@ def _plan(model, data, target, batch_size, chunk_size, store_dtype, statistics, 
         raise ValueError("statistics are element-wise: choose from " + ", ".join(AGGREGATES))
     indexed = indexed_data(data, batch_size, num_workers)
     n = len(indexed)
+    # A batch or chunk beyond the data set would only allocate (zarr fills a whole chunk).
+    indexed.batch_size = min(indexed.batch_size, n)
     sg, _ = split_options(options)
     names = check_aggregates(sg["aggregate"])[0]
     sg["aggregate"] = names
@@ -246,7 +249,8 @@ def _plan(model, data, target, batch_size, chunk_size, store_dtype, statistics, 
         shape = list(check[name].movedim(leading[name], 0).shape[1:])
         dtype = "int32" if name in PER_EXAMPLE_AGGREGATES else str(store_dtype).split(".")[1]
         arrays[name] = {"shape": shape, "dtype": dtype}
-    layout = {"examples": n, "chunk_size": chunk_size or max(DEFAULT_CHUNK, indexed.batch_size),
+    layout = {"examples": n,
+              "chunk_size": min(n, chunk_size or max(DEFAULT_CHUNK, indexed.batch_size)),
               "classes": int(logits.shape[1]), "arrays": arrays,
               "input_shape": list(x0.shape[1:]) if store_inputs else None,
               "snapshots": sg["snapshots"], "sweep": bool(sweep)}
@@ -314,7 +318,8 @@ def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_s
         try:
             store = Store.prepare(out, plan.job, plan.layout, info, resume=resume,
                                   overwrite=overwrite)
-            if chunk_size is not None and chunk_size != store.chunk_size:
+            if chunk_size is not None and min(chunk_size, store.n_examples) != min(
+                    store.chunk_size, store.n_examples):
                 raise StoreError(f"chunk_size={chunk_size}, but the store has chunks of "
                                  f"{store.chunk_size} examples (leave chunk_size out to resume)")
             todo = [int(c) for c in (~store.complete()).nonzero()[0]]

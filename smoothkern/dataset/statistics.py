@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..stats import AGGREGATES, StreamingStats
+from ..core.stats import AGGREGATES, StreamingStats
 
 
 class ClassStats:

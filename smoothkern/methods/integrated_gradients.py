@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from ..memory import is_out_of_memory, release_cached_memory
-from ..planning import forward_measuring_saved_bytes, rows_in_budget
+from ..core.memory import is_out_of_memory, release_cached_memory
+from ..core.planning import forward_measuring_saved_bytes, rows_in_budget
 from .base import AttributionMethod, input_gradient
 from .quadrature import check_rule, steps_and_alphas
 

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..api import check_target
-from ..memory import is_out_of_memory, release_cached_memory
-from ..planning import forward_measuring_saved_bytes, memory_budget
-from ..prepare import check_preparations, prepared_model
-from ..state import check_eval_mode
+from ..core.memory import is_out_of_memory, release_cached_memory
+from ..core.planning import forward_measuring_saved_bytes, memory_budget
+from ..model_cache.prepare import check_preparations, prepared_model
+from ..core.state import check_eval_mode
 
 MODES = ("deletion", "insertion")
 BASELINES = ("black", "white", "mean", "blur")

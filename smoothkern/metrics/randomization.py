@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..api import smooth_grad
-from ..state import check_eval_mode
+from ..core.state import check_eval_mode
 from .faithfulness import _check_target, _logits
 from .similarity import SIMILARITIES, map_similarity
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..api import smooth_grad
 from ..noise_grad import noise_grad
-from ..planning import forward_measuring_saved_bytes, memory_budget
+from ..core.planning import forward_measuring_saved_bytes, memory_budget
 from .sensitivity_rows import Segment, join_segments, split_segments
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than
@@ -130,8 +130,16 @@ class NoiseFunction(FusableExplainer):
 
 
 def _targets(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The per-row keyword of smooth_grad and noise_grad (the rest are fixed options)."""
-    return {"target": kwargs["target"]} if "target" in kwargs else {}
+    """The per-row keyword of smooth_grad and noise_grad (the rest are fixed options).
+
+    A one-element integer tensor is one class for every row, as Captum reads it (it is not
+    expanded to the perturbed rows), so it goes to smooth_grad as a 0-dim tensor."""
+    if "target" not in kwargs:
+        return {}
+    target = kwargs["target"]
+    if isinstance(target, Tensor) and target.numel() == 1 and not target.is_floating_point():
+        target = target.reshape(())
+    return {"target": target}
 
 
 class DropInNoiseTunnel(FusableExplainer):

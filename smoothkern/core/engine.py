@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .backends.registry import AccumulateFn
-from .cuda_graphs import GraphedPasses
+from ...backends.registry import AccumulateFn
+from ...model_cache.cuda_graphs import GraphedPasses
 from .memory import is_out_of_memory, release_cached_memory
-from .methods import AttributionMethod
+from ...methods import AttributionMethod
 from .precision import autocast
-from .sources import Chunk, NoiseSource
+from ...sources import Chunk, NoiseSource
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats, direct_statistics
 
 PASS_STRATEGIES = ("batched", "vmap", "loop")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from .methods import AttributionMethod
+    from ...methods import AttributionMethod
 
 # Measurements behind each constant: benchmarks/RESULTS.md, section "Planning constants".
 # Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).
