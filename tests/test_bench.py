@@ -59,9 +59,7 @@ def test_rows_and_fields(result):
 def test_precision_rows_follow_smooth_grad(result):
     for variant in bench.PRECISIONS:
         row = result.row(variant)
-        if not bench.supports_compute_dtype():
-            assert "compute_dtype" in row.skipped
-        elif row.skipped is None:
+        if row.skipped is None:
             assert row.error_kind == "precision" and math.isfinite(row.rel_l2)
             assert "seed-to-seed" in row.note
         else:
@@ -76,16 +74,12 @@ def test_captum_rows(result):
         assert row.error_kind == "Monte-Carlo" and 0 < row.rel_l2 < 10
 
 
-def test_missing_compute_dtype_and_captum_are_skipped_rows(tiny, monkeypatch):
-    monkeypatch.setattr(bench, "supports_compute_dtype", lambda: False)
-    monkeypatch.setattr(bench, "_captum_version", lambda: None)
+def test_missing_captum_gives_skipped_rows(tiny, monkeypatch):
+    monkeypatch.setattr(bench.machine, "captum_version", lambda: None)
     model, x = tiny
     result = bench.benchmark(model, x, n_samples=M, repeats=1, memory=False, errors=False)
-    for variant in bench.PRECISIONS:
-        assert "compute_dtype" in result.row(variant).skipped
     for variant in ("captum", "captum-bs10"):
         assert "captum is not installed" in result.row(variant).skipped
-    assert any("compute_dtype" in note for note in result.notes)
     table = result.table()
     assert "skipped: captum is not installed" in table and "| loop" in table
 
@@ -156,6 +150,21 @@ def test_command_json_on_stdout(capsys):
                      "--no-memory", "--json", "--quiet"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"][0]["variant"] == "smoothkern" and data["config"]["n_samples"] == M
+
+
+@pytest.mark.parametrize("path, message", [("/no/such/dir/out.json", "no folder /no/such/dir"),
+                                           (".", "it is a folder")])
+def test_command_json_path_is_checked_before_the_benchmark(path, message, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the benchmark ran before the --json path was checked")
+
+    monkeypatch.setattr(bench, "named_inputs", fail)
+    monkeypatch.setattr(bench, "benchmark", fail)
+    status = cli.main(["bench", "--quick", "--variants", "smoothkern", "--no-memory", "--quiet",
+                       "--json", path])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_USAGE
+    assert err == f"smoothkern bench: error: cannot write {path}: {message}\n"
 
 
 @pytest.mark.parametrize("argv, message", [

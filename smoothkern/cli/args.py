@@ -1,9 +1,19 @@
-"""Argument types shared by the ``smoothkern`` subcommands (argparse ``type=`` callables)."""
+"""What the ``smoothkern`` subcommands share: argument types (argparse ``type=`` callables), the
+one-line error and its exit status, and the map aggregates' names."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+
+EXIT_USAGE = 2
+# The aggregates that are maps (smoothkern.core.stats.AGGREGATES + "sem"; "count" is a number per
+# example), spelled out so that --help does not import torch.
+MAP_AGGREGATES = ("mean", "abs", "sq", "var", "geomean", "sem")
+
+
+class CliError(Exception):
+    """An error to report in one line, without a traceback."""
 
 
 def positive(text: str) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..api import smooth_grad
-from ..backends import resolve
+from ..ops.backends import resolve
 
 DEMO_DIGITS = (0, 2, 3, 5, 7, 9)
 DEMO_PHOTOS = ("coffee", "astronaut")  # two: a 224×224 ResNet18 is slow on 2 CPU cores

@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ...cli_args import positive
+from ...cli.args import positive
 
 FIGURE_DIGITS = (0, 3, 7)  # the classes shown in the figure (one test digit each)
 DIGITS_EPOCHS, MNIST_EPOCHS = 20, 3  # also in study.DEFAULT_EPOCHS

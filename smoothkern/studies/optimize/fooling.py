@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...state import check_eval_mode, preserved
+from ...core.state import check_eval_mode, preserved
 from .checks import (
     as_targets,
     check_count,

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...api import check_example_index
-from ...noise import check_seed, raw_bits, standard_noise, uint_to_unit
-from ...state import check_eval_mode, preserved
+from ...core.state import check_eval_mode, preserved
+from ...noise.philox import check_seed, raw_bits, standard_noise, uint_to_unit
+from ...ops.perturb import check_example_index
 from .checks import (
     as_targets,
     check_count,

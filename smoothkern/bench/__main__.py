@@ -1,0 +1,5 @@
+"""``python -m smoothkern.bench``: the memory subprocess (``--child``), else the command."""
+
+from .command import main
+
+main()
