@@ -390,7 +390,7 @@ def test_one_noise_tunnel_builds_its_prepared_copy_once(monkeypatch):
     import gc
     import weakref
 
-    from smoothkern import prepare
+    from smoothkern.model_cache import prepare
 
     builds = []
     build = prepare._build

@@ -18,8 +18,9 @@ from helpers import tiny_resnet
 from torch import nn
 
 import smoothkern as sk
-from smoothkern import api, cuda_graphs
-from smoothkern.cuda_graphs import GraphedPasses, clear_graphs, method_key
+from smoothkern import api
+from smoothkern.model_cache import cache, cuda_graphs
+from smoothkern.model_cache.cuda_graphs import GraphedPasses, method_key
 from smoothkern.methods import Gradient, InputXGradient, IntegratedGradients, Saliency
 
 
@@ -29,11 +30,17 @@ def test_cpu_rows_are_refused():
                                   torch.zeros(2, dtype=torch.long))
 
 
+class Captures(list):
+    """(method, rows shape) of each capture, and how many replays ran."""
+
+    replays = 0
+
+
 @pytest.fixture
 def cpu_graphs(monkeypatch):
     """Graphs on the CPU: capture records (method, rows shape) and returns a stand-in whose
     replay runs the pass again on the static rows. Yields the list of captures."""
-    captures = []
+    captures = Captures()
 
     def capture(self, model, method, rows, target):
         static_rows, static_target = rows.clone(), target.clone()
@@ -42,6 +49,7 @@ def cpu_graphs(monkeypatch):
 
         class Replay:
             def replay(_):
+                captures.replays += 1
                 out.copy_(self._run(runner(), method, static_rows, static_target))
 
         captures.append((type(method).__name__, tuple(rows.shape)))
@@ -51,9 +59,9 @@ def cpu_graphs(monkeypatch):
     monkeypatch.setattr(GraphedPasses, "_capture", capture)
     monkeypatch.setattr(GraphedPasses, "_synchronize", staticmethod(lambda device: None))
     monkeypatch.setattr(api, "check_cuda_graphs", lambda *args: None)
-    clear_graphs()
+    sk.clear_caches()
     yield captures
-    clear_graphs()
+    sk.clear_caches()
 
 
 X = torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(5))
@@ -74,6 +82,7 @@ def test_graphs_are_kept_across_calls(cpu_graphs):
     graphed(model)
     graphed(model)
     assert cpu_graphs == [("Gradient", (6, 3, 9, 11))]       # one pass shape, captured once
+    assert cpu_graphs.replays == 4                            # two passes a call, replayed
     graphed(model, samples_per_pass=2)                         # a new shape: one more
     assert len(cpu_graphs) == 2
 
@@ -82,10 +91,11 @@ def test_graphs_are_kept_across_calls(cpu_graphs):
 def test_a_changed_model_gets_new_graphs(cpu_graphs, prepare):
     model = tiny_resnet()
     graphed(model, prepare=prepare)
-    with torch.no_grad():
-        model.fc.weight.mul_(2.0)   # in place: a graph reads the new values; a folded copy not
+    with torch.no_grad():           # in place: a graph reads the new values, and a prepared
+        model.fc.weight.mul_(2.0)   # copy writes its derived weights in place
+        model.bn1.running_var.data.mul_(3.0)
     graphed(model, prepare=prepare)
-    count = 2 if prepare else 1
+    count = 1
     assert len(cpu_graphs) == count
     changes = [
         lambda: setattr(model.fc, "weight", nn.Parameter(model.fc.weight.detach().clone())),
@@ -132,7 +142,7 @@ def test_graphs_go_with_the_model(cpu_graphs):
     alive = weakref.ref(model)
     del model
     gc.collect()
-    assert alive() is None and len(cuda_graphs._CACHE) == 0
+    assert alive() is None and not any(e.graphs for e in cache._ENTRIES.values())
 
 
 def test_smooth_grad_on_the_cpu_refuses_cuda_graphs():
@@ -163,10 +173,13 @@ def test_smooth_grad_with_graphs_equals_without():
     model = tiny_resnet().cuda()
     x = torch.rand(3, 3, 16, 16, device="cuda")
     kw = dict(n_samples=20, samples_per_pass=6, aggregate=["mean", "var"], seed=3)
+    sk.clear_caches()
     eager = sk.smooth_grad(model, x, **kw)
     graphed = sk.smooth_grad(model, x, cuda_graphs=True, **kw)
     for name in eager:
         torch.testing.assert_close(graphed[name], eager[name], rtol=1e-6, atol=1e-7)
+    (graphs,) = [g for e in cache._ENTRIES.values() for _, g in e.graphs.values()]
+    assert graphs.disabled is None and graphs.replays == 4 and graphs.captures == 2
 
 
 class HostSync(nn.Module):
@@ -233,7 +246,7 @@ def test_a_subclass_with_its_own_state_keeps_its_graphs_to_its_call(cpu_graphs):
     first = graphed(model, method=PoweredGradient(1))
     second = graphed(model, method=PoweredGradient(2))     # not the first one's graph
     assert not torch.equal(first, second) and len(cpu_graphs) == 2
-    (graphs,) = [g for _, g in next(iter(cuda_graphs._CACHE.values())).values()]
+    (graphs,) = [g for e in cache._ENTRIES.values() for _, g in e.graphs.values()]
     assert all(key[0][0] != "object" for key in graphs._graphs)   # dropped after each call
 
 
@@ -256,3 +269,109 @@ def test_an_error_in_the_warm_up_is_raised_a_failed_capture_runs_eagerly(cpu_gra
     with warnings.catch_warnings():
         warnings.simplefilter("error")                     # said once, then eager quietly
         graphed(model)
+
+
+def test_a_call_never_evicts_a_graph_it_uses(cpu_graphs):
+    """More pass shapes than slots (the README's snapshots example has five for four): each
+    shape is captured once, and the next call replays them all."""
+    model, method = tiny_resnet(), Gradient()
+    shapes = (2, 4, 6, 8, 10)
+    assert len(shapes) > cuda_graphs.MAX_GRAPHS
+    graphs = cuda_graphs.graphed_passes(model, None, cuda_graphs.model_state(model))
+    for _ in range(2):                                   # two calls
+        for _ in range(2):                               # each runs every shape twice
+            for rows in shapes:
+                x = torch.rand(rows, 3, 9, 11)
+                got = graphs.attribute(model, method, x, torch.zeros(rows, dtype=torch.long))
+                torch.testing.assert_close(got, method.attribute(
+                    model, x, torch.zeros(rows, dtype=torch.long)))
+        graphs.drop_call_graphs()
+    assert len(cpu_graphs) == len(shapes) and graphs.captures == len(shapes)
+    assert graphs.replays == cpu_graphs.replays == 4 * len(shapes) - len(shapes)
+
+
+def test_numerics_flags_and_an_enclosing_autocast_are_part_of_the_key(cpu_graphs):
+    model = tiny_resnet()
+    graphed(model)
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = not benchmark
+        graphed(model)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    assert len(cpu_graphs) == 2
+    kw = {"n_samples": 6, "samples_per_pass": 3, "seed": 1}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = sk.smooth_grad(model, X, [1, 4], cuda_graphs=True, **kw)
+        want = sk.smooth_grad(model, X, [1, 4], **kw)
+    assert len(cpu_graphs) == 3
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    graphed(model)                                   # back to the first key: replayed
+    assert len(cpu_graphs) == 3
+
+
+def test_kept_graph_pools_count_as_used_memory(cpu_graphs):
+    from smoothkern.core import memory
+
+    graphs = GraphedPasses()
+    graphs.pool_bytes[torch.device("cpu")] = 1000
+    assert memory.graph_pool_bytes(torch.device("cpu")) == 0      # no graph kept: nothing held
+    model = tiny_resnet()
+    graphs.attribute(model, Gradient(), X, torch.zeros(2, dtype=torch.long))
+    graphs.pool_bytes[torch.device("cpu")] = 1000
+    assert memory.graph_pool_bytes(torch.device("cpu")) == 1000
+    del graphs
+    import gc
+
+    gc.collect()
+    assert memory.graph_pool_bytes(torch.device("cpu")) == 0
+
+
+@pytest.mark.cuda
+def test_free_memory_leaves_out_kept_graph_pools():
+    from smoothkern.core import planning
+
+    sk.clear_caches()
+    device = torch.device("cuda", torch.cuda.current_device())
+    model = tiny_resnet().cuda()
+    graphs = GraphedPasses()
+    rows = torch.rand(64, 3, 32, 32, device=device)
+    graphs.attribute(model, Gradient(), rows, torch.zeros(64, dtype=torch.long, device=device))
+    held = graphs.kept_pool_bytes(device)
+    assert held > 0
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    assert planning.gpu_free_bytes(device) == free + max(0, cached - held)
+
+
+@pytest.mark.cuda
+def test_a_failed_capture_leaves_the_allocator_usable(monkeypatch):
+    """A capture that fails (its host sync not caught by the warm-up here) must close its pool:
+    empty_cache and later captures of other models work, and replays happen."""
+    monkeypatch.setattr(cuda_graphs, "no_host_sync", __import__("contextlib").nullcontext)
+    rows = torch.rand(4, 12, device="cuda")
+    target = torch.zeros(4, dtype=torch.long, device="cuda")
+    broken = GraphedPasses()
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        broken.attribute(HostSync().cuda(), Gradient(), rows, target)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()                  # raised an internal assert before the fix
+    model = tiny_resnet().cuda()
+    graphs = GraphedPasses()
+    x = torch.rand(6, 3, 9, 11, device="cuda")
+    t = torch.zeros(6, dtype=torch.long, device="cuda")
+    first = graphs.attribute(model, Gradient(), x, t).clone()
+    second = graphs.attribute(model, Gradient(), x, t).clone()
+    assert graphs.captures == 1 and graphs.replays == 2 and graphs.disabled is None
+    torch.testing.assert_close(first, second)
+
+
+@pytest.mark.cuda
+def test_a_forward_that_syncs_is_found_before_capture():
+    graphs = GraphedPasses()
+    rows = torch.rand(4, 12, device="cuda")
+    target = torch.zeros(4, dtype=torch.long, device="cuda")
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        graphs.attribute(HostSync().cuda(), Gradient(), rows, target)
+    assert graphs.captures == 0 and "synchroniz" in graphs.disabled
+    assert torch.cuda.get_sync_debug_mode() == 0

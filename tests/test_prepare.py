@@ -9,7 +9,7 @@ from torch import nn
 
 import smoothkern as sk
 from smoothkern.models import cifar10_resnet18
-from smoothkern.prepare import PREPARATIONS, prepared_model
+from smoothkern.model_cache import PREPARATIONS, prepared_model
 
 
 def resnet():
@@ -114,16 +114,16 @@ def test_the_cache_does_not_keep_the_model_alive(make):
     import gc
     import weakref
 
-    from smoothkern import prepare
+    from smoothkern.model_cache import cache
 
     model = make()
     sk.smooth_grad(model, X, 1, n_samples=2)
     sk.smooth_grad(model, X, 1, n_samples=2)          # a cache hit
     alive = weakref.ref(model)
-    entries = len(prepare._CACHE)
+    entries = len(cache._ENTRIES)
     del model
     gc.collect()
-    assert alive() is None and len(prepare._CACHE) == entries - 1
+    assert alive() is None and len(cache._ENTRIES) < entries
 
 
 class SharedConvOutput(nn.Module):
@@ -188,10 +188,13 @@ def test_compile_equals_eager_and_is_cached(caplog):
 @pytest.mark.cuda
 @pytest.mark.parametrize("prepare", [("fold_batchnorm",), ("channels_last",), True])
 def test_preparations_on_the_gpu(prepare):
+    from smoothkern.model_cache.prepare import exact_float32
+
     model = resnet().cuda()
     x = X.cuda()
-    want = sk.smooth_grad(model, x, n_samples=4, prepare=False)
-    got = sk.smooth_grad(model, x, n_samples=4, prepare=prepare)
+    with exact_float32(x.device):         # TF32 would hide a wrong fold inside its rounding
+        want = sk.smooth_grad(model, x, n_samples=4, prepare=False)
+        got = sk.smooth_grad(model, x, n_samples=4, prepare=prepare)
     assert relative(got, want) < 1e-3
     assert next(model.parameters()).is_cuda and model.net.layer1[0].bn1 is not None
 
@@ -207,18 +210,18 @@ def test_bad_prepare_and_compile_are_refused_also_in_the_drop_in():
 
 
 def test_the_fold_check_turns_tf32_off_and_restores_it():
-    from smoothkern.prepare import _exact_float32
+    from smoothkern.model_cache.prepare import exact_float32
 
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     saved = matmul.fp32_precision, conv.fp32_precision
     try:
         matmul.fp32_precision = conv.fp32_precision = "tf32"     # the new API: legacy reads
         with pytest.raises(RuntimeError, match="inside"):       # of allow_tf32 would raise
-            with _exact_float32(torch.device("cuda")):
+            with exact_float32(torch.device("cuda")):
                 assert matmul.fp32_precision == conv.fp32_precision == "ieee"
                 raise RuntimeError("inside")
         assert matmul.fp32_precision == conv.fp32_precision == "tf32"
-        with _exact_float32(torch.device("cpu")):               # nothing to change
+        with exact_float32(torch.device("cpu")):               # nothing to change
             assert matmul.fp32_precision == "tf32"
     finally:
         matmul.fp32_precision, conv.fp32_precision = saved
@@ -238,7 +241,7 @@ class KeepsFeatures(nn.Module):
 
 
 def test_a_forward_that_keeps_its_activations_does_not_defeat_the_cache(monkeypatch):
-    from smoothkern import prepare
+    from smoothkern.model_cache import prepare
 
     builds = []
     build = prepare._build
@@ -252,7 +255,7 @@ def test_a_forward_that_keeps_its_activations_does_not_defeat_the_cache(monkeypa
 
 def test_hooks_registered_in_turn_are_told_apart():
     """An ablation loop: each hook is freed before the next, whose function may reuse its id."""
-    from smoothkern.prepare import fingerprint
+    from smoothkern.model_cache import fingerprint
 
     model = resnet()
     states = []
@@ -269,7 +272,7 @@ def test_hooks_registered_in_turn_are_told_apart():
 
 
 class HooksItself(nn.Module):
-    """Registers one of its own methods as a hook: the copy shares it, so only clear_cache
+    """Registers one of its own methods as a hook: the copy shares it, so only clear_caches
     lets the model go."""
 
     def __init__(self):
@@ -285,17 +288,15 @@ class HooksItself(nn.Module):
         return self.head(torch.tanh(self.bn(self.conv(x))).mean(dim=(2, 3)))
 
 
-def test_clear_cache_lets_a_self_hooked_model_go():
+def test_clear_caches_lets_a_self_hooked_model_go():
     import gc
     import weakref
-
-    from smoothkern.prepare import clear_cache
 
     model = HooksItself().eval()
     sk.smooth_grad(model, X, 1, n_samples=2)
     alive = weakref.ref(model)
     del model
     gc.collect()
-    clear_cache()
+    sk.clear_caches()
     gc.collect()
     assert alive() is None

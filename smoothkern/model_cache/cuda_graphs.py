@@ -18,25 +18,38 @@ prepared copy, or the model) and are dropped with it, or when the caller's model
 way a replay would not see: a parameter or buffer replaced (the graph reads fixed addresses;
 values written in place are seen), a flag or plain attribute changed, a hook added or removed.
 A method shares graphs across calls when its configuration is plain values (the same method
-runs the same kernels); one holding tensors gets graphs for its own call only.
-:func:`clear_graphs` frees them all (their activations stay allocated while they are kept).
+runs the same kernels); one holding tensors gets graphs for its own call only. The key of a
+graph also holds the numerics it was recorded under: TF32 and cuDNN flags and an enclosing
+autocast. A call never evicts a graph it used itself (a call with more pass shapes than
+:data:`MAX_GRAPHS` keeps them all). The kept graphs live in the model cache
+(:func:`smoothkern.clear_caches` frees them; their activations stay allocated while they are
+kept, and the planner counts their pools as used memory).
+
+A failed capture leaves the process as it was: a forward that synchronises with the host is
+found in the warm-up (under ``torch.cuda.set_sync_debug_mode("error")``) before any capture
+starts, and a capture that fails anyway is reset so that the allocator stops routing to its
+pool and the pool is released.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from .memory import is_out_of_memory
-from .methods import AttributionMethod
-from .precision import autocast
-from .prepare import fingerprint, without_values
+from ..core.memory import hold_graph_pools, is_out_of_memory
+from ..core.precision import autocast
+from .cache import entry
+from .fingerprint import fingerprint, without_values
+
+if TYPE_CHECKING:
+    from ..methods import AttributionMethod
 
 # Graphs kept per module and compute dtype: the full pass, the last (shorter) pass, and a few
 # shapes more for adaptive sample counts, whose batch shrinks as examples finish. Each holds
@@ -72,9 +85,12 @@ class GraphedPasses:
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self._pool = None          # one memory pool shared by these graphs
         self._streams: dict[torch.device, Any] = {}   # capture streams, one per device
+        self._used: set[tuple] = set()                # keys replayed in the current call
+        self.pool_bytes: dict[torch.device, int] = {}  # reserved by captures, per device
         self.disabled: str | None = None   # why passes run eagerly, once capture failed
         self.replays = 0
         self.captures = 0
+        hold_graph_pools(self)
 
     def attribute(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
                   target: Tensor) -> Tensor:
@@ -87,7 +103,7 @@ class GraphedPasses:
         if self.disabled is not None:
             return self._eager(model, method, rows, target)
         key = (method_key(method) or ("object", id(method)), tuple(rows.shape), rows.dtype,
-               rows.device, tuple(target.shape))
+               rows.device, tuple(target.shape), numerics_key(rows.device))
         graph = self._graphs.get(key)
         if graph is None:
             try:
@@ -100,19 +116,30 @@ class GraphedPasses:
                     f"cuda_graphs: the passes run eagerly, the model could not be captured "
                     f"({self.disabled})", RuntimeWarning, stacklevel=3)
                 self._graphs.clear()
+                self.pool_bytes.clear()
                 self._synchronize(rows.device)
                 return self._eager(model, method, rows, target)
             self.captures += 1
             self._graphs[key] = graph
-            if len(self._graphs) > MAX_GRAPHS:
-                self._graphs.popitem(last=False)
+            self._used.add(key)
+            self._evict(MAX_GRAPHS)
         else:
             self._graphs.move_to_end(key)
+            self._used.add(key)
         graph.rows.copy_(rows)
         graph.target.copy_(target)
         graph.graph.replay()
         self.replays += 1
         return graph.out
+
+    def _evict(self, keep: int) -> None:
+        """Drops the least recently used graphs beyond ``keep``, never one this call used."""
+        for key in [k for k in self._graphs if k not in self._used]:
+            if len(self._graphs) <= keep:
+                break
+            del self._graphs[key]
+        if not self._graphs:
+            self.pool_bytes.clear()
 
     def _eager(self, model: nn.Module, method: AttributionMethod, rows: Tensor,
                target: Tensor) -> Tensor:
@@ -139,29 +166,51 @@ class GraphedPasses:
             stream = self._streams[device]
             stream.wait_stream(caller)
             with torch.cuda.stream(stream):
-                for _ in range(WARMUP_PASSES):
+                for _ in range(WARMUP_PASSES - 1):
                     self._run(model, method, static_rows, static_target)
+                try:          # the same pass again, refusing host syncs: not capturable
+                    with no_host_sync():
+                        self._run(model, method, static_rows, static_target)
+                except Exception as err:
+                    if is_out_of_memory(err):
+                        raise
+                    raise CaptureFailed from err
             caller.wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
+            torch.cuda.empty_cache()                 # so that what capture reserves is its pool
+            reserved = torch.cuda.memory_reserved(device)
             try:
                 with torch.cuda.graph(graph, pool=self._pool, stream=stream):
                     out = self._run(model, method, static_rows, static_target)
             except Exception as err:
+                abandon_capture(graph, device, self._pool)
                 if is_out_of_memory(err):       # the engine retries with smaller passes
                     raise
                 raise CaptureFailed from err
             finally:
                 # a capture that fails ends without restoring the caller's stream
                 torch.cuda.set_stream(caller)
+            self.pool_bytes[device] = self.pool_bytes.get(device, 0) + max(
+                0, torch.cuda.memory_reserved(device) - reserved)
         return _Graph(graph, static_rows, static_target, out, method)
 
     def drop_call_graphs(self) -> None:
-        """Drops the graphs of methods that do not share theirs (keyed by object): no later
-        call can use them."""
+        """The end of a call: drops the graphs of methods that do not share theirs (keyed by
+        object: no later call can use them), then the least recently used beyond
+        :data:`MAX_GRAPHS` (a call's own graphs were kept while it ran)."""
         for key in [k for k in self._graphs if k[0][0] == "object"]:
             del self._graphs[key]
+        self._used.clear()
+        self._evict(MAX_GRAPHS)
+
+    def kept_pool_bytes(self, device: torch.device) -> int:
+        """Bytes the kept graphs' pool holds on ``device`` (0 once none is kept)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        return self.pool_bytes.get(device, 0) if self._graphs else 0
 
     @staticmethod
     def _synchronize(device: torch.device) -> None:
@@ -173,31 +222,66 @@ class CaptureFailed(RuntimeError):
     synchronisation, a data-dependent shape...): the passes can run, just not as a graph."""
 
 
-# runner -> {compute dtype: (the caller's model state, its graphs)}; held weakly: the graphs
-# refer to the runner's tensors by address only, and go when the runner goes.
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[tuple, GraphedPasses]]] = \
-    weakref.WeakKeyDictionary()
+@contextlib.contextmanager
+def no_host_sync() -> Iterator[None]:
+    """Inside, an operation that synchronises the GPU with the host raises (a capture would
+    fail on it): torch's sync debug mode, process-wide, restored after."""
+    saved = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(saved)
+
+
+def abandon_capture(graph: Any, device: torch.device, pool: Any) -> None:
+    """After a failed capture: torch's ``capture_end`` raises before it tells the allocator the
+    capture ended, which would leave every later allocation routed to the capture's pool
+    (``empty_cache`` then fails, later captures too). Resetting the graph ends the routing and
+    releases the pool where torch does so; the explicit end covers torch versions whose reset
+    does not (it raises, ignored, where the routing ended already)."""
+    with contextlib.suppress(RuntimeError):
+        graph.reset()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with contextlib.suppress(RuntimeError, AttributeError):
+        torch._C._cuda_endAllocateToPool(index, pool)
+
+
+def numerics_key(device: torch.device) -> tuple:
+    """What else decides which kernels a pass runs: TF32 and cuDNN flags, and an autocast the
+    caller entered around the call (a graph replays the kernels it recorded)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv"):
+        tf32 = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+    else:
+        tf32 = (matmul.allow_tf32, cudnn.allow_tf32)
+    autocasting = torch.is_autocast_enabled(device.type)
+    return (tf32, torch.get_float32_matmul_precision(), cudnn.enabled, cudnn.benchmark,
+            cudnn.deterministic, autocasting,
+            torch.get_autocast_dtype(device.type) if autocasting else None)
 
 
 def graphed_passes(runner: nn.Module, compute_dtype: torch.dtype | None,
                    state: tuple) -> GraphedPasses:
-    """The graphs of ``runner`` kept from earlier calls, or a fresh set when ``state``
-    (:func:`model_state` of the caller's model) changed since they were captured."""
-    entries = _CACHE.setdefault(runner, {})
-    cached = entries.get(compute_dtype)
+    """The graphs of ``runner`` kept from earlier calls (in the model cache, with the runner:
+    the cached prepared copy, or the model), or a fresh set when ``state`` (:func:`model_state`
+    of the caller's model) changed since they were captured. Starts a call: see
+    :meth:`GraphedPasses.drop_call_graphs` for its end."""
+    kept = entry(runner).graphs
+    cached = kept.get(compute_dtype)
     if cached is not None and cached[0] == state:
+        cached[1]._used.clear()
         return cached[1]
     graphs = GraphedPasses(compute_dtype)
-    entries[compute_dtype] = (state, graphs)
+    kept[compute_dtype] = (state, graphs)
     return graphs
 
 
 def model_state(model: nn.Module, state: tuple | None = None) -> tuple:
     """What a captured pass depends on besides its rows: the model's tensors (identities and
-    addresses; a graph reads values written in place), flags, plain attributes and hooks
-    (:func:`smoothkern.prepare.fingerprint`, or ``state`` if taken already). Taken before a
-    method installs hooks of its own. (A prepared copy is rebuilt when values change, and its
-    graphs go with it.)"""
+    addresses; a graph reads values written in place, and a prepared copy writes its derived
+    tensors in place), flags, plain attributes and hooks (:func:`fingerprint`, or ``state`` if
+    taken already). Taken before a method installs hooks of its own."""
     return without_values(fingerprint(model) if state is None else state)
 
 
@@ -230,8 +314,3 @@ def _plain_value(value: Any) -> Any:
                                        for k, v in value.items()):
         return ("dict", tuple(sorted(value.items())))
     return None
-
-
-def clear_graphs() -> None:
-    """Drops every kept graph (and, once nothing else holds them, their memory)."""
-    _CACHE.clear()

@@ -1,12 +1,21 @@
-"""A prepared copy of the caller's model for the duration of a call: BatchNorm folded into the
-convolution or linear layer before it, channels_last for convolutional models.
+"""A prepared copy of the caller's model: BatchNorm folded into the convolution or linear layer
+before it, channels_last for convolutional models.
 
 Input gradients of an eval-mode model do not need the model's own structure, only its function,
 so the engine may run an equivalent, faster module. The caller's model is never changed: the
-copy has its own containers; it shares every parameter and buffer it does not change (a folded
-layer gets new weights, channels_last gives the convolutions' weights a second layout). The
-copy is checked against the caller's model on the clean inputs (equal to float32 rounding, or
-it is not used) and cached per model while the model's tensors are unchanged.
+copy has its own containers and shares every parameter and buffer it does not change. The
+tensors it does change (folded weights, channels_last weights) are derived from the caller's
+current tensors at the start of every call (:meth:`Prepared.refresh`), so writes through
+``.data`` are seen; the structure is cached per model and input shape while the model's
+fingerprint without values is unchanged.
+
+The copy is an optimisation, never a risk. Each preparation set is a candidate: if building or
+checking it raises, or its output differs from the caller's model on the clean inputs (beyond
+float32 rounding, also after a refresh changed its weights), the next candidate is tried
+(fewer preparations, then the caller's model). The outcome is remembered for the model and said
+once on the "smoothkern" logger at INFO. With process-wide module hooks registered
+(``torch.nn.modules.module.register_module_forward_hook`` ...) the caller's model runs: those
+hooks see every module call, and the copy's modules are others.
 
 ``"compile"`` wraps the copy in ``torch.compile`` (asked for by ``compile=True``): for long jobs,
 since compiling costs seconds to minutes; it is never part of the defaults.
@@ -19,22 +28,28 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .state import hook_dicts, module_parameters
+from ..core.memory import is_out_of_memory
+from .cache import entry, say_once
+from .fingerprint import fingerprint, global_hooks, without_values
+from .fold import foldable_pairs, folded_values
 
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
 DEFAULT_PREPARATIONS = ("fold_batchnorm", "channels_last")
-_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+Run = Callable[[nn.Module, Tensor], Any]
+
+
+def call_module(module: nn.Module, x: Tensor) -> Any:
+    """How the checks run a module by default: ``module(x)``."""
+    return module(x)
 
 
 def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
@@ -61,124 +76,171 @@ def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str
     return preparations
 
 
+class Prepared:
+    """One cached outcome: the copy (None: the caller's model runs), the preparations it has,
+    and the tensors it derives from the caller's model as ``(owner, values)``: ``values()``
+    gives ``{parameter name: current value}`` for the copy's module ``owner``."""
+
+    def __init__(self, structure: tuple, module: nn.Module | None, used: tuple[str, ...],
+                 derived: list[tuple[nn.Module, Callable[[], dict[str, Tensor]]]]) -> None:
+        self.structure, self.module, self.used, self.derived = structure, module, used, derived
+        self.flags = None if module is None else _flags(module)
+
+    def fresh(self, structure: tuple) -> bool:
+        """Built for this structure, and code that ran the copy left its flags alone."""
+        return self.structure == structure and (
+            self.module is None or self.flags == _flags(self.module))
+
+    def refresh(self) -> bool:
+        """Copies the current values of the derived tensors into the copy; True if any
+        changed since the last call."""
+        changed = False
+        with torch.no_grad():
+            for owner, values in self.derived:
+                for name, value in values().items():
+                    target = owner._parameters[name]
+                    if not torch.equal(target, value):
+                        target.copy_(value)
+                        changed = True
+        return changed
+
+
 def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
-                   preparations: tuple[str, ...], state: tuple | None = None) -> nn.Module:
-    """The module the passes should run: a (cached) prepared copy, or ``model`` itself.
+                   preparations: tuple[str, ...], state: tuple | None = None,
+                   run: Run | None = None) -> nn.Module:
+    """The module the passes should run: a (cached, refreshed) prepared copy, or ``model``.
+
+    Never raises for the model's sake: a copy that cannot be built or checked is not used.
 
     Args:
         x (Tensor[B, ...]): the clean inputs; logits (Tensor[B, classes]): the caller's model's
-            output for them (the copy must reproduce it); None: computed here if a copy has
-            to be built (a cached copy needs none).
+            output for them (the copy must reproduce it); None: computed here when needed.
         preparations: names from :data:`PREPARATIONS`.
         state: ``fingerprint(model)`` if the caller has taken it already.
+        run: how to run a module on ``x`` for the checks (default ``module(x)``).
     """
     if not preparations:
         return model
+    if global_hooks():
+        say_once(model, logging.INFO, "prepare: the model runs unprepared while process-wide "
+                 "module hooks are registered (they would see the copy's modules instead)")
+        return model
+    run = call_module if run is None else run
+    cached = entry(model).prepared
     key = (preparations, tuple(x.shape[1:]), x.dtype, x.device)
-    entries = _CACHE.setdefault(model, {})     # one entry per preparation set and input shape
-    state = fingerprint(model) if state is None else state
-    cached = entries.get(key)
-    if cached is not None and cached[0] == state:
-        if cached[1] is None:                   # nothing to prepare: the model itself
+    structure = without_values(fingerprint(model) if state is None else state)
+    record = cached.get(key)
+    if record is not None and record.fresh(structure):
+        if record.module is None:
             return model
-        if cached[2] == _flags(cached[1]):
-            return cached[1]
-    copy_ = _build(model, x, preparations)
-    if copy_ is not model and not _same_function(copy_, model, x, logits):
-        copy_ = model                   # folding changed what the model computes: not used
-    if "compile" in preparations:       # around a copy: the cache must not hold the model
-        copy_ = _wrapped(Compiled, _structural_copy(model) if copy_ is model else copy_)
-    # The cache holds the model weakly: an entry never refers to it (None: the model itself).
-    # The copy's own training flags too: code that ran it may have changed them. The state is
-    # taken again: building ran the model, whose forward may rebind its attributes.
-    state = fingerprint(model)
-    entries[key] = (state, None, ()) if copy_ is model else (state, copy_, _flags(copy_))
-    return copy_
+        try:
+            if not record.refresh() or _agrees(record.module, model, x, logits, run):
+                return record.module
+            reason = "it differs from the model after the model's weights changed"
+        except Exception as err:  # noqa: BLE001 - any failure of the copy: not used
+            if is_out_of_memory(err):
+                return model
+            reason = _describe(err)
+        _said(model, record.used, reason)
+        record = _choose(model, x, logits, preparations, run, failed=record.used)
+    else:
+        record = _choose(model, x, logits, preparations, run)
+    if record is None:                  # out of memory: not remembered, tried again next call
+        return model
+    # The state is taken again: building ran the model, whose forward may rebind attributes.
+    record.structure = without_values(fingerprint(model))
+    cached[key] = record
+    return model if record.module is None else record.module
 
 
-def clear_cache() -> None:
-    """Drops every cached prepared copy. The cache holds models weakly, but a copy shares the
-    model's hooks, so a hook that refers to the model itself (a bound method of it) keeps the
-    model alive through the cache until this is called."""
-    _CACHE.clear()
+def _choose(model: nn.Module, x: Tensor, logits: Tensor | None, preparations: tuple[str, ...],
+            run: Run, failed: tuple[str, ...] | None = None) -> Prepared | None:
+    """The first candidate, most preparations first, that builds and agrees with the model
+    (``failed``: a candidate known to differ, skipped)."""
+    compile_ = "compile" in preparations
+    names = tuple(p for p in preparations if p != "compile")
+    for candidate in _candidates(names):
+        if candidate == failed:
+            continue
+        try:
+            built = _build(model, x, candidate, run)
+            if built is not None and not _agrees(built[0], model, x, logits, run):
+                _said(model, candidate, "its output differs from the model's on the clean "
+                      "inputs")
+                continue
+        except Exception as err:  # noqa: BLE001 - any failure of the copy: the next one
+            if is_out_of_memory(err):
+                return None
+            _said(model, candidate, _describe(err))
+            continue
+        if built is None:           # nothing to prepare: fewer preparations find nothing either
+            break
+        module, derived = built
+        if compile_:
+            module = _wrapped(Compiled, module)
+        return Prepared((), module, candidate, derived)
+    if compile_:
+        return Prepared((), _wrapped(Compiled, _structural_copy(model)), ("compile",), [])
+    return Prepared((), None, (), [])
+
+
+def _candidates(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``names``, larger first, in the given order."""
+    return [c for size in range(len(names), 0, -1) for c in itertools.combinations(names, size)]
+
+
+def _said(model: nn.Module, candidate: tuple[str, ...], reason: str) -> None:
+    say_once(model, logging.INFO, f"prepare: {'+'.join(candidate)} not used for "
+             f"{type(model).__name__}: {reason}; trying fewer preparations, then the model")
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def _flags(module: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in module.modules())
 
 
-def fingerprint(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or written in place (version
-    counters), a module's plain attribute is rebound (the copy holds the values it was built
-    with) or a hook is added or removed, so a cached copy is never stale.
-
-    Returns:
-        (modules, training flags, plain attributes, hooks, tensors as (id, address, version)).
-    """
-    modules = list(model.modules())
-    tensors = module_parameters(modules) + [b for m in modules for b in m._buffers.values()
-                                            if b is not None]
-    return (tuple(id(m) for m in modules), tuple(m.training for m in modules),
-            tuple(_plain_attributes(m) for m in modules), tuple(_hooks(m) for m in modules),
-            tuple((id(t), t.data_ptr(), t._version) for t in tensors))
-
-
-def without_values(state: tuple) -> tuple:
-    """A :func:`fingerprint` that leaves out writes in place: for what reads the tensors'
-    memory (a CUDA graph) or depends only on shapes, replacement is what matters."""
-    return state[:-1] + (tuple(entry[:2] for entry in state[-1]),)
-
-
-def _hooks(module: nn.Module) -> tuple:
-    """The module's hooks by identity: a hook added or removed changes what a pass runs."""
-    # handle ids come from a global counter and are never reused; function ids can be
-    return tuple((name, tuple((key, id(h)) for key, h in entries.items()))
-                 for name, entries in hook_dicts(module).items() if entries)
-
-
-_VALUES = (int, float, bool, str, type(None))
-
-
-def _plain_attributes(module: nn.Module) -> tuple:
-    """The module's public attributes (a conv's stride, a user's flag): values for numbers,
-    strings and flat tuples of them, identities for other objects (shared with the copy, so
-    changes inside them are seen anyway). Tensors that are not parameters or buffers are left
-    out: a forward that keeps its activations (``self.features = h``) rebinds them every call,
-    and the cache would never hit. Register a tensor the forward reads as a buffer."""
-    return tuple((name, value if type(value) in _VALUES or (
-        type(value) is tuple and all(type(v) in _VALUES for v in value)) else id(value))
-        for name, value in vars(module).items()
-        if not name.startswith("_") and not isinstance(value, Tensor))
-
-
-def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...]) -> nn.Module:
-    result = model
-    if "fold_batchnorm" in preparations:
-        pairs = _conv_bn_pairs(model, x)
-        if pairs:
-            result = _structural_copy(model)
-            for layer_name, bn_name in pairs:
-                layer, bn = result.get_submodule(layer_name), result.get_submodule(bn_name)
-                fold = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) \
-                    else fuse_linear_bn_eval
-                folded = fold(layer, bn)
-                folded.requires_grad_(False)
-                _replace(result, layer_name, folded)
-                identity = nn.Identity()
-                identity.training = bn.training              # new modules keep the flags
-                _replace(result, bn_name, identity)
-    convs = [n for n, m in result.named_modules() if isinstance(m, nn.Conv2d)]
-    if "channels_last" in preparations and x.dim() == 4 and convs:
-        result = _structural_copy(result) if result is model else result
-        for name in convs:
-            conv = copy.copy(result.get_submodule(name))
-            conv._parameters = dict(conv._parameters)
-            conv._parameters["weight"] = nn.Parameter(
-                conv.weight.detach().contiguous(memory_format=torch.channels_last),
-                requires_grad=False)
-            _replace(result, name, conv)
-        result = _wrapped(ChannelsLast, result)
-    return result
+def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...], run: Run
+           ) -> tuple[nn.Module, list] | None:
+    """(the copy, its derived tensors), or None when there is nothing to prepare."""
+    result, derived = model, []
+    with torch.no_grad():
+        if "fold_batchnorm" in preparations:
+            pairs = foldable_pairs(model, x, run)
+            if pairs:
+                result = _structural_copy(model)
+                for layer_name, norm_name in pairs:
+                    layer, norm = model.get_submodule(layer_name), model.get_submodule(norm_name)
+                    folded = copy.copy(result.get_submodule(layer_name))
+                    folded._parameters = {
+                        name: nn.Parameter(value, requires_grad=False)
+                        for name, value in folded_values(layer, norm).items()}
+                    derived.append((folded, lambda layer=layer, norm=norm:
+                                    folded_values(layer, norm)))
+                    _replace(result, layer_name, folded)
+                    identity = nn.Identity()
+                    identity.training = norm.training            # new modules keep the flags
+                    _replace(result, norm_name, identity)
+        convs = [n for n, m in result.named_modules() if isinstance(m, nn.Conv2d)]
+        if "channels_last" in preparations and x.dim() == 4 and convs:
+            result = _structural_copy(result) if result is model else result
+            folded_owners = {id(owner) for owner, _ in derived}
+            for name in convs:
+                conv = result.get_submodule(name)
+                if id(conv) not in folded_owners:      # its own copy, reading the caller's
+                    conv = copy.copy(conv)
+                    conv._parameters = dict(conv._parameters)
+                    source = model.get_submodule(name)
+                    derived.append((conv, lambda source=source: {"weight": source.weight}))
+                    _replace(result, name, conv)
+                conv._parameters["weight"] = nn.Parameter(
+                    conv.weight.detach().contiguous(memory_format=torch.channels_last),
+                    requires_grad=False)
+            result = _wrapped(ChannelsLast, result)
+    return None if result is model else (result, derived)
 
 
 def _wrapped(wrapper: type[nn.Module], module: nn.Module) -> nn.Module:
@@ -186,43 +248,6 @@ def _wrapped(wrapper: type[nn.Module], module: nn.Module) -> nn.Module:
     out = wrapper(module)
     out.training = module.training
     return out
-
-
-def _conv_bn_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
-    """(layer, BatchNorm) names where the BatchNorm's input is the layer's output, each called
-    once in a forward over ``x`` (found by hooks: works for models torch.fx cannot trace)."""
-    names = {m: n for n, m in model.named_modules()}
-    outputs: dict[int, nn.Module] = {}
-    calls: dict[nn.Module, int] = {}
-    pairs: list[tuple[nn.Module, nn.Module]] = []
-
-    def after_layer(module, args, out):
-        calls[module] = calls.get(module, 0) + 1
-        if isinstance(out, Tensor):
-            outputs[id(out)] = module
-
-    def before_bn(module, args):
-        calls[module] = calls.get(module, 0) + 1
-        if args and isinstance(args[0], Tensor) and id(args[0]) in outputs:
-            pairs.append((outputs[id(args[0])], module))
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, _FOLDABLE):
-            handles.append(module.register_forward_hook(after_layer))
-        elif isinstance(module, _BATCHNORM) and not module.training and \
-                module.track_running_stats and module.running_mean is not None:
-            handles.append(module.register_forward_pre_hook(before_bn))
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    # a hooked module is not folded: its hooks must see the output they were written for
-    return [(names[a], names[b]) for a, b in pairs
-            if calls.get(a) == 1 and calls.get(b) == 1 and a in names and b in names
-            and not _hooks(a) and not _hooks(b)]
 
 
 def _structural_copy(model: nn.Module) -> nn.Module:
@@ -242,23 +267,24 @@ def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent._modules[leaf] = new
 
 
-def _same_function(candidate: nn.Module, model: nn.Module, x: Tensor,
-                   logits: Tensor | None) -> bool:
+def _agrees(candidate: nn.Module, model: nn.Module, x: Tensor, logits: Tensor | None,
+            run: Run) -> bool:
     """The candidate's output equals the model's (``logits``, or computed) to 1e-4 of its
     largest value. On a GPU both run in exact float32: TF32 convolutions round the folded and
     the unfolded weights differently, by more than that."""
-    with torch.no_grad(), _exact_float32(x.device):
+    with torch.no_grad(), exact_float32(x.device):
         if logits is None or x.device.type == "cuda":
-            logits = model(x)
-        out = candidate(x)
-    if not isinstance(out, Tensor) or out.shape != logits.shape:
+            logits = run(model, x)
+        out = run(candidate, x)
+    if not isinstance(out, Tensor) or not isinstance(logits, Tensor) or \
+            out.shape != logits.shape:
         return False
     scale = logits.abs().amax().clamp_min(1e-12)
     return bool(((out.float() - logits.float()).abs().amax() / scale) <= 1e-4)
 
 
 @contextlib.contextmanager
-def _exact_float32(device: torch.device) -> Iterator[None]:
+def exact_float32(device: torch.device) -> Iterator[None]:
     """TF32 off for CUDA convolutions and matmuls inside (the settings are restored after).
 
     Through ``fp32_precision`` where torch has it: once a user set TF32 that way, reading the
@@ -283,8 +309,8 @@ def _exact_float32(device: torch.device) -> Iterator[None]:
 
 class Compiled(nn.Module):
     """``torch.compile`` of ``module``, cached like any prepared copy; says once, on the
-    "smoothkern" logger, that its first pass compiles (12-18 s for small CNNs on the 2-core CPU
-    of benchmarks/RESULTS.md)."""
+    "smoothkern" logger, that its first pass compiles (seconds to minutes on a CPU,
+    benchmarks/RESULTS.md)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -294,8 +320,8 @@ class Compiled(nn.Module):
             "torch.compile: the first pass compiles the model (seconds to minutes on a CPU); "
             "later passes and calls reuse it")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.compiled(x)
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.compiled(x, *args, **kwargs)
 
 
 class ChannelsLast(nn.Module):
@@ -306,5 +332,5 @@ class ChannelsLast(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.module(x.contiguous(memory_format=torch.channels_last))
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.module(x.contiguous(memory_format=torch.channels_last), *args, **kwargs)
