@@ -158,3 +158,19 @@ def test_image_whose_header_claims_too_many_pixels(tmp_path, width, height):
         with pytest.raises(DataError, match=f"image too large: .*huge.png .*{width * height}"):
             load_image(tmp_path / "huge.png")
 
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_gray_images_are_scaled_by_their_depth_not_clipped(tmp_path, channels):
+    from PIL import Image
+
+    ramp = (np.arange(40 * 30).reshape(30, 40) * 50).astype(np.uint16)  # 0 .. 59950
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        assert image.mode.startswith("I")  # what Pillow makes of a 16-bit gray PNG
+    x = load_image(tmp_path / "deep.png", channels=channels)
+    assert x.shape == (channels, 30, 40)
+    want = torch.from_numpy(ramp.astype(np.float32) / 65535)
+    for c in range(channels):
+        torch.testing.assert_close(x[c], want, atol=1e-6, rtol=0)
+    assert (x == 1).float().mean() < 0.01  # convert("L") made 99 % of these pixels white

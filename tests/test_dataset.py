@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +11,10 @@ from helpers import tiny_resnet
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import smoothkern as sk
+from smoothkern.core.stats import direct_statistics
 from smoothkern.dataset import StoreError, open_store
 from smoothkern.dataset.distributed import Ranks
 from smoothkern.dataset.statistics import ClassStats
-from smoothkern.core.stats import direct_statistics
 
 zarr = pytest.importorskip("zarr")
 
@@ -65,18 +67,44 @@ def test_statistics_equal_plain_per_class_statistics_of_the_stored_maps(model, t
         assert np.isnan(per_class[3]).all()  # a class with no example
 
 
-def test_states_merged_in_rank_order_equal_one_pass():
+class ThreadRanks:
+    """An all-reduce sum between threads standing in for ranks."""
+
+    def __init__(self, world):
+        import threading
+
+        self.barrier, self.posted = threading.Barrier(world), {}
+
+    def sum(self, rank, values):
+        self.posted[rank] = values.clone()
+        self.barrier.wait()
+        total = sum(self.posted[r] for r in sorted(self.posted))
+        self.barrier.wait()
+        return total
+
+
+def test_states_reduced_across_ranks_equal_one_pass():
+    import threading
+
     maps = torch.randn(40, 2, 3, generator=torch.Generator().manual_seed(1)) ** 3
-    target = torch.randint(0, 4, (40,), generator=torch.Generator().manual_seed(2))
+    target = torch.randint(0, 5, (40,), generator=torch.Generator().manual_seed(2)) % 4
+    maps[target == 1] += 100.0  # far from zero: a naive sum of squares would lose digits
     single = ClassStats(4, (2, 3), 1e-10)
     single.update(maps, target)
     ranks = [ClassStats(4, (2, 3), 1e-10) for _ in range(3)]
     for chunk in range(8):  # chunks of 5 dealt round-robin, as the ranks take them
         rows = slice(5 * chunk, 5 * chunk + 5)
         ranks[chunk % 3].update(maps[rows], target[rows])
-    merged = ClassStats(4, (2, 3), 1e-10)
-    for rank in ranks:
-        merged.merge_packed(rank.pack())
+    group = ThreadRanks(3)
+    threads = [threading.Thread(target=state.reduce, args=(functools.partial(group.sum, r), 3))
+               for r, state in enumerate(ranks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for merged in ranks:  # every rank ends with the merged states
+        assert merged.counts().tolist() == single.counts().tolist()
+    merged = ranks[0]
     got, want = merged.finalize(), single.finalize()
     for name, value in want.items():
         torch.testing.assert_close(got[name], value, rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -47,7 +47,11 @@ def test_attribute_then_show_on_bundled_digits(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "cifar10_resnet18", "--data", "digits"], "takes 3×32×32 images"),
+    (["--model", "cifar10_resnet18", "--random-weights", "--data", "digits"],
+     "takes 3×32×32 images"),
+    (["--model", "mnist", "--data", "digits"], "--model mnist has no bundled weights"),
+    (["--model", "digits", "--weights", "w.pt", "--random-weights", "--data", "digits"],
+     "exclude each other"),
     (["--model", "digits", "--data", "mnist:/no/such/folder"], "MNIST folder not found"),
     (["--model", "digits", "--data", "/no/such/folder"], "data folder not found"),
     (["--model", "digits", "--data", "imagenet:/x"], "unknown data source"),
@@ -76,6 +80,9 @@ def test_a_store_of_another_job_is_refused_in_one_line(tmp_path, capsys):
     assert cli.main(["show", str(tmp_path), "--index", "0", "--out", str(tmp_path / "x.png")]) \
         == 2
     assert "not a smoothkern data-set store" in capsys.readouterr().err
+    assert cli.main(["show", out, "--index", "0", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "must end in .png, got 's.txt'" in capsys.readouterr().err
+    assert not (tmp_path / "s.txt").exists()
 
 
 def test_a_folder_of_class_subfolders_gives_labels(tmp_path):

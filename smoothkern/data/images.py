@@ -43,8 +43,7 @@ def load_image(path: str | os.PathLike, channels: int = 3, size: int | None = No
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                array = np.asarray(image)
+                array = _pixels(image, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         claim = str(err).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
         raise DataError(f"image too large: {path} ({claim}; downscale it first)") from None
@@ -54,6 +53,23 @@ def load_image(path: str | os.PathLike, channels: int = 3, size: int | None = No
     if size is not None:
         x = resize_center_crop(x, size) if crop else resize(x, size)
     return x
+
+
+# Pillow's integer modes deeper than 8 bits (16-bit PNG/TIFF gray): convert("L") would clip them
+# to 255, so they are scaled by their bit depth instead.
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _pixels(image, channels: int) -> np.ndarray:
+    """An open Pillow image → H×W (gray) or H×W×3 array: uint8, or float32 in [0, 1] for
+    images deeper than 8 bits (16-bit gray is divided by 65535, 32-bit integers by 2³¹ − 1)."""
+    if image.mode in WIDE_GRAY_MODES:
+        array = np.asarray(image).astype(np.float64)
+        full = 65535.0 if image.mode != "I" or array.max(initial=0) <= 65535 else 2.0 ** 31 - 1
+        return (np.clip(array, 0, None) / full).astype(np.float32)
+    if image.mode == "F":  # float pixels: taken as they are (values outside [0, 1] clip)
+        return np.asarray(image, dtype=np.float32)
+    return np.asarray(image.convert("L" if channels == 1 else "RGB"))
 
 
 def load_images(paths: Sequence[str | os.PathLike], channels: int = 3,

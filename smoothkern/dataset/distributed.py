@@ -2,7 +2,9 @@
 
 Every collective here is issued by every rank in the same order, so a rank that fails reports
 it through the next collective (:meth:`Ranks.round_done`) instead of leaving the others waiting.
-Collectives use tensors on the group's device: the rank's GPU under NCCL, the CPU under gloo.
+Control messages (rounds, failures, broadcasts) go over a gloo group on the CPU, so that a rank
+whose GPU failed still reports it; the data-set statistics are summed over the job's own group
+(NCCL on the rank's GPU, gloo on the CPU).
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ class Ranks:
         rank: this process's rank in ``group`` (0 when not distributed).
         world: processes in the job.
         group: the torch.distributed group (None: the default group, or no group at all).
-        device: where collectives put their tensors.
+        device: where the statistics' sums put their tensors (the rank's GPU under NCCL).
+        control: the gloo group of the control messages (None: ``group`` itself, when it is a
+            gloo group or there is none).
     """
 
     rank: int = 0
     world: int = 1
     group: Any = None
     device: torch.device = torch.device("cpu")
+    control: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -55,45 +60,43 @@ class Ranks:
         import torch.distributed as dist
 
         box = [obj]
-        dist.broadcast_object_list(box, src=self._global(0), group=self.group)
+        group = self._control()
+        dist.broadcast_object_list(box, src=self._global(0, group), group=group)
         return box[0]
 
     def sum(self, values: Tensor) -> Tensor:
-        """The element-wise sum of ``values`` (float64 Tensor[k]) over the ranks."""
+        """The element-wise sum of ``values`` over the ranks, on the job's group and device
+        (returned on the CPU)."""
         if not self.distributed:
             return values
         import torch.distributed as dist
 
-        summed = values.to(self.device)
+        summed = values.to(self.device).contiguous()
         dist.all_reduce(summed, group=self.group)
         return summed.cpu()
 
     def round_done(self, images: int, failed: bool) -> tuple[int, list[int]]:
-        """One collective per round of chunks: images finished by all ranks this round, and the
-        ranks that failed (every rank learns of a failure at the same point)."""
+        """One collective per round of chunks, over the gloo control group: images finished by
+        all ranks this round, and the ranks that failed (every rank learns of a failure at the
+        same point)."""
         values = torch.zeros(1 + self.world, dtype=torch.float64)
         values[0] = images
         values[1 + self.rank] = float(failed)
-        total = self.sum(values)
-        return int(total[0]), [r for r in range(self.world) if total[1 + r] > 0]
+        if self.distributed:
+            import torch.distributed as dist
 
-    def gather(self, state: Tensor) -> list[Tensor]:
-        """Every rank's ``state`` (the same shape and dtype on every rank), in rank order."""
-        if not self.distributed:
-            return [state]
-        import torch.distributed as dist
+            dist.all_reduce(values, group=self._control())
+        return int(values[0]), [r for r in range(self.world) if values[1 + r] > 0]
 
-        local = state.to(self.device).contiguous()
-        parts = [torch.empty_like(local) for _ in range(self.world)]
-        dist.all_gather(parts, local, group=self.group)
-        return [p.cpu() for p in parts]
+    def _control(self) -> Any:
+        return self.control if self.control is not None else self.group
 
-    def _global(self, group_rank: int) -> int:
-        if self.group is None:
+    def _global(self, group_rank: int, group: Any) -> int:
+        if group is None:
             return group_rank
         import torch.distributed as dist
 
-        return dist.get_global_rank(self.group, group_rank)
+        return dist.get_global_rank(group, group_rank)
 
 
 def current_ranks(group: Any = None) -> Ranks:
@@ -108,10 +111,11 @@ def current_ranks(group: Any = None) -> Ranks:
 
     if dist.is_available() and dist.is_initialized():
         backend = dist.get_backend(group)
-        device = torch.device("cpu")
+        device, control = torch.device("cpu"), None
         if backend == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        return Ranks(dist.get_rank(group), dist.get_world_size(group), group, device)
+            device = collective_device(group)
+            control = _control_group(group)
+        return Ranks(dist.get_rank(group), dist.get_world_size(group), group, device, control)
     if group is not None:
         raise ValueError("group was given but torch.distributed is not initialised")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -121,6 +125,42 @@ def current_ranks(group: Any = None) -> Ranks:
             "(or torch.distributed.init_process_group) first, or every process would do the "
             "whole job")
     return Ranks()
+
+
+def collective_device(group: Any = None) -> torch.device:
+    """The GPU a NCCL group's collectives use on this rank: the one the group was bound to
+    (``init_process_group(device_id=...)``), else the current device when the caller chose one
+    (``torch.cuda.set_device``), else ``cuda:LOCAL_RANK`` as torchrun numbers the ranks of a
+    node (the current device is cuda:0 on every rank when nobody chose, and ranks sharing one
+    GPU in a collective hang or fail)."""
+    import torch.distributed as dist
+
+    try:
+        bound = (group if group is not None else dist.distributed_c10d._get_default_group()
+                 ).bound_device_id
+    except (AttributeError, RuntimeError, ValueError):
+        bound = None
+    if bound is not None:
+        return torch.device(bound)
+    current = torch.cuda.current_device()
+    local = os.environ.get("LOCAL_RANK")
+    if current == 0 and local is not None and local.isdigit() and int(local) != 0:
+        return torch.device("cuda", int(local))
+    return torch.device("cuda", current)
+
+
+# One gloo group per NCCL group: new_group is itself a collective, made once per process.
+_CONTROL_GROUPS: dict[int, Any] = {}
+
+
+def _control_group(group: Any) -> Any:
+    import torch.distributed as dist
+
+    key = id(group) if group is not None else 0
+    if key not in _CONTROL_GROUPS:
+        ranks = None if group is None else dist.get_process_group_ranks(group)
+        _CONTROL_GROUPS[key] = dist.new_group(ranks=ranks, backend="gloo")
+    return _CONTROL_GROUPS[key]
 
 
 def init_distributed() -> tuple[torch.device, bool]:

@@ -24,6 +24,7 @@ from torch.utils.data import (
 from torch.utils.data.dataloader import default_collate
 
 NO_LABEL = -1
+PREFETCH_BATCHES = 4  # batches each worker decodes ahead (torch's default is 2)
 
 
 @dataclass
@@ -46,11 +47,19 @@ class IndexedData:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def batches(self, batches: Sequence[Sequence[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, batches: Sequence[Sequence[int]], pin_memory: bool = False
+                ) -> Iterator[tuple[Tensor, Tensor]]:
         """``(x Tensor[b, ...], label LongTensor[b])`` for each list of indices, in order
-        (labels are ``NO_LABEL`` where items carry none)."""
+        (labels are ``NO_LABEL`` where items carry none).
+
+        One DataLoader reads them all: give it every batch of a run (all of a rank's chunks),
+        so that its workers start once and decode ahead (``prefetch_factor`` batches each)
+        across chunk boundaries. ``pin_memory`` for copies to a GPU.
+        """
+        extra = {"prefetch_factor": PREFETCH_BATCHES} if self.num_workers > 0 else {}
         loader = DataLoader(self.dataset, batch_sampler=[list(b) for b in batches],
-                            collate_fn=self.collate, num_workers=self.num_workers)
+                            collate_fn=self.collate, num_workers=self.num_workers,
+                            pin_memory=pin_memory, **extra)
         for indices, batch in zip(batches, loader):
             yield split_batch(batch, len(indices))
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,17 +14,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..api import smooth_grad
-from ..noise import plan_sigma
-from ..core.state import check_eval_mode
-from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
+from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES
 from .distributed import RankFailed, Ranks, current_ranks
-from .inputs import IndexedData, chunk_batches, fingerprint, indexed_data
-from .job import identity, run_record, split_options
+from .inputs import chunk_batches
+from .job import run_record
+from .plan import Plan, batch_options, plan_job, targets_for
 from .statistics import ClassStats
-from .store import Store, StoreError, zarr_module
-
-STORE_DTYPES = (torch.float32, torch.float16)
-DEFAULT_CHUNK = 64  # examples per zarr chunk and per unit of work (a resumed run redoes < 1)
+from .store import ChunkDamaged, Store, StoreError, zarr_module
 
 
 @dataclass(frozen=True)
@@ -72,7 +67,7 @@ def attribute_dataset(
     target: int | str | Sequence[int] | Tensor | None = None,
     batch_size: int | None = None,
     chunk_size: int | None = None,
-    resume: bool = True,
+    resume: bool | None = None,
     overwrite: bool = False,
     store_dtype: torch.dtype = torch.float32,
     statistics: Sequence[str] | None = AGGREGATES,
@@ -134,13 +129,19 @@ def attribute_dataset(
     started = time.perf_counter()
     zarr = zarr_module()
     ranks = current_ranks(group)
-    plan = _together(ranks, "check the job", lambda: _plan(
+    plan = _together(ranks, "check the job", lambda: plan_job(
         model, data, target, batch_size, chunk_size, store_dtype, statistics, store_inputs,
         device, num_workers, resume, overwrite, options))
     info = {"versions": _versions(zarr), "run": run_record(plan.options, model),
             "metadata": dict(metadata or {})}
-    store, todo, finished = _open_store(ranks, out, plan, info, resume, overwrite, chunk_size)
+    resume = not overwrite if resume is None else resume
+    store, todo, finished, stored = _open_store(ranks, out, plan, info, resume, overwrite,
+                                                chunk_size)
     mine = ranks.share(todo)
+    # One DataLoader over all of this rank's batches: its workers start once and read ahead.
+    batches = [chunk_batches(*store.chunk_range(c), plan.data.batch_size) for c in mine]
+    reader = plan.data.batches([b for chunk in batches for b in chunk],
+                               pin_memory=plan.device.type == "cuda")
     bar = _bar(progress and ranks.leader, store, todo)
     computed = 0
     try:
@@ -148,7 +149,7 @@ def attribute_dataset(
             done, error = 0, None
             if r < len(mine):
                 try:
-                    done = _compute_chunk(plan, store, mine[r])
+                    done = _compute_chunk(plan, store, mine[r], batches[r], reader)
                 except Exception as err:  # reported to every rank through the next collective
                     error = err
             images, failed = ranks.round_done(done, error is not None)
@@ -163,7 +164,8 @@ def attribute_dataset(
     finally:
         if bar is not None:
             bar.close()
-    if todo or not finished:
+    # A finished store asked for statistics it lacks computes them from its maps.
+    if todo or not finished or not set(plan.statistics) <= stored:
         _store_statistics(ranks, store, plan)
         if ranks.leader:
             store.finish(finished_by={"processes": ranks.world, "versions": info["versions"]})
@@ -174,145 +176,13 @@ def attribute_dataset(
 
 
 # ----------------------------------------------------------------------------------------------
-# planning: every check before any work
-
-
-@dataclass
-class _Plan:
-    model: nn.Module
-    device: torch.device
-    data: IndexedData
-    options: dict[str, Any]          # smooth_grad keywords, defaults filled in
-    aggregates: tuple[str, ...]
-    leading: dict[str, int]          # dims before B in smooth_grad's result, per aggregate
-    target: Any                      # None, int, "label" or LongTensor[N]
-    stdevs: Tensor | None            # per-example σ, Tensor[N] or [S, N]
-    statistics: tuple[str, ...]
-    store_inputs: bool
-    job: dict[str, Any]
-    layout: dict[str, Any]
-
-
-def _plan(model, data, target, batch_size, chunk_size, store_dtype, statistics, store_inputs,
-          device, num_workers, resume, overwrite, options) -> _Plan:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_eval_mode(model)
-    for name, flag in (("resume", resume), ("overwrite", overwrite),
-                       ("store_inputs", store_inputs)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
-    if store_dtype not in STORE_DTYPES:
-        raise TypeError(f"store_dtype must be torch.float32 or torch.float16, got {store_dtype}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
-            chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    stats = () if not statistics else check_aggregates(statistics)[0]
-    if "count" in stats:
-        raise ValueError("statistics are element-wise: choose from " + ", ".join(AGGREGATES))
-    indexed = indexed_data(data, batch_size, num_workers)
-    n = len(indexed)
-    # A batch or chunk beyond the data set would only allocate (zarr fills a whole chunk).
-    indexed.batch_size = min(indexed.batch_size, n)
-    sg, _ = split_options(options)
-    names = check_aggregates(sg["aggregate"])[0]
-    sg["aggregate"] = names
-    if sg["noise_level"] is None and sg["stdevs"] is None:
-        sg["noise_level"] = 0.15
-    if isinstance(sg["snapshots"], int) and not isinstance(sg["snapshots"], bool):
-        sg["snapshots"] = (sg["snapshots"],)
-    stdevs = _per_example_stdevs(sg["stdevs"], n)
-    target = _target_spec(target, n)
-    device, runner = _device(model, device)
-
-    x0, label0 = indexed.example(0)
-    x0 = x0.to(device)
-    first = _batch_options(sg, stdevs, [0])
-    _, sweep = plan_sigma(x0, first["noise_level"], first["stdevs"])
-    with torch.no_grad():
-        logits = runner(x0)
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        raise ValueError(f"the model must return logits [B, classes], got "
-                         f"{tuple(logits.shape) if isinstance(logits, Tensor) else logits}")
-    # One cheap call on example 0 checks every option and gives the maps' shapes.
-    n_check = max(sg["snapshots"]) if _int_list(sg["snapshots"]) else 1
-    if _int_list(sg["snapshots"]) and n_check > sg["n_samples"]:
-        raise ValueError(f"snapshots must be within 1..n_samples={sg['n_samples']}, got "
-                         f"{tuple(sg['snapshots'])}")
-    check = smooth_grad(runner, x0, _targets(target, logits, label0.to(device), [0]),
-                        **{**first, "n_samples": n_check}, example_index=0)
-    snap = 1 if sg["snapshots"] is not None else 0
-    leading = {name: snap + (0 if name in PER_EXAMPLE_AGGREGATES else int(sweep))
-               for name in names}
-    arrays = {}
-    for name in names:
-        shape = list(check[name].movedim(leading[name], 0).shape[1:])
-        dtype = "int32" if name in PER_EXAMPLE_AGGREGATES else str(store_dtype).split(".")[1]
-        arrays[name] = {"shape": shape, "dtype": dtype}
-    layout = {"examples": n,
-              "chunk_size": min(n, chunk_size or max(DEFAULT_CHUNK, indexed.batch_size)),
-              "classes": int(logits.shape[1]), "arrays": arrays,
-              "input_shape": list(x0.shape[1:]) if store_inputs else None,
-              "snapshots": sg["snapshots"], "sweep": bool(sweep)}
-    job = identity(sg, target, store_dtype,
-                   model, fingerprint(indexed), n)
-    return _Plan(runner, device, indexed, sg, names, leading, target, stdevs, stats,
-                 store_inputs, job, layout)
-
-
-def _int_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value)
-
-
-def _per_example_stdevs(stdevs: Any, n: int) -> Tensor | None:
-    """A Tensor of σ is one per example here: [N] or [S, N]."""
-    if not isinstance(stdevs, Tensor) or stdevs.dim() == 0:
-        return None
-    if stdevs.dim() > 2 or stdevs.shape[-1] != n:
-        raise ValueError(f"stdevs as a Tensor gives one σ per example: [N] or [S, N] with "
-                         f"N = {n}, got {tuple(stdevs.shape)}")
-    return stdevs
-
-
-def _target_spec(target: Any, n: int) -> Any:
-    if target is None or (isinstance(target, str) and target == "label"):
-        return target
-    if isinstance(target, str):
-        raise ValueError(f"target must be None, an int, 'label' or one class per example, got "
-                         f"{target!r}")
-    if isinstance(target, bool):
-        raise TypeError("target must be an int, 'label' or one class per example, not bool")
-    if isinstance(target, int):
-        return target
-    tensor = torch.as_tensor(target)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.shape != (n,):
-        raise ValueError(f"target as a sequence gives one class per example: {n} ints, got "
-                         f"{tensor.dtype} {tuple(tensor.shape)}")
-    return tensor.to(torch.int64)
-
-
-def _device(model: nn.Module, device: Any) -> tuple[torch.device, nn.Module]:
-    """The device to compute on and the model there (a copy when it had to move)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    home = first.device if first is not None else torch.device("cpu")
-    if device is None:
-        return home, model
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if device == home:
-        return device, model
-    return device, copy.deepcopy(model).to(device)
-
-
-# ----------------------------------------------------------------------------------------------
 # the store and the chunks
 
 
-def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_size
-                ) -> tuple[Store, list[int], bool]:
-    """Rank 0 prepares the store and finds the chunks left; every rank learns the outcome."""
+def _open_store(ranks: Ranks, out, plan: Plan, info, resume, overwrite, chunk_size
+                ) -> tuple[Store, list[int], bool, set[str]]:
+    """Rank 0 prepares the store and finds the chunks left and the statistics stored; every
+    rank learns the outcome."""
     outcome: Any = None
     if ranks.leader:
         try:
@@ -323,33 +193,34 @@ def _open_store(ranks: Ranks, out, plan: _Plan, info, resume, overwrite, chunk_s
                 raise StoreError(f"chunk_size={chunk_size}, but the store has chunks of "
                                  f"{store.chunk_size} examples (leave chunk_size out to resume)")
             todo = [int(c) for c in (~store.complete()).nonzero()[0]]
-            outcome = (todo, store.finished)
+            outcome = (todo, store.finished, store.stored_statistics())
         except Exception as err:  # every rank raises the leader's error
             outcome = err
     outcome = ranks.broadcast(outcome)
     if isinstance(outcome, Exception):
         raise outcome
-    todo, finished = outcome
+    todo, finished, stored = outcome
     if not ranks.leader:  # e.g. a node that does not see the leader's file system fails here
         store = _together(ranks, f"open the store {out}", lambda: Store.open(out))
     else:
         _together(ranks, f"open the store {out}", lambda: store)
-    return store, todo, finished
+    return store, todo, finished, stored
 
 
-def _compute_chunk(plan: _Plan, store: Store, chunk: int) -> int:
-    """Computes and writes one chunk; returns its number of examples."""
+def _compute_chunk(plan: Plan, store: Store, chunk: int, batches: list[list[int]],
+                   reader: Iterator[tuple[Tensor, Tensor]]) -> int:
+    """Computes and writes one chunk, whose ``batches`` come next from ``reader``; returns its
+    number of examples."""
     start, stop = store.chunk_range(chunk)
     parts: dict[str, list[Tensor]] = {name: [] for name in plan.aggregates}
     targets, labels, inputs = [], [], []
-    batches = chunk_batches(start, stop, plan.data.batch_size)
-    for index, (x, label) in zip(batches, plan.data.batches(batches)):
-        x = x.to(plan.device)
+    for index, (x, label) in zip(batches, itertools.islice(reader, len(batches))):
+        x = x.to(plan.device, non_blocking=True)
         with torch.no_grad():
             logits = plan.model(x) if plan.target is None else None
-        target = _targets(plan.target, logits, label.to(plan.device), index)
+        target = targets_for(plan.target, logits, label.to(plan.device), index)
         maps = smooth_grad(plan.model, x, target, example_index=index,
-                           **_batch_options(plan.options, plan.stdevs, index))
+                           **batch_options(plan.options, plan.stdevs, index))
         for name in plan.aggregates:
             parts[name].append(maps[name].movedim(plan.leading[name], 0).cpu())
         targets.append(target.cpu())
@@ -360,35 +231,14 @@ def _compute_chunk(plan: _Plan, store: Store, chunk: int) -> int:
                       torch.cat(labels), torch.cat(inputs) if inputs else None)
     return stop - start
 
-
-def _targets(spec: Any, logits: Tensor | None, label: Tensor, index: list[int]) -> Tensor:
-    """The class to explain per row of a batch (LongTensor[b])."""
-    if spec is None:
-        return logits.argmax(dim=1)
-    if isinstance(spec, int):
-        return torch.full((len(index),), spec, dtype=torch.int64, device=label.device)
-    if isinstance(spec, str):  # "label"
-        if bool((label < 0).any()):
-            raise ValueError("target='label', but the data items carry no labels (items must "
-                             "be (x, label))")
-        return label
-    return spec[index].to(label.device)
-
-
-def _batch_options(options: dict[str, Any], stdevs: Tensor | None, index: list[int]
-                   ) -> dict[str, Any]:
-    if stdevs is None:
-        return options
-    return {**options, "stdevs": stdevs[..., index]}
-
-
-def _store_statistics(ranks: Ranks, store: Store, plan: _Plan) -> None:
+def _store_statistics(ranks: Ranks, store: Store, plan: Plan) -> None:
     """Per-class and whole-set statistics of every element-wise map, from the stored maps."""
     if not plan.statistics:
         return
     classes = int(store.record["layout"]["classes"])
     my_chunks = ranks.share(list(range(store.n_chunks)))
-    targets = {c: store.read("target", c) for c in my_chunks}
+    targets = _together(ranks, "read the stored targets", lambda: {
+        c: _read(store, "target", c) for c in my_chunks})
     counts = None
     for name in plan.aggregates:
         if name in PER_EXAMPLE_AGGREGATES:
@@ -398,16 +248,25 @@ def _store_statistics(ranks: Ranks, store: Store, plan: _Plan) -> None:
         def accumulate(name=name, shape=shape) -> ClassStats:
             local = ClassStats(classes, shape, plan.options["eps"])
             for c in my_chunks:
-                local.update(store.read(name, c), targets[c])
+                local.update(_read(store, name, c), targets[c])
             return local
 
-        local = _together(ranks, "read the stored maps", accumulate)
-        merged = ClassStats(classes, shape, plan.options["eps"])
-        for packed in ranks.gather(local.pack()):  # rank order: the same on every rank
-            merged.merge_packed(packed)
+        merged = _together(ranks, "read the stored maps", accumulate)
+        merged.reduce(ranks.sum)  # sums, never a gather of every rank's states
         counts = merged.counts()
         if ranks.leader:
             store.write_statistics(name, merged.finalize(plan.statistics), counts)
+
+
+def _read(store: Store, name: str, chunk: int) -> Tensor:
+    """A stored chunk; one that cannot be decoded is marked to be computed again."""
+    try:
+        return store.read(name, chunk)
+    except ChunkDamaged as err:
+        store.forget(chunk)
+        raise StoreError(f"chunk {chunk} of the store's array '{name}' cannot be read "
+                         f"({err.cause}): it is marked to be computed again; resume the job "
+                         "(rerun the same call, or --resume)") from None
 
 
 def _together(ranks: Ranks, what: str, step: Callable[[], Any]) -> Any:

@@ -15,13 +15,17 @@ Layout (a zarr v3 group on a local or shared file system)::
 Every array is chunked along N by the same ``chunk_size`` and each record of ``complete`` is a
 chunk of its own, so ranks that compute different chunks never write the same zarr chunk, and a
 chunk is marked complete only after its data (zarr writes each chunk file atomically): a process
-killed in between leaves the chunk to be redone.
+killed in between leaves the chunk to be redone. Every chunk file is written, even one holding
+only the fill value, so a chunk's files tell whether it was written: a resumed job recomputes a
+chunk marked complete whose files were deleted, and rebuilds a lost ``complete`` record from the
+files present.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,32 @@ INSTALL_HINT = "pip install 'smoothkern[dataset]' (or: pip install 'zarr>=3')"
 
 
 class StoreError(ValueError):
-    """The store cannot be used for this job (another job's, not a store, exists already)."""
+    """The store cannot be used for this job (another job's, not a store, exists already,
+    damaged)."""
+
+
+class ChunkDamaged(StoreError):
+    """A stored chunk cannot be decoded (a truncated or damaged file).
+
+    Attributes:
+        chunks: the chunks read; cause: the decoder's error in a few words.
+    """
+
+    def __init__(self, message: str, chunks: list[int], cause: str) -> None:
+        super().__init__(message)
+        self.chunks, self.cause = chunks, cause
+
+
+class StoreRepaired(UserWarning):
+    """A resumed store had lost chunk files or its ``complete`` record; the chunks concerned
+    are computed again."""
+
+
+# Arrays every store has besides its maps ("complete" is checked on its own: it can be rebuilt).
+BASE_ARRAYS = ("target", "label")
+# Arrays whose chunk files show that a chunk was written ("label" is left out: stores written
+# before every chunk file was kept have no file for a chunk of unlabelled items).
+WRITTEN_ARRAYS = ("target",)
 
 
 def zarr_module():
@@ -55,14 +84,20 @@ def zarr_module():
 class Store:
     """An open store (see the module docstring for its layout)."""
 
-    def __init__(self, group: Any) -> None:
+    def __init__(self, group: Any, path: str | os.PathLike | None = None) -> None:
         self.group = group
+        self.path = Path(path) if path is not None else Path(str(group.store.root))
         self.record = dict(group.attrs[ATTRS])
         layout = self.record["layout"]
         self.n_examples = int(layout["examples"])
         self.chunk_size = int(layout["chunk_size"])
         self.n_chunks = -(-self.n_examples // self.chunk_size)
         self.aggregates = list(layout["arrays"])
+        missing = [n for n in (*self.aggregates, *BASE_ARRAYS) if n not in group]
+        if missing:
+            raise StoreError(f"the store {self.path} is damaged: its array(s) "
+                             f"{', '.join(missing)} are missing; replace it (overwrite=True, "
+                             "--overwrite)")
 
     # ------------------------------------------------------------------ opening
 
@@ -76,7 +111,11 @@ class Store:
         group = _open_group(Path(path), "r+" if writable else "r")
         if group is None or ATTRS not in group.attrs or "layout" not in group.attrs[ATTRS]:
             raise StoreError(f"{path} is not a smoothkern data-set store")
-        return cls(group)
+        store = cls(group, path)
+        if "complete" not in group:
+            raise StoreError(f"the store {path} has lost its 'complete' record: resume the job "
+                             "(resume=True, --resume) to rebuild it from the chunk files")
+        return store
 
     @classmethod
     def prepare(cls, path: str | os.PathLike, job: Mapping[str, Any], layout: Mapping[str, Any],
@@ -111,8 +150,9 @@ class Store:
                                  "(resume=True, --resume) or replace it (overwrite=True, "
                                  "--overwrite)")
             else:
-                store = cls(zarr_module().open_group(path, mode="r+"))
+                store = cls(zarr_module().open_group(path, mode="r+"), path)
                 store.check_same_job(job, layout)
+                store.repair()
                 return store
         return cls._create(path, job, layout, info)
 
@@ -127,19 +167,18 @@ class Store:
             dtype = spec["dtype"]
             fill = -1 if dtype.startswith("int") else float("nan")
             group.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype,
-                               fill_value=fill)
-        for name in ("target", "label"):
-            group.create_array(name, shape=(n,), chunks=(chunk,), dtype="int64", fill_value=-1)
+                               fill_value=fill, config=KEEP_EVERY_CHUNK)
+        for name in BASE_ARRAYS:
+            group.create_array(name, shape=(n,), chunks=(chunk,), dtype="int64", fill_value=-1,
+                               config=KEEP_EVERY_CHUNK)
         if layout.get("input_shape") is not None:
             shape = tuple(layout["input_shape"])
             group.create_array("input", shape=(n, *shape), chunks=(chunk, *shape),
-                               dtype="float32", fill_value=float("nan"))
-        # One chunk per record, stored raw: each rank's marks are files of their own.
-        group.create_array("complete", shape=(-(-n // chunk),), chunks=(1,), dtype="uint8",
-                           fill_value=0, compressors=None)
+                               dtype="float32", fill_value=float("nan"), config=KEEP_EVERY_CHUNK)
+        _create_complete(group, -(-n // chunk))
         group.attrs[ATTRS] = plain({"format": FORMAT, "job": dict(job), "layout": dict(layout),
                                     "finished": False, **info})
-        return cls(group)
+        return cls(group, path)
 
     def check_same_job(self, job: Mapping[str, Any], layout: Mapping[str, Any]) -> None:
         """Refuses a store written by another job (other options, model, data or layout)."""
@@ -147,7 +186,7 @@ class Store:
         if stored.get("format") != FORMAT:
             raise StoreError(f"the store has format {stored.get('format')}, this smoothkern "
                              f"writes format {FORMAT}")
-        diff = differences(stored["job"], plain(dict(job)))
+        diff = differences(_canonical(stored["job"]), _canonical(plain(dict(job))))
         wanted_layout = plain(dict(layout))
         if not diff:  # the layout follows from the job: its differences only when the job's agree
             diff = [d for d in differences(stored["layout"], wanted_layout)
@@ -183,9 +222,85 @@ class Store:
     def mark_complete(self, chunk: int) -> None:
         self.group["complete"][chunk] = 1
 
+    def forget(self, chunk: int) -> None:
+        """Marks a chunk to be computed again (its record only: each is a file of its own)."""
+        self.group["complete"][chunk] = 0
+
     def read(self, name: str, chunk: int) -> torch.Tensor:
+        """One chunk of an array.
+
+        Raises:
+            StoreError: the chunk's file cannot be decoded (truncated or damaged), saying which
+                file to delete so that a resumed job computes the chunk again.
+        """
         start, stop = self.chunk_range(chunk)
-        return torch.from_numpy(np.asarray(self.group[name][start:stop]))
+        return torch.from_numpy(self.read_rows(name, slice(start, stop)))
+
+    def read_rows(self, name: str, rows: slice | list[int]) -> np.ndarray:
+        """Rows of an array (a slice, or a list of indices), damaged chunks reported as in
+        :meth:`read`."""
+        array = self.group[name]
+        try:
+            if isinstance(rows, slice):
+                return np.asarray(array[rows])
+            return np.asarray(array.get_orthogonal_selection((rows,)))
+        except Exception as err:  # noqa: BLE001 - codecs raise their own types
+            indices = range(*rows.indices(self.n_examples)) if isinstance(rows, slice) else rows
+            chunks = sorted({i // self.chunk_size for i in indices})
+            files = [str(self.chunk_file(name, c)) for c in chunks]
+            cause = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            raise ChunkDamaged(
+                f"the store's array '{name}' cannot be read in chunk(s) {chunks} ({cause}); "
+                f"delete the damaged file ({', '.join(files[:2])}"
+                f"{' ...' if len(files) > 2 else ''}) and resume the job (--resume) to compute "
+                "it again", chunks, cause) from None
+
+    # ------------------------------------------------------------------ files and repairs
+
+    def chunk_file(self, name: str, chunk: int) -> Path:
+        """The file of chunk ``chunk`` of array ``name`` (chunks split N only)."""
+        array = self.group[name]
+        key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+        return self.path / name / key
+
+    def written(self, chunk: int) -> bool:
+        """Whether every file of a chunk is there (maps, targets, inputs)."""
+        names = [*self.aggregates, *WRITTEN_ARRAYS] + (["input"] if "input" in self.group
+                                                        else [])
+        return all(self.chunk_file(name, chunk).is_file() for name in names)
+
+    def repair(self) -> list[str]:
+        """Before resuming: rebuilds a lost ``complete`` record from the chunk files present,
+        and unmarks chunks marked complete whose files were deleted (they are computed again).
+        Returns what was done (also warned as :class:`StoreRepaired`)."""
+        notes = []
+        if "complete" not in self.group:
+            written = [self.written(c) for c in range(self.n_chunks)]
+            _create_complete(self.group, self.n_chunks)
+            self.group["complete"][:] = np.asarray(written, dtype=np.uint8)
+            notes.append(f"the store had lost its 'complete' record: rebuilt from the chunk "
+                         f"files ({sum(written)} of {self.n_chunks} chunks written)")
+        else:
+            lost = [c for c in np.flatnonzero(self.complete()).tolist() if not self.written(c)]
+            for c in lost:
+                self.group["complete"][c] = 0
+            if lost:
+                notes.append(f"{len(lost)} chunk(s) marked complete had lost files "
+                             f"({lost[:5]}{' ...' if len(lost) > 5 else ''}): computed again")
+        if notes and self.finished:
+            self.record["finished"] = False
+            self.group.attrs[ATTRS] = self.record
+        for note in notes:
+            warnings.warn(f"{self.path}: {note}", StoreRepaired, stacklevel=2)
+        return notes
+
+    def stored_statistics(self) -> set[str]:
+        """The statistics stored for every element-wise map (empty when there are none)."""
+        from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES
+
+        maps = [a for a in self.aggregates if a not in PER_EXAMPLE_AGGREGATES]
+        return {stat for stat in AGGREGATES
+                if maps and all(f"stats/{a}/class_{stat}" in self.group for a in maps)}
 
     # ------------------------------------------------------------------ statistics
 
@@ -208,6 +323,28 @@ class Store:
     @property
     def finished(self) -> bool:
         return bool(self.record.get("finished"))
+
+
+# zarr skips writing a chunk that holds only the fill value; here every chunk file is kept, so
+# that a chunk's files tell whether it was written.
+KEEP_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
+def _create_complete(group: Any, chunks: int) -> None:
+    # One chunk per record, stored raw: each rank's marks are files of their own.
+    group.create_array("complete", shape=(chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+                       compressors=None)
+
+
+def _canonical(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job record whose aggregates are a set: the same maps asked in another order are the
+    same job."""
+    job = dict(job)
+    options = dict(job.get("options", {}))
+    if isinstance(options.get("aggregate"), list):
+        options["aggregate"] = sorted(options["aggregate"])
+    job["options"] = options
+    return job
 
 
 def _open_group(path: Path, mode: str):
