@@ -13,7 +13,6 @@ from torch import nn
 
 from smoothkern.cli import main
 from smoothkern.data import DataError
-from smoothkern.studies.shifts import SHIFTS, rotate
 from smoothkern.models import MnistCNN
 from smoothkern.studies.ood import (
     BatchAugMix,
@@ -30,6 +29,7 @@ from smoothkern.studies.ood import (
     train_model,
     train_trial,
 )
+from smoothkern.studies.shifts import SHIFTS, rotate, rr
 
 
 @pytest.fixture(autouse=True)
@@ -177,6 +177,8 @@ def test_stroke_share_and_masks():
     assert torch.equal(stroke_masks(clean, "fog", 0, index), clean[:, 0] >= 0.5)
     moved = rotate(clean, 0, index)[:, 0] >= 0.5
     assert torch.equal(stroke_masks(clean, "rotated", 0, index), moved)
+    cropped = rr(clean, 0, index)[:, 0] >= 0.5
+    assert torch.equal(stroke_masks(clean, "random_resized_crop", 0, index), cropped)
 
 
 def test_stroke_share_table_on_a_linear_model():
@@ -222,6 +224,15 @@ def test_study_data_uses_mnist_c_files_when_present(tmp_path):
         load_study_data(mnist_c=tmp_path / "no_identity")
     with pytest.raises(ValueError, match="limit"):
         load_study_data(limit=0)
+
+
+def test_study_data_takes_the_extras_by_name():
+    data = load_study_data(limit=6, shifts=["original", "coloured_grayscale", "rotated"])
+    assert list(data.tests) == ["original", "coloured_grayscale", "rotated"]
+    x = data.x_test
+    assert torch.equal(data.tests["rotated"][0], rotate(x, 0).expand(-1, 3, -1, -1))
+    with pytest.raises(ValueError, match="unknown shift 'blur'"):
+        load_study_data(limit=6, shifts=["blur"])
 
 
 def _write_idx(path, array):

@@ -29,10 +29,11 @@ def assert_near(actual, expected, atol=1e-6):
     assert difference <= atol, f"max difference {float(difference):.3g} > {atol}"
 
 
-RANDOM_SHIFTS = ["coloured", "grayscale", "rotated", "motion_blur", "fog", "zigzag"]
+RANDOM_SHIFTS = ["coloured", "weighted_grayscale", "random_resized_crop", "coloured_grayscale",
+                 "rotated", "motion_blur", "fog", "zigzag"]
 
 
-@pytest.mark.parametrize("name", list(S.SHIFTS))
+@pytest.mark.parametrize("name", [*S.SHIFTS, *S.EXTRA_SHIFTS])
 def test_shift_is_per_image_and_leaves_input_alone(name, digits):
     before = digits.clone()
     whole = S.apply_shift(name, digits, seed=3)
@@ -82,10 +83,58 @@ def test_weighted_grayscale_uses_one_of_three_weightings(digits):
 
 
 def test_coloured_grayscale_dims_a_white_digit(digits):
-    out = S.apply_shift("grayscale", digits, seed=0)
+    out = S.apply_shift("coloured_grayscale", digits, seed=0)
     ratio = out[:, 0].flatten(1).amax(1) / digits[:, 0].flatten(1).amax(1)
     allowed = torch.tensor(sorted({w for ws in S.GRAYSCALE_WEIGHTS.values() for w in ws}))
     assert all((allowed - r).abs().min() < 1e-5 for r in ratio)
+
+
+def test_the_study_shifts_are_the_tutorials_definitions():
+    assert list(S.SHIFTS) == ["original", "coloured", "weighted_grayscale", "random_resized_crop",
+                              "motion_blur", "fog", "zigzag"]
+    assert S.SHIFTS["coloured"] is S.gen_colored is S.coloured
+    assert S.SHIFTS["weighted_grayscale"] is S.gen_weighted_grayscale
+    assert list(S.EXTRA_SHIFTS) == ["coloured_grayscale", "rotated"]
+
+
+def test_gen_weighted_grayscale_scales_the_gray_image_into_three_channels(digits):
+    x = digits.repeat(4, 1, 1, 1)  # 32 images: every weight should occur
+    out = S.gen_weighted_grayscale(x, seed=0)
+    assert out.shape == (32, 3, 28, 28)
+    used = set()
+    for b in range(len(x)):
+        # The tutorial: the gray 0-1 image times w, repeated in three channels.
+        matches = [w for w in (0.3, 0.59, 0.11)
+                   if torch.allclose(out[b], torch.cat([w * x[b]] * 3), atol=1e-7)]
+        assert len(matches) == 1
+        used.update(matches)
+    assert used == {0.3, 0.59, 0.11}
+    assert torch.equal(S.apply_shift("weighted_grayscale", x, seed=0), out)
+
+
+def test_rr_is_torchvisions_random_resized_crop(digits):
+    T = pytest.importorskip("torchvision.transforms")
+    tutorial = T.RandomResizedCrop((28, 28))
+    assert (tuple(tutorial.scale), tuple(tutorial.ratio)) == (S.CROP_SCALE, S.CROP_RATIO)
+    state = torch.get_rng_state()
+    out = S.rr(digits, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is untouched
+    assert out.shape == digits.shape
+    boxes = set()
+    for k, key in enumerate(S.crop_seeds(5, len(digits))):
+        torch.manual_seed(key)
+        assert_near(out[k], tutorial(digits[k]).clamp(0, 1), atol=1e-6)
+        # The same crop written out: the box torchvision draws, rescaled bilinearly to 28×28.
+        torch.manual_seed(key)
+        i, j, h, w = T.RandomResizedCrop.get_params(digits[k], S.CROP_SCALE, S.CROP_RATIO)
+        boxes.add((i, j, h, w))
+        crop = torch.nn.functional.interpolate(digits[k:k + 1, :, i:i + h, j:j + w], (28, 28),
+                                               mode="bilinear", align_corners=False,
+                                               antialias=True)
+        assert_near(out[k], crop[0].clamp(0, 1), atol=1e-5)
+    torch.set_rng_state(state)
+    assert len(boxes) > 1  # a random crop per image, not one for the batch
+    assert S.rr(digits, seed=5, size=(14, 14)).shape == (8, 1, 14, 14)
 
 
 def _bilinear_rotate_reference(image, degrees):

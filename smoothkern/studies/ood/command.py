@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ood", help="out-of-distribution study on digits: clean vs AugMix models under shifts",
         description="Trains the MNIST CNN (RGB input) without and with AugMix over several "
         "seeds on the bundled digits (or real MNIST), tests it on the original, coloured, "
-        "weighted-grayscale and rotated test sets and on MNIST-C's motion blur, fog and zigzag, "
+        "weighted-grayscale and randomly resized-cropped test sets (the course tutorial's "
+        "gen_colored, gen_weighted_grayscale and rr) and on MNIST-C's motion blur, fog and zigzag, "
         "and writes the accuracy table (mean ± std; Markdown and CSV), the share of "
         "SmoothGrad's magnitude on the digits' strokes, and a figure of SmoothGrad maps of "
         "the same digits under each shift for both models.")
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "the share of SmoothGrad's magnitude on the stroke over the first N test "
                      "digits per shift and model (default 100, m = 20; 0 skips it)")
     ood.add_argument("--shift-seed", type=int, default=0, help="seed of the synthetic shifts")
+    ood.add_argument("--shifts", nargs="+", metavar="NAME", help="the test sets (default: "
+                     "original coloured weighted_grayscale random_resized_crop motion_blur fog "
+                     "zigzag; extras: coloured_grayscale rotated, the study's earlier readings)")
     ood.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's "
                      "choice; 1 is fastest on a busy machine)")
     ood.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
@@ -74,7 +78,8 @@ def run_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     start = time.perf_counter()
-    data = study.load_study_data(args.mnist, args.mnist_c, args.limit, args.shift_seed)
+    data = study.load_study_data(args.mnist, args.mnist_c, args.limit, args.shift_seed,
+                                 args.shifts)
     epochs = args.epochs or (DIGITS_EPOCHS if data.size == "digits" else MNIST_EPOCHS)
     settings = TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr)
     report = None if args.quiet else _report

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from ...api import smooth_grad
-from ..shifts import rotate
+from ..shifts import rotate, rr
 
 STROKE_LEVEL = 0.5  # a pixel belongs to the stroke at half the full brightness or more
 # Shifts that move the stroke: it is where the same shift puts the clean digit.
-_MOVING = {"rotated": rotate}
+_MOVING = {"rotated": rotate, "random_resized_crop": rr}
 
 
 def stroke_masks(clean: Tensor, shift: str, seed: int, example_index: Tensor) -> Tensor:

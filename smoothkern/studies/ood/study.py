@@ -1,5 +1,5 @@
 """The out-of-distribution study: clean and AugMix models, trained over several seeds, tested
-on every shift of :data:`smoothkern.data.shifts.SHIFTS`.
+on every shift of :data:`smoothkern.studies.shifts.SHIFTS` (or those named).
 
     data (digits or MNIST; MNIST-C files when present)
       → for each trial seed: a clean model and an AugMix model (training.py)
@@ -13,7 +13,7 @@ import io
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ...data import digits_split, load_mnist
 from ...data.errors import DataError
 from ..mnist_c import load_mnist_c, mnist_c_corruptions
-from ..shifts import MNIST_C_SHIFTS, SHIFTS, apply_shift, to_rgb
+from ..shifts import EXTRA_SHIFTS, MNIST_C_SHIFTS, SHIFTS, apply_shift, to_rgb
 from ..train import accuracy
 from .model import rgb_digits_cnn
 from .training import OPTIMISER, TrainSettings, train_trial
@@ -57,7 +57,7 @@ class StudyData:
 
 def load_study_data(mnist: str | os.PathLike | None = None,
                     mnist_c: str | os.PathLike | None = None, limit: int | None = None,
-                    shift_seed: int = 0) -> StudyData:
+                    shift_seed: int = 0, shifts: Sequence[str] | None = None) -> StudyData:
     """The study's data: the bundled digits (75 % train / 25 % test) by default.
 
     Args:
@@ -67,12 +67,20 @@ def load_study_data(mnist: str | os.PathLike | None = None,
             ``mnist``, its ``identity/`` (plain MNIST) is the training and clean test set.
         limit: at most this many training and this many test images (a quick run).
         shift_seed: the seed of the synthetic shifts.
+        shifts: the test sets, by name (:data:`~smoothkern.studies.shifts.SHIFTS` or
+            :data:`~smoothkern.studies.shifts.EXTRA_SHIFTS`); default every one of ``SHIFTS``.
 
     Raises:
         DataError: missing or malformed files.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    shifts = list(SHIFTS if shifts is None else shifts)
+    unknown = [s for s in shifts if s not in SHIFTS and s not in EXTRA_SHIFTS]
+    if unknown or not shifts:
+        raise ValueError(f"unknown shift {unknown[0]!r}; choose from "
+                         f"{', '.join([*SHIFTS, *EXTRA_SHIFTS])}" if unknown
+                         else "need at least one shift")
     present = mnist_c_corruptions(mnist_c) if mnist_c is not None else []
     if mnist is not None:
         name, size = "MNIST", "mnist"
@@ -92,7 +100,7 @@ def load_study_data(mnist: str | os.PathLike | None = None,
         x_train, y_train = x_train[:limit], y_train[:limit]
         x_test, y_test = x_test[:limit], y_test[:limit]
     data = StudyData(name, size, to_rgb(x_train), y_train, x_test, y_test)
-    for shift in SHIFTS:
+    for shift in shifts:
         if shift in MNIST_C_SHIFTS and shift in present:
             x, y = load_mnist_c(mnist_c, shift, "test")
             if limit is not None:
@@ -113,7 +121,7 @@ class StudyResult:
         accuracy: (model kind, shift) → accuracies (fractions), one per trial seed.
         data, settings, augmentation: what was run; seconds: wall time of training + testing.
         stroke: optional (model kind or "stroke area", shift) → mean share of SmoothGrad's
-            magnitude on the stroke (:func:`smoothkern.ood.stroke.stroke_share_table`), with
+            magnitude on the stroke (:func:`smoothkern.studies.ood.stroke.stroke_share_table`), with
             ``stroke_note`` saying how it was measured.
     """
 

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...model_io import logits_of
+
 
 def check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
@@ -132,8 +134,4 @@ def check_target_range(targets: Tensor, classes: int) -> None:
 
 def check_logits(out: Any, batch: int) -> int:
     """The model's output must be logits [B, classes]; returns the number of classes."""
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != batch:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the model must return raw class scores shaped [B, classes] = "
-                         f"[{batch}, classes], got {shape}")
-    return int(out.shape[1])
+    return int(logits_of(out, None, batch).shape[1])

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.state import check_eval_mode, preserved
+from ...model_io import OutputSpec, adapt
 from .checks import (
     as_targets,
     check_count,
@@ -77,7 +78,9 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
                    normalization: Any = "auto",
                    pixel_range: tuple[float, float] | None = (0.0, 1.0),
                    magnification: float = MAGNIFICATION,
-                   batch_size: int | None = None) -> FoolingResult:
+                   batch_size: int | None = None, output: OutputSpec = None,
+                   forward_args: Any = None, forward_kwargs: dict[str, Any] | None = None
+                   ) -> FoolingResult:
     """Moves each image until the model predicts its target class, all images in one batch.
 
     Each step, for every image b not yet fooled:
@@ -103,6 +106,9 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
         magnification: the factor of ``result.magnified``.
         batch_size: the most images per forward/backward pass (None: all that still move, at
             once), to bound memory for large images or batches; results do not depend on it.
+        output, forward_args, forward_kwargs: where the logits are in the model's output and
+            its other inputs (:mod:`smoothkern.model_io`); tensors whose first dim is B go
+            with their image.
 
     Returns:
         A :class:`FoolingResult`.
@@ -128,9 +134,10 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
                          "range the model takes, or pixel_range=None not to clamp")
     check_eval_mode(model)
     space = input_space(model, inputs.shape[1], normalization, pixel_range).to(inputs)
+    call = adapt(model, output, forward_args, forward_kwargs, batch)
 
     with preserved(model, inputs):
-        original_scores = scores(model, inputs.detach(), batch_size)
+        original_scores = scores(call, inputs.detach(), batch_size)
         check_target_range(target, check_logits(original_scores, batch))
         images = inputs.detach().clone()
         steps = torch.zeros(batch, dtype=torch.int64, device=inputs.device)
@@ -141,7 +148,7 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
             x, t = images[moving], target[moving]
             # The scores come from the same forward as the gradient: the check is of the
             # image before this step, as in the assignment's loop.
-            now, grad = scores_and_gradient(model, x, t, batch_size)
+            now, grad = scores_and_gradient(call, x, t, batch_size, moving)
             go = now.argmax(1) != t  # fooled images stop here
             moving, x = moving[go], x[go]
             if moving.numel() == 0:
@@ -150,7 +157,7 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
             norm = g.flatten(1).norm(dim=1).clamp_min(_TINY_NORM).view(-1, 1, 1, 1)
             images[moving] = space.move(x, learning_rate * g / norm)
             steps[moving] += 1
-        final = scores(model, images, batch_size).argmax(1)
+        final = scores(call, images, batch_size).argmax(1)
     success = final == target  # the last step's images are judged by a forward of their own
     difference = images - inputs.detach()
     return FoolingResult(images=images, originals=inputs.detach().clone(), targets=target,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.state import check_eval_mode, preserved
+from ...model_io import OutputSpec, adapt
 from ...noise.philox import check_seed, raw_bits, standard_noise, uint_to_unit
 from ...ops.perturb import check_example_index
 from .checks import (
@@ -95,7 +96,9 @@ def class_visualization(model: nn.Module, targets: Any, *,
                         seed: int = 0, example_index: Any = None, init: Tensor | None = None,
                         normalization: Any = "auto",
                         pixel_range: tuple[float, float] | None = (0.0, 1.0),
-                        batch_size: int | None = None) -> ClassVisualization:
+                        batch_size: int | None = None, output: OutputSpec = None,
+                        forward_args: Any = None, forward_kwargs: dict[str, Any] | None = None
+                        ) -> ClassVisualization:
     """Grows one image per target class by gradient ascent on its raw score, in one batch.
 
     The defaults are the assignment's (``CS231N_RECIPE``, chosen there for SqueezeNet at
@@ -125,6 +128,9 @@ def class_visualization(model: nn.Module, targets: Any, *,
         pixel_range: the pixel range images are clamped to after every step, or None.
         batch_size: the most images per forward/backward pass (None: all at once), to bound
             memory; results do not depend on it.
+        output, forward_args, forward_kwargs: where the logits are in the model's output and
+            its other inputs (:mod:`smoothkern.model_io`); tensors whose first dim is B go
+            with their image.
 
     Returns:
         A :class:`ClassVisualization`.
@@ -159,6 +165,7 @@ def class_visualization(model: nn.Module, targets: Any, *,
     check_eval_mode(model)
     space = input_space(model, shape[0], normalization, pixel_range)
     space = space.to(like)
+    call = adapt(model, output, forward_args, forward_kwargs, batch)
 
     with preserved(model, *(() if init is None else (init,))):
         if init is None:
@@ -166,18 +173,18 @@ def class_visualization(model: nn.Module, targets: Any, *,
             images = space.clamp(space.mean + space.std * z)
         else:
             images = space.clamp(init.detach().clone())
-        first = scores(model, images, batch_size)
+        first = scores(call, images, batch_size)
         check_target_range(target, check_logits(first, batch))
         offsets = _jitter_offsets(seed, index, settings["num_steps"],
                                   settings["max_jitter"]).to(device)
         history = []
         for t in range(settings["num_steps"]):
-            images, score = _ascent_step(model, images, target, space, offsets[t], settings,
+            images, score = _ascent_step(call, images, target, space, offsets[t], settings,
                                          batch_size)
             history.append(score)
             if settings["blur_every"] is not None and t % settings["blur_every"] == 0:
                 images = gaussian_blur(images, settings["blur_sigma"])
-        last = scores(model, images, batch_size)
+        last = scores(call, images, batch_size)
     rows = torch.arange(batch, device=device)
     settings = dict(settings, seed=seed, mean=space.mean.flatten().tolist(),
                     std=space.std.flatten().tolist(), pixel_range=pixel_range)

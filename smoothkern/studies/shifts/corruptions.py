@@ -1,205 +1,26 @@
-"""Distribution shifts for digit images: colour, weighted grayscale, rotation, and the MNIST-C
-corruptions motion blur, fog and zigzag.
+"""The MNIST-C corruptions motion blur, fog and zigzag.
 
-Every shift takes images ``x (Tensor[B, C, H, W])`` with pixels in [0, 1] (the bundled digits,
-real MNIST) and returns new images; the input is never changed. Its random choices (a tint, an
-angle, a fog pattern) are drawn per image from a generator keyed by ``(seed, shift, example
-index)``, so image k is shifted the same way in any batch: ``shift(x, seed)[k]`` equals
-``shift(x[k:k+1], seed, example_index=k)[0]``.
-
-The MNIST-C corruptions follow the definitions of Mu & Gilmer, *MNIST-C: A Robustness Benchmark
-for Computer Vision* (2019), at the severity the published data set uses for each (motion blur:
-ImageMagick's motion blur with radius 10, sigma 3, angle uniform in ±45°; fog: a plasma fractal
-of strength 3.0 and decay 1.4; zigzag: a zigzag line of the paper's shape at a random height).
-Here they are re-implemented in numpy/torch (no ImageMagick), so the draws differ from the
-published files; :mod:`smoothkern.data.mnist_c` loads those when you have them.
+They follow the definitions of Mu & Gilmer, *MNIST-C: A Robustness Benchmark for Computer
+Vision* (2019), at the severity the published data set uses for each (motion blur: ImageMagick's
+motion blur with radius 10, sigma 3, angle uniform in ±45°; fog: a plasma fractal of strength
+3.0 and decay 1.4; zigzag: a zigzag line of the paper's shape at a random height). Here they are
+re-implemented in numpy/torch (no ImageMagick), so the draws differ from the published files;
+:mod:`smoothkern.studies.mnist_c` loads those when you have them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-ExampleIndex = int | Sequence[int] | Tensor | None
+from .base import ExampleIndex, check_images, generators
 
-TINTS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
-# RGB → gray weightings: ITU-R BT.601 luma (PIL, OpenCV), BT.709 luma (sRGB), and the plain mean.
-GRAYSCALE_WEIGHTS = {"bt601": (0.299, 0.587, 0.114), "bt709": (0.2126, 0.7152, 0.0722),
-                     "mean": (1 / 3, 1 / 3, 1 / 3)}
-ROTATION_DEGREES = 90.0
-# MNIST-C's settings (the severity each corruption has in the published data set).
 MOTION_BLUR_RADIUS, MOTION_BLUR_SIGMA, MOTION_BLUR_DEGREES = 10, 3.0, 45.0
 FOG_STRENGTH, FOG_DECAY, FOG_MAP_SIZE = 3.0, 1.4, 256
 ZIGZAG_LENGTH, ZIGZAG_WIDTH = 2.0, 2.0
-# Keeps the per-image draws of different shifts independent at the same seed.
-_SALTS = {"coloured": 1, "weighted_grayscale": 2, "rotate": 3, "motion_blur": 4, "fog": 5,
-          "zigzag": 6}
-
-
-# ----------------------------------------------------------------------------------------------
-# argument checks and per-image generators
-
-
-def _check_images(x: Tensor, name: str, channels: tuple[int, ...] = (1, 3)) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: images must be a Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] not in channels:
-        allowed = " or ".join(str(c) for c in channels)
-        raise ValueError(f"{name}: expected images [B, {allowed}, H, W], got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected floating-point pixels in [0, 1], got {x.dtype}")
-
-
-def _indices(example_index: ExampleIndex, batch: int) -> list[int]:
-    if example_index is None:
-        return list(range(batch))
-    if isinstance(example_index, int) and not isinstance(example_index, bool):
-        if example_index < 0:
-            raise ValueError(f"example_index must be >= 0, got {example_index}")
-        return list(range(example_index, example_index + batch))
-    if isinstance(example_index, Tensor):
-        if example_index.is_floating_point() or example_index.dim() != 1:
-            raise ValueError("example_index must be an int or a 1-D integer tensor, got "
-                             f"{example_index.dtype} {tuple(example_index.shape)}")
-        index = example_index.tolist()
-    else:
-        index = [int(i) for i in example_index]
-    if len(index) != batch:
-        raise ValueError(f"example_index has {len(index)} entries for {batch} images")
-    if index and min(index) < 0:
-        raise ValueError(f"example_index must be >= 0, got {min(index)}")
-    return index
-
-
-def _generators(seed: int, shift: str, example_index: ExampleIndex,
-                batch: int) -> list[np.random.Generator]:
-    """One numpy generator per image, keyed by (seed, shift, example index)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    salt = _SALTS[shift]
-    return [np.random.default_rng([int(seed), salt, i]) for i in _indices(example_index, batch)]
-
-
-def to_rgb(x: Tensor) -> Tensor:
-    """Gray images (Tensor[B, 1, H, W]) → Tensor[B, 3, H, W], the gray value in every channel;
-    RGB images come back as a copy."""
-    _check_images(x, "to_rgb")
-    return x.expand(-1, 3, -1, -1).clone() if x.shape[1] == 1 else x.clone()
-
-
-def _gray(x: Tensor) -> Tensor:
-    """[B, C, H, W] → [B, 1, H, W]: the image itself, or the mean of a 3-channel image."""
-    return x if x.shape[1] == 1 else x.mean(1, keepdim=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# colour and grayscale
-
-
-def coloured(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
-    """Draws each digit in one colour: red, green or blue, chosen per image.
-
-    Args:
-        x (Tensor[B, 1 or 3, H, W]): gray images in [0, 1] (a 3-channel image's mean is used).
-        seed: the draws' seed (>= 0).
-        example_index: the images' indices in their data set (an int offset, or B indices);
-            default 0..B-1.
-
-    Returns:
-        Tensor[B, 3, H, W]: the gray value in the chosen channel, zero in the other two.
-    """
-    _check_images(x, "coloured")
-    tints = torch.tensor(list(TINTS.values()), dtype=x.dtype, device=x.device)
-    picks = [int(g.integers(len(TINTS))) for g in _generators(seed, "coloured", example_index,
-                                                                 len(x))]
-    return _gray(x) * tints[picks].view(-1, 3, 1, 1)
-
-
-def weighted_grayscale(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
-    """RGB → gray with one of three channel weightings per image (BT.601, BT.709, mean).
-
-    A coloured digit turns into a dimmer gray one (a red stroke keeps 0.299 of its brightness
-    under BT.601); a gray image is its own grayscale, so RGB input is required.
-
-    Args:
-        x (Tensor[B, 3, H, W]): RGB images in [0, 1], e.g. from :func:`coloured`.
-        seed, example_index: as in :func:`coloured`.
-
-    Returns:
-        Tensor[B, 3, H, W]: the weighted gray value in all three channels.
-    """
-    _check_images(x, "weighted_grayscale", channels=(3,))
-    weights = torch.tensor(list(GRAYSCALE_WEIGHTS.values()), dtype=x.dtype, device=x.device)
-    picks = [int(g.integers(len(GRAYSCALE_WEIGHTS)))
-             for g in _generators(seed, "weighted_grayscale", example_index, len(x))]
-    gray = (x * weights[picks].view(-1, 3, 1, 1)).sum(1, keepdim=True)
-    return gray.expand(-1, 3, -1, -1).contiguous()
-
-
-# ----------------------------------------------------------------------------------------------
-# rotation
-
-
-def rotation_angles(seed: int, batch: int, example_index: ExampleIndex = None,
-                    max_degrees: float = ROTATION_DEGREES) -> Tensor:
-    """The angles :func:`rotate` uses: Tensor[B] of degrees, uniform in ±max_degrees."""
-    return torch.tensor([g.uniform(-max_degrees, max_degrees)
-                         for g in _generators(seed, "rotate", example_index, batch)],
-                        dtype=torch.float64)
-
-
-def rotate(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
-           max_degrees: float = ROTATION_DEGREES) -> Tensor:
-    """Rotates each image about its centre by an angle uniform in ±``max_degrees``
-    (:func:`rotation_angles`; :func:`rotate_by` does the rotation).
-
-    Args:
-        x (Tensor[B, C, H, W]): images in [0, 1].
-        seed, example_index: as in :func:`coloured`.
-        max_degrees: the largest rotation either way (0 ≤ max_degrees ≤ 180).
-
-    Returns:
-        Tensor[B, C, H, W].
-    """
-    _check_images(x, "rotate")
-    if not 0 <= max_degrees <= 180:
-        raise ValueError(f"max_degrees must be within [0, 180], got {max_degrees}")
-    return rotate_by(x, rotation_angles(seed, len(x), example_index, max_degrees))
-
-
-def rotate_by(x: Tensor, degrees: Tensor) -> Tensor:
-    """Rotates image b by ``degrees[b]`` counter-clockwise about its centre (bilinear; what
-    comes in from outside the image is black).
-
-    Args:
-        x (Tensor[B, C, H, W]): images. degrees (Tensor[B]): angles.
-
-    Returns:
-        Tensor[B, C, H, W].
-    """
-    _check_images(x, "rotate_by")
-    if degrees.shape != (len(x),):
-        raise ValueError(f"need one angle per image, got {tuple(degrees.shape)} for {len(x)}")
-    radians = torch.deg2rad(degrees.to(torch.float64))
-    height, width = x.shape[-2:]
-    cos, sin = radians.cos(), radians.sin()
-    # affine_grid maps output to input coordinates in [-1, 1] (x right, y down); the aspect
-    # ratio scales the off-diagonal terms so that non-square images rotate undistorted.
-    theta = torch.zeros(len(x), 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
-    theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
-    grid = F.affine_grid(theta.to(x.dtype).to(x.device), list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.clamp_(0, 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# MNIST-C: motion blur
 
 
 def motion_blur_kernel(radius: int = MOTION_BLUR_RADIUS,
@@ -218,16 +39,16 @@ def motion_blur(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
 
     Args:
         x (Tensor[B, C, H, W]): images in [0, 1].
-        seed, example_index: as in :func:`coloured`.
+        seed, example_index: as in :func:`~.colour.coloured`.
         radius, sigma: the blur's length (2·radius + 1 taps) and the Gaussian's width in pixels.
         max_degrees: the largest angle either way from horizontal.
 
     Returns:
         Tensor[B, C, H, W].
     """
-    _check_images(x, "motion_blur")
+    check_images(x, "motion_blur")
     angles = torch.tensor([g.uniform(-max_degrees, max_degrees)
-                           for g in _generators(seed, "motion_blur", example_index, len(x))],
+                           for g in generators(seed, "motion_blur", example_index, len(x))],
                           dtype=torch.float64)
     return motion_blur_by(x, angles, radius, sigma)
 
@@ -246,7 +67,7 @@ def motion_blur_by(x: Tensor, degrees: Tensor, radius: int = MOTION_BLUR_RADIUS,
     Returns:
         Tensor[B, C, H, W].
     """
-    _check_images(x, "motion_blur_by")
+    check_images(x, "motion_blur_by")
     if radius < 1 or not sigma > 0:
         raise ValueError(f"motion blur needs radius >= 1 and sigma > 0, got {radius}, {sigma}")
     if degrees.shape != (len(x),):
@@ -328,20 +149,20 @@ def fog(x: Tensor, seed: int = 0, example_index: ExampleIndex = None,
 
     Args:
         x (Tensor[B, C, H, W]): images in [0, 1], H and W at most 256.
-        seed, example_index: as in :func:`coloured`.
+        seed, example_index: as in :func:`~.colour.coloured`.
         strength, decay: the fog's weight and the fractal's decay.
 
     Returns:
         Tensor[B, C, H, W]: ``clip((x + s·f) · max(x) / (max(x) + s), 0, 1)`` per image.
     """
-    _check_images(x, "fog")
+    check_images(x, "fog")
     height, width = x.shape[-2:]
     if max(height, width) > FOG_MAP_SIZE:
         raise ValueError(f"fog: images up to {FOG_MAP_SIZE}×{FOG_MAP_SIZE}, got {height}×{width}")
     if strength < 0:
         raise ValueError(f"fog: strength must be >= 0, got {strength}")
     maps = [plasma_fractal(g, FOG_MAP_SIZE, decay)[:height, :width]
-            for g in _generators(seed, "fog", example_index, len(x))]
+            for g in generators(seed, "fog", example_index, len(x))]
     fractal = torch.from_numpy(np.stack(maps)).to(x.dtype).to(x.device)[:, None]
     brightest = x.flatten(1).amax(1).view(-1, 1, 1, 1)
     return ((x + strength * fractal) * brightest / (brightest + strength)).clamp_(0, 1)
@@ -408,58 +229,16 @@ def zigzag(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tens
 
     Args:
         x (Tensor[B, C, H, W]): images in [0, 1], at least 8×8 (MNIST-C's are 28×28).
-        seed, example_index: as in :func:`coloured`.
+        seed, example_index: as in :func:`~.colour.coloured`.
 
     Returns:
         Tensor[B, C, H, W]: ``clip(x + zigzag, 0, 1)`` in every channel.
     """
-    _check_images(x, "zigzag")
+    check_images(x, "zigzag")
     height, width = x.shape[-2:]
     if min(height, width) < 8:
         raise ValueError(f"zigzag: images must be at least 8×8, got {height}×{width}")
     lines = [zigzag_image(g, height, width)
-             for g in _generators(seed, "zigzag", example_index, len(x))]
+             for g in generators(seed, "zigzag", example_index, len(x))]
     overlay = torch.from_numpy(np.stack(lines)).to(x.dtype).to(x.device)[:, None]
     return (x + overlay).clamp_(0, 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# the named shifts of the out-of-distribution study
-
-
-def original(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
-    """No shift: the images as RGB (Tensor[B, 3, H, W])."""
-    return to_rgb(x)
-
-
-def coloured_grayscale(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
-    """The weighted grayscale of the coloured digit: :func:`weighted_grayscale` ∘
-    :func:`coloured` (a dimmed gray digit, Tensor[B, 3, H, W])."""
-    return weighted_grayscale(coloured(x, seed, example_index), seed, example_index)
-
-
-def _rgb(shift: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    def shifted(x: Tensor, seed: int = 0, example_index: ExampleIndex = None) -> Tensor:
-        return to_rgb(shift(x, seed, example_index))
-
-    shifted.__name__ = shift.__name__
-    shifted.__doc__ = f"{shift.__name__} with the defaults, as RGB (Tensor[B, 3, H, W])."
-    return shifted
-
-
-# name → shift(x, seed, example_index) returning RGB images [B, 3, H, W]: what a 3-channel
-# digits model is tested on. The last three are MNIST-C's.
-SHIFTS: dict[str, Callable[..., Tensor]] = {
-    "original": original, "coloured": coloured, "grayscale": coloured_grayscale,
-    "rotated": _rgb(rotate), "motion_blur": _rgb(motion_blur), "fog": _rgb(fog),
-    "zigzag": _rgb(zigzag),
-}
-MNIST_C_SHIFTS = ("motion_blur", "fog", "zigzag")
-
-
-def apply_shift(name: str, x: Tensor, seed: int = 0,
-                example_index: ExampleIndex = None) -> Tensor:
-    """One of :data:`SHIFTS` by name → RGB images Tensor[B, 3, H, W]."""
-    if name not in SHIFTS:
-        raise ValueError(f"unknown shift {name!r}; choose from {', '.join(SHIFTS)}")
-    return SHIFTS[name](x, seed, example_index)
