@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 import smoothkern as sk
-from smoothkern import backends as registry
+from smoothkern.ops import backends as registry
 from smoothkern.models import cifar10_resnet18
 from smoothkern.core.stats import direct_statistics
-from smoothkern.weight_noise import WeightDraws
-from smoothkern.weight_noise.draws import weight_key
+from smoothkern.noise.weights import WeightDraws
+from smoothkern.noise.weights.draws import weight_key
 
 from .common import interleaved_medians, machine
 

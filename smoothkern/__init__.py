@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .api import smooth_grad
-from .backends import status as _backend_status
+from .ops.backends import status as _backend_status
 from .dataset import attribute_dataset
-from .layer_noise import layer_activation
+from .noise.layer import layer_activation
 from .methods import (
     METHODS,
     AttributionMethod,
@@ -17,7 +17,8 @@ from .methods import (
     IntegratedGradients,
     Saliency,
 )
-from .noise import perturb_reference
+from .ops.perturb import perturb_reference
+from .model_cache import clear_caches
 from .noise_grad import noise_grad
 from .core import precision
 from .core.stats import AGGREGATES, StreamingStats
@@ -28,12 +29,13 @@ __version__ = "0.1.0"
 def backend_status(device: str = "cpu") -> dict[str, str]:
     """Every backend and whether it runs on ``device``: ``{name: "available" | reason}``.
 
-    (A function, not ``smoothkern.backends``, which is the subpackage of backend modules.)
+    (The kernel sets themselves: :mod:`smoothkern.ops.backends`.)
     """
     return _backend_status(device)
 
 
 __all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
+           "clear_caches",
            "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam", "InputXGradient",
            "IntegratedGradients", "Saliency", "attribute_dataset", "layer_activation", "noise_grad",
            "perturb_reference", "smooth_grad", "__version__"]

@@ -2,7 +2,7 @@
 
 NoiseGrad (Bykov et al., 2022) explains with ``n_models`` draws of the weights,
 w · (1 + weight_noise · ε); FusionGrad adds ``n_samples`` noisy inputs per draw. Here the
-draws are counter-based (:mod:`smoothkern.weight_noise.draws`), the model runs on them through
+draws are counter-based (:mod:`smoothkern.noise.weights.draws`), the model runs on them through
 functional calls (the caller's parameters are never written), several draws share a pass when
 the memory budget holds them, and the n_models · n_samples attributions are reduced by the
 engine's streaming statistics.
@@ -10,36 +10,34 @@ engine's streaming statistics.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import backends as backend_registry
 from .core import engine
-from .api import (
-    _check_snapshots,
-    check_accumulator_dtype,
+from .core.builder import build_job, check_options, finish, model_session
+from .core.checks import (
     check_count,
-    check_eps,
-    check_example_index,
     check_inputs,
-    check_memory_limit,
+    check_model,
     check_target,
-    clean_forward,
+    check_unknown_options,
 )
+from .core.planning import forward_measuring_saved_bytes
+from .core.state import check_eval_mode
 from .methods import AttributionMethod, resolve_method
-from .noise import check_noise_kind, check_seed, plan_sigma
-from .core.precision import check_compute_dtype
-from .sources import CounterNoise
-from .core.state import check_eval_mode, preserved
-from .core.stats import check_aggregates
-from .weight_noise.draws import NOISE_KINDS, WeightDraws
-from .weight_noise.method import OnDrawnWeights
-from .weight_noise.planning import choose_attributions_per_pass
-from .weight_noise.source import WeightNoiseSource
+from .model_cache import clean_forward, returns_tensor, serialised
+from .model_io import ModelCall, OutputSpec, adapt
+from .noise.sigma import plan_sigma
+from .noise.sources.weights import WeightNoiseSource
+from .noise.weights.draws import WEIGHT_NOISE_KINDS, WeightDraws
+from .noise.weights.method import OnDrawnWeights
+from .noise.weights.planning import choose_attributions_per_pass
+from .ops.backends import Backend
 
 # smooth_grad keywords that have no meaning here, with the reason given when one is passed.
 _NOT_HERE = {
@@ -49,6 +47,7 @@ _NOT_HERE = {
 }
 
 
+@serialised
 def noise_grad(
     model: nn.Module,
     inputs: Tensor,
@@ -67,11 +66,14 @@ def noise_grad(
     snapshots: Sequence[int] | None = None,
     seed: int = 0,
     eps: float = 1e-10,
-    backend: str | backend_registry.Backend = "auto",
+    backend: str | Backend = "auto",
     accumulator_dtype: torch.dtype = torch.float32,
     compute_dtype: torch.dtype | None = None,
     memory_limit: int | None = None,
     example_index: int | Sequence[int] | Tensor | None = None,
+    output: OutputSpec = None,
+    forward_args: Sequence[Any] | Any = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
     **method_options: Any,
 ) -> Tensor | dict[str, Tensor]:
@@ -123,6 +125,8 @@ def noise_grad(
         memory_limit: bytes one pass may hold: saved activations plus the drawn weights.
         example_index: the examples' indices in the caller's data, keying the input noise (as in
             ``smooth_grad``); the weight draws are shared by all examples.
+        output, forward_args, forward_kwargs: where the logits are in the model's output, and
+            the model's other inputs, as in :func:`smoothkern.smooth_grad`.
         progress: show a tqdm bar over attributions.
 
     Returns:
@@ -136,25 +140,23 @@ def noise_grad(
     for name, reason in _NOT_HERE.items():
         if name in method_options:
             raise TypeError(f"noise_grad takes no {name}=: {reason}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     check_inputs(inputs)
-    n_models = check_count(n_models, "n_models")
+    check_unknown_options(method_options, _KEYWORDS, method, "noise_grad")
+    if backend == "vmap":
+        raise ValueError("backend 'vmap' (vmap over rows) is not offered by noise_grad: its "
+                         "batched passes already vmap over the model draws; use 'auto', a "
+                         "kernel set or 'loop'")
     n_samples = check_count(n_samples, "n_samples")
-    if samples_per_pass is not None:
-        samples_per_pass = check_count(samples_per_pass, "samples_per_pass")
+    options = check_options(
+        inputs, n_samples=n_models, snapshots=snapshots, aggregate=aggregate, seed=seed,
+        noise=noise, eps=eps, backend=backend, accumulator_dtype=accumulator_dtype,
+        compute_dtype=compute_dtype, memory_limit=memory_limit,
+        samples_per_pass=samples_per_pass, example_index=example_index, progress=progress,
+        count_name="n_models")
     weight_noise = check_weight_noise(weight_noise)
-    if noise_kind not in NOISE_KINDS:
-        raise ValueError(f"unknown noise_kind {noise_kind!r}; choose one of {NOISE_KINDS}")
-    noise = check_noise_kind(noise)
-    names, single = check_aggregates(aggregate)
-    seed = check_seed(seed)
-    check_eps(eps)
-    check_accumulator_dtype(accumulator_dtype)
-    compute_dtype = check_compute_dtype(compute_dtype)
-    memory_limit = check_memory_limit(memory_limit)
-    index = check_example_index(example_index, inputs.shape[0], inputs.device)
-    model_counts = _check_snapshots(snapshots, n_models)
+    if noise_kind not in WEIGHT_NOISE_KINDS:
+        raise ValueError(f"unknown noise_kind {noise_kind!r}; choose one of {WEIGHT_NOISE_KINDS}")
     x = inputs.detach()
     if stdevs is not None and isinstance(noise_level, (int, float)) and noise_level == 0:
         noise_level = None                    # the default gives way to stdevs
@@ -163,37 +165,38 @@ def noise_grad(
         raise ValueError(f"n_samples={n_samples} without input noise would repeat each model's "
                          "attribution; give noise_level or stdevs (FusionGrad), or n_samples=1")
     method_obj = resolve_method(method, **method_options)
-    choice = _choose_backend(backend, x.device)
     check_eval_mode(model)
-    draws = WeightDraws(model, weight_noise, noise_kind, seed, choice.kernels.perturb)
+    call = adapt(model, output, forward_args, forward_kwargs, x.shape[0])
+    draws = WeightDraws(call, weight_noise, noise_kind, seed, options.choice.kernels.perturb)
     _check_devices(draws, x.device)
-    with preserved(model, inputs):
-        wrapped = OnDrawnWeights(method_obj, model, draws)
-        logits, row_bytes = clean_forward(model, x)
-        target = logits.argmax(dim=1) if target is None else target
-        target = check_target(target, x.shape[0], logits.shape[1], x.device)
+    wrapped = OnDrawnWeights(method_obj, call, draws)
+    with model_session(model, wrapped, inputs):
+        if call is model:
+            logits, row_bytes = clean_forward(model, x)
+            if not returns_tensor(model, x):     # a ModelOutput or a mapping: adapt it
+                call = ModelCall(model, batch=x.shape[0])
+                wrapped = OnDrawnWeights(method_obj, call, draws)
+        else:
+            logits, row_bytes = forward_measuring_saved_bytes(call, x)
+        target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
+                              logits.shape[1], x.device)
         rows_per_attribution = sigma.shape[0] * x.shape[0] * max(1, method_obj.rows_per_sample)
-        per_pass = samples_per_pass or choose_attributions_per_pass(
+        per_pass = options.samples_per_pass or choose_attributions_per_pass(
             rows_per_attribution, n_models, n_samples, row_bytes, draws.bytes_per_draw,
-            x.device, memory_limit, batch_models=wrapped.vmap_draws)
-        job = engine.Job(
-            method=wrapped,
-            source=WeightNoiseSource(
-                CounterNoise(x, sigma, seed, noise, choice.kernels.perturb, index), n_samples),
-            target=target, n_samples=n_models * n_samples,
-            snapshots=tuple(k * n_samples for k in model_counts) + (
-                () if model_counts[-1] == n_models else (n_models * n_samples,)),
-            aggregates=names, accumulate=choice.kernels.accumulate, passes=choice.passes,
-            samples_per_pass=per_pass, accumulator_dtype=accumulator_dtype, eps=float(eps),
-            compute_dtype=compute_dtype)
+            x.device, options.memory_limit, batch_models=wrapped.vmap_draws)
+        job = build_job(options, method=wrapped,
+                        source=WeightNoiseSource(options.input_noise(x, sigma), n_samples),
+                        target=target, samples_per_pass=per_pass, per_snapshot=n_samples)
         try:
-            with wrapped.session(model):
-                results = engine.run(model, job, progress)
+            results = engine.run(call, job, options.progress)
         finally:
             draws.release()
-    return engine.shape_results(results, names, sweep=sweep,
-                                returned_snapshots=len(model_counts) if snapshots is not None
-                                else 0, single_aggregate=single)
+    return finish(results, options, sweep)
+
+
+# the keywords noise_grad takes itself (the rest go to the method)
+_KEYWORDS = tuple(p for p in inspect.signature(noise_grad).parameters
+                  if p not in ("model", "inputs", "method_options"))
 
 
 def check_weight_noise(value: Any) -> float:
@@ -203,16 +206,6 @@ def check_weight_noise(value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"weight_noise must be finite and >= 0, got {value!r}")
     return float(value)
-
-
-def _choose_backend(backend: Any, device: torch.device) -> backend_registry.Choice:
-    if isinstance(backend, backend_registry.Backend):
-        return backend_registry.Choice(backend, "batched")
-    if backend == "vmap":
-        raise ValueError("backend 'vmap' (vmap over rows) is not offered by noise_grad: its "
-                         "batched passes already vmap over the model draws; use 'auto', a "
-                         "kernel set or 'loop'")
-    return backend_registry.choose(backend, device)
 
 
 def _check_devices(draws: WeightDraws, device: torch.device) -> None:

@@ -84,7 +84,7 @@ def test_training_mode_without_such_layers_is_fine():
 
 
 def test_unavailable_backend_names_the_available_ones(model, monkeypatch):
-    from smoothkern.backends import registry
+    from smoothkern.ops import backends as registry
 
     torch_backend = registry.resolve("torch", "cpu")
     missing = registry.Backend(name="missing", perturb=torch_backend.perturb,
@@ -178,11 +178,22 @@ class TupleOut(nn.Module):
         return self.wrap(self.lin(x))
 
 
-@pytest.mark.parametrize("wrap", [lambda y: (y, y), lambda y: {"logits": y}])
 @pytest.mark.parametrize("backend", ["torch", "vmap", "loop"])
-def test_a_model_returning_a_tuple_or_dict_gets_a_clear_error(wrap, backend):
-    with pytest.raises(ValueError, match=r"must return logits shaped \[B, classes\]"):
-        sk.smooth_grad(TupleOut(wrap), torch.rand(2, 4), backend=backend)
+def test_a_model_returning_a_tuple_gets_a_clear_error_naming_output(backend):
+    with pytest.raises(ValueError, match=r"must return logits shaped \[B, classes\].*output=0"):
+        sk.smooth_grad(TupleOut(lambda y: (y, y)), torch.rand(2, 4), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "vmap", "loop"])
+def test_a_model_returning_a_logits_mapping_is_read_by_default(backend):
+    x = torch.rand(2, 4)
+    model = TupleOut(lambda y: {"logits": y})
+    plain = sk.smooth_grad(model.lin, x, n_samples=3, backend=backend)
+    torch.testing.assert_close(sk.smooth_grad(model, x, n_samples=3, backend=backend), plain)
+    pair = TupleOut(lambda y: (y, y))
+    pair.lin = model.lin
+    tupled = sk.smooth_grad(pair, x, n_samples=3, backend=backend, output=1)
+    torch.testing.assert_close(tupled, plain)
 
 
 class NoGradModel(nn.Module):

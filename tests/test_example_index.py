@@ -62,3 +62,9 @@ def test_the_drop_in_noise_tunnel_takes_example_index(model):
         tunnel.attribute(X, example_index=[0, 1], **kw)                # B = 5 rows, 2 indices
     with pytest.raises(ValueError, match="rng='captum'"):
         tunnel.attribute(X, example_index=0, rng="captum", **kw)
+
+
+@pytest.mark.parametrize("bad", [2**63, [2**63, 0, 1, 2, 3], 2**64])
+def test_example_indices_past_int64_get_the_range_error(model, bad):
+    with pytest.raises(ValueError, match="example_index values must be within"):
+        sk.smooth_grad(model, X, example_index=bad, n_samples=2)

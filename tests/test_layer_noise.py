@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 import smoothkern as sk
 from smoothkern import captum as skc
-from smoothkern.layer_noise import layer_activation
+from smoothkern.noise.layer import layer_activation
 from smoothkern.noise import standard_noise
 
 VOCAB, DIM, CLASSES = 17, 8, 3

@@ -11,14 +11,14 @@ from helpers import tiny_mlp, tiny_resnet
 from torch import Tensor, nn
 
 import smoothkern as sk
-from smoothkern import _ext
-from smoothkern.backends import registry
+from smoothkern.ops import extension
+from smoothkern.ops import backends as registry
 from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
 from smoothkern.core.stats import direct_statistics
-from smoothkern.weight_noise import WeightDraws, drawn_model
-from smoothkern.weight_noise import planning as weight_planning
-from smoothkern.weight_noise.planning import choose_attributions_per_pass
+from smoothkern.noise.weights import WeightDraws, drawn_model
+from smoothkern.noise.weights import planning as weight_planning
+from smoothkern.noise.weights.planning import choose_attributions_per_pass
 
 ALL = ("mean", "abs", "sq", "var", "geomean", "sem")
 # The weight-noise contract's key, written out: seed XOR splitmix64's golden-ratio constant.
@@ -82,7 +82,7 @@ def images():
 # against the loop
 
 
-NO_CPP = pytest.mark.skipif(not _ext.has_ops(), reason="the C++ op is not built")
+NO_CPP = pytest.mark.skipif(not extension.has_ops(), reason="the C++ op is not built")
 KERNEL_SETS = [pytest.param("cpp", marks=NO_CPP), "torch"]
 
 

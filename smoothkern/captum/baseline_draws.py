@@ -14,7 +14,7 @@ Two sources, matching the two noise modes:
   more for the remainder chunk.
 
 The drawn rows reach the method as a per-row ``baseline`` through the engine's
-:class:`~smoothkern.sources.DrawnBaselines` source (``BaselineDraws.rows`` is its callable).
+:class:`~smoothkern.noise.sources.DrawnBaselines` source (``BaselineDraws.rows`` is its callable).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..noise import philox4x32
+from ..noise.philox import philox4x32
 from .errors import CaptumArgumentError
 from .inputs import Layout
 

@@ -3,7 +3,7 @@ layer attributions of that layer.
 
 Captum's NoiseTunnel adds the noise to the raw inputs, which cannot work on token ids
 (pytorch/captum issues 1281, 771). With ``noise_at=`` the drop-in draws the noise on the layer's
-clean activation instead (counter-based, :mod:`smoothkern.layer_noise`) and runs the wrapped
+clean activation instead (counter-based, :mod:`smoothkern.noise.layer`) and runs the wrapped
 layer algorithm's arithmetic with respect to the noisy activation:
 
 - ``LayerIntegratedGradients(model, layer)``: integrated gradients in the layer's space, from
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import methods
-from ..layer_noise import AtLayer, activation_of, clean_forward_at_layer
+from ..noise.layer import AtLayer, activation_of, clean_forward_at_layer
 from ..methods import AttributionMethod
-from ..noise import plan_sigma
+from ..noise.sigma import plan_sigma
 from ..core.planning import choose_samples_per_pass
 from .attributions import Problem
 from .errors import CaptumArgumentError
@@ -41,7 +41,7 @@ _CALL_OPTIONS = ("target", "additional_forward_args")
 
 class LayerNoiseRun:
     """A NoiseTunnel call with ``noise_at``: the layer algorithm as a smoothkern method at the
-    layer (:class:`~smoothkern.layer_noise.AtLayer`), the clean activation to draw noise on.
+    layer (:class:`~smoothkern.noise.layer.AtLayer`), the clean activation to draw noise on.
 
     Args:
         algorithm: a ``LayerIntegratedGradients`` or ``LayerGradientXActivation`` object.

@@ -14,14 +14,22 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..core import engine
-from ..api import check_example_index, check_strategy, clean_forward
-from ..backends import choose
-from ..layer_noise import check_layer_strategy
-from ..noise import check_noise_kind, check_seed
+from ..api import check_strategy
+from ..noise.layer import check_layer_strategy
+from ..noise.kinds import parse_noise_kind
+from ..noise.philox import check_seed
+from ..ops.backends import choose
+from ..ops.perturb import check_example_index
 from ..core.planning import choose_samples_per_pass, forward_measuring_saved_bytes
 from ..core.precision import check_compute_dtype
-from ..model_cache.prepare import check_preparations, prepared_model, usable_preparations
-from ..sources import CounterNoise, DrawnBaselines, NoiseSource
+from ..model_cache import (
+    check_preparations,
+    clean_forward,
+    model_lock,
+    prepared_model,
+    usable_preparations,
+)
+from ..noise.sources import CounterNoise, DrawnBaselines, NoiseSource
 from ..core.state import preserved
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
 from .baseline_draws import BaselineDraws
@@ -138,7 +146,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
         if noise_at is not None and draw_baseline_from_distrib:
             raise CaptumArgumentError("draw_baseline_from_distrib is not available with "
                                       "noise_at=")
-        noise = check_noise_kind(noise)
+        noise = parse_noise_kind(noise)
         seed = check_seed(0 if seed is None else seed)
         compute_dtype = check_compute_dtype(compute_dtype)
         options = dict(kwargs)
@@ -241,12 +249,14 @@ class NoiseTunnel(_captum.NoiseTunnel):
 
     @functools.wraps(_attribute)
     def _attribute(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self._attribute_holding_inputs(*args, **kwargs)
-        finally:      # the kept wrapper lets go of this call's additional_forward_args
-            flat = getattr(self, "_flat_model", None)
-            if flat is not None:
-                flat.release()
+        # one call at a time on the user's model (and on this tunnel's kept wrapper)
+        with model_lock(self.attribution_method.forward_func), model_lock(self):
+            try:
+                return self._attribute_holding_inputs(*args, **kwargs)
+            finally:      # the kept wrapper lets go of this call's additional_forward_args
+                flat = getattr(self, "_flat_model", None)
+                if flat is not None:
+                    flat.release()
 
     @functools.wraps(_attribute)
     def attribute(self, *args: Any, rng: str = "smoothkern", **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..sources import Chunk, NoiseSource
+from ..noise.sources import Chunk, NoiseSource
 from .inputs import Layout
 
 

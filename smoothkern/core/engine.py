@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...backends.registry import AccumulateFn
-from ...model_cache.cuda_graphs import GraphedPasses
+from ..ops.backends import AccumulateFn
+from ..model_cache.cuda_graphs import GraphedPasses
 from .memory import is_out_of_memory, release_cached_memory
-from ...methods import AttributionMethod
+from ..methods import AttributionMethod
+from ..model_io import ModelCall
 from .precision import autocast
-from ...sources import Chunk, NoiseSource
+from ..noise.sources import Chunk, NoiseSource
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats, direct_statistics
 
 PASS_STRATEGIES = ("batched", "vmap", "loop")
@@ -125,6 +126,8 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
                         if len(active):
                             source = source.subset(index)
                             method = method.subset(index)
+                            if isinstance(model, ModelCall):  # its other inputs follow too
+                                model = model.subset(index)
                             target = target[index.to(target.device)]
             results.append(reducer.finalize())
     finally:

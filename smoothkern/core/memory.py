@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import torch
 
 # How allocation failures read when they surface as plain RuntimeErrors (CPU allocator, MPS).
@@ -20,3 +23,18 @@ def release_cached_memory(device: torch.device) -> None:
     """Hands cached blocks back after an OOM so that the smaller retry can use them."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+# Kept CUDA graphs (smoothkern.model_cache.cuda_graphs): their private pools are reserved by the
+# allocator, yet no eager pass can use them. Held weakly: a dropped set of graphs counts no more.
+_GRAPH_POOLS: weakref.WeakSet = weakref.WeakSet()
+
+
+def hold_graph_pools(graphs: Any) -> None:
+    """Counts ``graphs.kept_pool_bytes(device)`` in :func:`graph_pool_bytes` while it lives."""
+    _GRAPH_POOLS.add(graphs)
+
+
+def graph_pool_bytes(device: torch.device) -> int:
+    """Bytes the kept CUDA graphs' pools hold on ``device``."""
+    return sum(graphs.kept_pool_bytes(device) for graphs in list(_GRAPH_POOLS))

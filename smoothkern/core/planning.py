@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from .memory import graph_pool_bytes
+
 if TYPE_CHECKING:
-    from ...methods import AttributionMethod
+    from ..methods import AttributionMethod
 
 # Measurements behind each constant: benchmarks/RESULTS.md, section "Planning constants".
 # Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).
@@ -97,9 +99,12 @@ def memory_budget(device: torch.device) -> int:
 
 def gpu_free_bytes(device: torch.device) -> int:
     """Free bytes on a GPU, counting the blocks PyTorch's allocator holds cached but unused
-    (the driver reports them as taken, yet the next pass can use them)."""
+    (the driver reports them as taken, yet the next pass can use them), except those of kept
+    CUDA graphs' private pools."""
     free, _ = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    # kept CUDA graphs' pools are reserved but not free for a pass
+    return free + max(0, cached - graph_pool_bytes(device))
 
 
 def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,

@@ -37,11 +37,13 @@ float32, get mean NaN, sq +Inf and var NaN too.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ..ops.accumulate import accumulate_reference
 
 AGGREGATES = ("mean", "abs", "sq", "var", "geomean", "sem")
 # aggregate names the engine answers beside the element-wise statistics
@@ -68,23 +70,6 @@ def check_aggregates(aggregate: str | Iterable[str]) -> tuple[tuple[str, ...], b
     if len(set(names)) != len(names):
         raise ValueError(f"aggregate names repeat: {names}")
     return names, single
-
-
-def accumulate_reference(state: StreamingStats, chunk: Tensor) -> None:
-    """Adds a chunk of attributions to ``state`` in place (pure torch, several reads).
-
-    Args:
-        state: the running statistics, element shape ``[N]``.
-        chunk (Tensor[k, N]): k attributions, any floating dtype.
-    """
-    a = chunk.to(state.dtype)
-    k = a.shape[0]
-    chunk_mean = a.mean(dim=0)
-    chunk_m2 = (a - chunk_mean).square().sum(dim=0)
-    abs_a = a.abs()
-    state.abs_sum += abs_a.sum(dim=0)
-    state.log_sum += torch.log(abs_a + state.eps).sum(dim=0)
-    state._merge_moments(k, chunk_mean, chunk_m2)
 
 
 @dataclass
@@ -191,33 +176,73 @@ class StreamingStats:
         names, _ = check_aggregates(aggregates)
         if self.count == 0:
             raise ValueError("no samples have been accumulated")
-        n = self.count
-        # abs_sum is NaN where a NaN was seen and +Inf where an infinity was (module docstring).
-        nan_seen = self.abs_sum.isnan()
-        inf_seen = self.abs_sum.isinf()
-        bad = nan_seen | inf_seen
-        nan = torch.tensor(float("nan"), dtype=self.dtype, device=self.mean.device)
-        out = {}
         for name in names:
-            if name == "mean":
-                value = torch.where(bad, nan, self.mean)
-            elif name == "abs":
-                value = self.abs_sum / n
-            elif name == "var":
-                value = torch.where(bad, nan, (self.m2 / n).clamp_min(0))
-            elif name == "sq":
-                value = torch.where(bad, self.abs_sum, (self.m2 / n).clamp_min(0)
-                                    + self.mean.square())
-            elif name == "sem":
-                value = torch.where(bad, nan, (self.m2 / max(n - 1, 0) / n).clamp_min(0).sqrt()
-                                    if n > 1 else torch.full_like(self.mean, float("nan")))
-            elif name in PER_EXAMPLE_AGGREGATES:
+            if name in PER_EXAMPLE_AGGREGATES:
                 raise ValueError(f"{name!r} is not an element-wise statistic: the engine "
                                  "answers it")
-            else:
-                value = torch.where(nan_seen, nan, torch.exp(self.log_sum / n))
-            out[name] = value
-        return out
+        # abs_sum is NaN where a NaN was seen and +Inf where an infinity was (module docstring).
+        nan_seen = self.abs_sum.isnan()
+        view = _Finite(self, nan_seen, nan_seen | self.abs_sum.isinf(),
+                       torch.tensor(float("nan"), dtype=self.dtype, device=self.mean.device))
+        return {name: FINALIZERS[name].streaming(view) for name in names}
+
+
+@dataclass(frozen=True)
+class _Finite:
+    """A state as the streaming finalizers read it: where a NaN (``nan_seen``) or any
+    non-finite value (``bad``) was accumulated, and a NaN scalar of the state's dtype."""
+
+    state: StreamingStats
+    nan_seen: Tensor
+    bad: Tensor
+    nan: Tensor
+
+
+def _stream_sem(v: _Finite) -> Tensor:
+    s, n = v.state, v.state.count
+    if n < 2:
+        return torch.full_like(s.mean, float("nan"))
+    return torch.where(v.bad, v.nan, (s.m2 / (n - 1) / n).clamp_min(0).sqrt())
+
+
+def _direct_mean(a: Tensor, eps: float) -> Tensor:
+    return torch.where(a.isinf().any(0), float("nan"), a.mean(0))
+
+
+def _direct_sem(a: Tensor, eps: float) -> Tensor:
+    if a.shape[0] < 2:
+        return torch.full_like(a[0], float("nan"))
+    return torch.where(a.isinf().any(0), float("nan"), a.std(0, unbiased=True) / a.shape[0] ** 0.5)
+
+
+@dataclass(frozen=True)
+class Finalizer:
+    """One aggregate: from a streaming state (``streaming``) and from all samples held at once
+    (``direct``, float64, the loop reference's way)."""
+
+    streaming: Callable[[_Finite], Tensor]
+    direct: Callable[[Tensor, float], Tensor]
+
+
+# Every element-wise aggregate, in one table: adding one is an entry here (and its name in
+# AGGREGATES); an unknown name is an error in check_aggregates, never a default.
+FINALIZERS: dict[str, Finalizer] = {
+    "mean": Finalizer(lambda v: torch.where(v.bad, v.nan, v.state.mean), _direct_mean),
+    "abs": Finalizer(lambda v: v.state.abs_sum / v.state.count,
+                     lambda a, eps: a.abs().mean(0)),
+    "sq": Finalizer(lambda v: torch.where(v.bad, v.state.abs_sum,
+                                          (v.state.m2 / v.state.count).clamp_min(0)
+                                          + v.state.mean.square()),
+                    lambda a, eps: a.square().mean(0)),
+    "var": Finalizer(lambda v: torch.where(v.bad, v.nan, (v.state.m2 / v.state.count)
+                                           .clamp_min(0)),
+                     lambda a, eps: a.var(0, unbiased=False)),
+    "geomean": Finalizer(lambda v: torch.where(v.nan_seen, v.nan,
+                                               torch.exp(v.state.log_sum / v.state.count)),
+                         lambda a, eps: torch.exp(torch.log(a.abs() + eps).mean(0))),
+    "sem": Finalizer(_stream_sem, _direct_sem),
+}
+assert tuple(FINALIZERS) == AGGREGATES, "AGGREGATES and FINALIZERS name the same aggregates"
 
 
 def direct_statistics(samples: Tensor, aggregates: Iterable[str], eps: float) -> dict[str, Tensor]:
@@ -235,20 +260,4 @@ def direct_statistics(samples: Tensor, aggregates: Iterable[str], eps: float) ->
         ``{name: Tensor[...]}`` in float64.
     """
     a = samples.to(torch.float64)
-    out = {}
-    for name in aggregates:
-        if name == "mean":
-            out[name] = torch.where(a.isinf().any(0), float("nan"), a.mean(0))
-        elif name == "abs":
-            out[name] = a.abs().mean(0)
-        elif name == "sq":
-            out[name] = a.square().mean(0)
-        elif name == "var":
-            out[name] = a.var(0, unbiased=False)
-        elif name == "sem":
-            sem = a.std(0, unbiased=True) / a.shape[0] ** 0.5 if a.shape[0] > 1 else \
-                torch.full_like(a[0], float("nan"))
-            out[name] = torch.where(a.isinf().any(0), float("nan"), sem)
-        else:
-            out[name] = torch.exp(torch.log(a.abs() + eps).mean(0))
-    return out
+    return {name: FINALIZERS[name].direct(a, eps) for name in aggregates}

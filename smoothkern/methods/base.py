@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from ..model_io import logits_of
+
 
 class AttributionMethod:
     """Base class of the methods under noise.
@@ -28,7 +30,7 @@ class AttributionMethod:
             object), so the engine never swaps in a prepared copy (:mod:`smoothkern.prepare`).
         supports_layer_noise: the method attributes to whatever its ``inputs`` are, so under
             ``noise_at=`` it can take a layer's noisy output in their place
-            (:mod:`smoothkern.layer_noise`).
+            (:mod:`smoothkern.noise.layer`).
         capturable: one :meth:`attribute` call can be recorded as a CUDA graph and replayed
             (no host synchronisation, no Python state changed per pass); otherwise
             ``cuda_graphs=True`` runs its passes eagerly (:mod:`smoothkern.cuda_graphs`).
@@ -95,11 +97,7 @@ def logit_of_target(outputs: Tensor, target: Tensor) -> Tensor:
         outputs (Tensor[R, classes]), target (LongTensor[R]).
     """
     # a call that skipped the clean forward checks the output here (a model seen before)
-    if not isinstance(outputs, Tensor) or outputs.dim() != 2 or \
-            outputs.shape[0] != target.shape[0]:
-        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
-        raise ValueError(f"the model must return logits shaped [rows, classes] = "
-                         f"[{target.shape[0]}, classes], got {shape}")
+    outputs = logits_of(outputs, None, target.shape[0])
     return outputs.gather(1, target.view(-1, 1)).sum()
 
 

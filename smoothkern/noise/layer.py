@@ -1,7 +1,7 @@
 """Noise at a layer: the noise is added to one module's output, and the attribution is taken
 with respect to that output.
 
-The engine's pipeline does not change. The noise source is :class:`~smoothkern.sources.
+The engine's pipeline does not change. The noise source is :class:`~smoothkern.noise.sources.
 CounterNoise` drawn on the layer's *clean activation* ``h[B, *layer_out]`` (one clean forward
 records it), so the noise stays a pure function of (seed, example, sample, element of the layer
 output). The method is the base method wrapped by :class:`AtLayer`: it runs the model on the
@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .methods import AttributionMethod
-from .methods.layers import resolve_layer
-from .core.state import preserved
+from ..methods import AttributionMethod
+from ..methods.layers import resolve_layer
+from ..core.state import preserved
+from ..model_cache.toggles import attention_fast_path_off
 
 __all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
            "check_layer_strategy", "clean_forward_at_layer", "layer_activation", "resolve_layer"]
@@ -57,12 +58,10 @@ def _hooked(layer: nn.Module, hook: Any) -> Iterator[None]:
     eval mode without gradients, nn.TransformerEncoderLayer would skip the submodules (and
     their hooks) that a layer inside it needs."""
     handle = layer.register_forward_hook(hook)
-    fast_path = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        yield
+        with attention_fast_path_off():       # counted: overlapping calls restore it once
+            yield
     finally:
-        torch.backends.mha.set_fastpath_enabled(fast_path)
         handle.remove()
 
 
@@ -110,7 +109,7 @@ def clean_forward_at_layer(model: nn.Module, layer: nn.Module, inputs: Tensor
         calls += 1
         leaf = _check_output(out, batch).detach().requires_grad_(True)
         seen.append(leaf)
-        return leaf
+        return leaf.clone()      # the model may modify the output in place (ReLU(inplace))
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -151,7 +150,7 @@ def activation_of(model: Any, layer: nn.Module, inputs: Tensor) -> Tensor:
     seen: list[Tensor] = []
 
     def record(mod: nn.Module, args: tuple, out: Tensor) -> None:
-        seen.append(_check_output(out, inputs.shape[0]).detach())
+        seen.append(_check_output(out, inputs.shape[0]).detach().clone())  # before in-place ops
 
     with torch.no_grad(), _hooked(layer, record):
         model(inputs.detach())
@@ -189,7 +188,9 @@ class LayerInjection(nn.Module):
             if out.shape != activations.shape:
                 raise ValueError(f"the noise_at layer's output has shape {tuple(out.shape)}, "
                                  f"the activations {tuple(activations.shape)}")
-            return activations.to(out.dtype)   # autocast's dtype; the gradient flows back
+            # autocast's dtype; a copy, as the model may modify it in place (ReLU(inplace));
+            # the gradient flows back to the activations either way
+            return activations.to(out.dtype).clone()
 
         with _hooked(self.layer[0], replace):
             out = self.model(self.inputs[index])

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+# The SmoothGrad paper's default: σ = 15 % of each example's range.
+DEFAULT_NOISE_LEVEL = 0.15
+
 
 def _as_levels(value: float | Sequence[float] | Tensor, name: str) -> tuple[Tensor, bool]:
     """Turns a scalar, sequence or tensor of noise levels into float64 [S] or [S, B].

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..backends.registry import PerturbFn
+from ...ops.backends import PerturbFn
 from .base import Chunk, NoiseSource
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..sources import Chunk, CounterNoise, NoiseSource
+from . import Chunk, CounterNoise, NoiseSource
 
 
 class WeightNoiseSource(NoiseSource):
@@ -23,7 +23,7 @@ class WeightNoiseSource(NoiseSource):
         n_samples: input samples per model draw.
 
     The chunk's extra ``model_draw`` (LongTensor[count·S·B]) is the draw of each row; the
-    method (:class:`smoothkern.weight_noise.method.OnDrawnWeights`) runs each row on it.
+    method (:class:`smoothkern.noise.weights.method.OnDrawnWeights`) runs each row on it.
     """
 
     def __init__(self, inputs: CounterNoise, n_samples: int) -> None:

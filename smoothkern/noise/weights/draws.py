@@ -29,10 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..backends.registry import PerturbFn
-from ..noise import MAX_COUNTER, perturb_reference, standard_noise
+from ...ops.backends import PerturbFn
+from ...ops.perturb import perturb_reference
+from ..philox import MAX_COUNTER, standard_noise
 
-NOISE_KINDS = ("multiplicative", "additive")
+# How a weight's noise scales (σ_w·|w| or σ_w): noise_grad's noise_kind=, not the input
+# noise's distribution (smoothkern.noise.NoiseKind).
+WEIGHT_NOISE_KINDS = ("multiplicative", "additive")
 # The golden-ratio constant of splitmix64: never 0, so the weight key differs from the seed.
 WEIGHT_KEY_MIX = 0x9E3779B97F4A7C15
 

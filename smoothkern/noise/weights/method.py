@@ -10,7 +10,7 @@ Two ways, one result:
 - **one draw at a time**: for methods that hook the caller's modules (guided backprop, the
   Grad-CAMs), whose hooks must see one ordinary forward, and for passes whose draws have unequal
   row counts: the drawn weights are swapped into the caller's model
-  (:func:`~smoothkern.weight_noise.swap.swapped_parameters`) around the base method's call.
+  (:func:`~smoothkern.noise.weights.swap.swapped_parameters`) around the base method's call.
 
 The caller's parameter tensors are never written either way.
 """
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..methods import AttributionMethod
+from ...methods import AttributionMethod
 from .draws import WeightDraws
 from .swap import parameter_slots, swapped_parameters
 
@@ -100,7 +100,7 @@ class StackedDraws(nn.Module):
 
     Not a copy: the caller's model runs with the drawn weights swapped in for its parameters
     (its buffers, e.g. BatchNorm statistics, as they are), under ``torch.func.vmap`` over the
-    weight sets. The swap is :func:`~smoothkern.weight_noise.swap.swapped_parameters`, not
+    weight sets. The swap is :func:`~smoothkern.noise.weights.swap.swapped_parameters`, not
     ``torch.func.functional_call``: in torch 2.14 the latter leaves a plain tensor in place of
     the caller's ``Parameter`` when one module sits at two places in the model (tied layers).
     """

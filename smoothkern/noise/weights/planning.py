@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..core.planning import memory_budget, rows_in_budget
+from ...core.planning import memory_budget, rows_in_budget
 
 # Several draws in one CPU pass (vmap: grouped convolutions) ran no faster than one draw after
 # another on the 2-core CPU (CIFAR ResNet18, 1 and 10 rows a draw, 2 and 4 draws: 0.92-1.0x)
