@@ -128,3 +128,40 @@ def test_show_draws_stored_inputs_of_a_python_job(tmp_path):
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="holds no images"):
         sk.dataset.show(tmp_path / "not_kept", [0], tmp_path / "x.png")
+
+
+def _digit_folder(folder, per_class=3):
+    from PIL import Image
+
+    x, y = load_digits()
+    for digit in (0, 1):
+        (folder / f"d{digit}").mkdir(parents=True)
+        for i in range(per_class):
+            index = int((y == digit).nonzero()[i])
+            Image.fromarray((x[index, 0].numpy() * 255).astype(np.uint8)).save(
+                folder / f"d{digit}" / f"{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("change", ["added", "rewritten"])
+def test_show_refuses_a_data_folder_that_changed_since_the_store(tmp_path, capsys, change):
+    from PIL import Image
+
+    data = _digit_folder(tmp_path / "data")
+    job = ["attribute", "--model", "digits", "--data", str(data), "--n-samples", "2",
+           "--target", "label", "--quiet"]
+    assert cli.main([*job, "--out", str(tmp_path / "s")]) == 0
+    assert cli.main([*job, "--store-inputs", "--out", str(tmp_path / "kept")]) == 0
+    png = tmp_path / "x.png"
+    assert cli.main(["show", str(tmp_path / "s"), "--index", "4", "--out", str(png)]) == 0
+    capsys.readouterr()
+    if change == "added":  # sorts first: every later image would move one place
+        Image.new("L", (28, 28), 255).save(data / "d0" / "00a.png")
+    else:  # same name, other pixels and size
+        Image.new("L", (20, 20), 0).save(data / "d1" / "01.png")
+    assert cli.main(["show", str(tmp_path / "s"), "--index", "4", "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since the store was written" in err and "--store-inputs" in err
+    assert err.count("\n") == 1
+    # a store that keeps its inputs does not need the folder
+    assert cli.main(["show", str(tmp_path / "kept"), "--index", "4", "--out", str(png)]) == 0

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "the data (default 0)")
     attribute.add_argument("--no-statistics", action="store_true", help="skip the per-class "
                            "statistics")
+    attribute.add_argument("--store-inputs", action="store_true", help="also store the images "
+                           "(`show` then needs no data folder, and a changed folder does not "
+                           "matter)")
     attribute.add_argument("--resume", action="store_true", help="continue an existing store "
                            "of the same job (its complete chunks are kept)")
     attribute.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -109,7 +112,9 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             num_workers=args.workers, progress=not args.quiet, n_samples=args.n_samples,
             noise_level=levels, noise=args.noise, aggregate=tuple(args.aggregate),
             method=args.method, seed=args.seed, compute_dtype=compute, backend=args.backend,
+            store_inputs=args.store_inputs,
             metadata={"model": args.model, "weights": args.weights, "data": source.text,
+                      "limit": args.limit, "listing": source.listing,
                       "channels": spec.channels, "size": spec.size,
                       "classes": list(source.classes or spec.classes or [])},
             **dict(args.option))

@@ -40,6 +40,11 @@ def show(path: str | os.PathLike, indices: Sequence[int], out: str | os.PathLike
     missing = [i for i in indices if not complete[i // store.chunk_size]]
     if missing:
         raise ValueError(f"examples {missing} are not computed yet (resume the job first)")
+    lost = sorted({i // store.chunk_size for i in indices
+                   if not store.written(i // store.chunk_size)})
+    if lost:
+        raise StoreError(f"the files of chunk(s) {lost} are missing from the store {path} "
+                         "(deleted?): resume the job (--resume) to compute them again")
     names = [a for a in store.aggregates if a not in PER_EXAMPLE_AGGREGATES]
     if aggregates:
         unknown = [a for a in aggregates if a not in names]
@@ -50,8 +55,7 @@ def show(path: str | os.PathLike, indices: Sequence[int], out: str | os.PathLike
     columns, titles = [], []
     layout = store.record["layout"]
     for name in names:
-        maps = torch.from_numpy(store.group[name].get_orthogonal_selection(
-            (indices,))).float()
+        maps = torch.from_numpy(store.read_rows(name, indices)).float()
         lead = int(layout.get("snapshots") is not None) + int(bool(layout.get("sweep")))
         leading, one_map = maps.shape[1:1 + lead], maps.shape[1 + lead:]
         if len(one_map) == 2:  # [H, W] maps (a CAM without channels)
@@ -62,8 +66,8 @@ def show(path: str | os.PathLike, indices: Sequence[int], out: str | os.PathLike
         for position in itertools.product(*(range(s) for s in leading)):
             columns.append(maps[(slice(None), *position)])
             titles.append(_title(name, position, layout, store.record))
-    target = store.group["target"].get_orthogonal_selection((indices,))
-    label = store.group["label"].get_orthogonal_selection((indices,))
+    target = store.read_rows("target", indices)
+    label = store.read_rows("label", indices)
     rows = [f"#{i}: class {t}" + (f"\nlabel {y}" if y >= 0 else "")
             for i, t, y in zip(indices, target, label)]
     options = store.record["job"]["options"]
@@ -78,7 +82,7 @@ def show(path: str | os.PathLike, indices: Sequence[int], out: str | os.PathLike
 
 def _images(store: Store, indices: list[int]) -> Tensor:
     if "input" in store.group:
-        return torch.from_numpy(store.group["input"].get_orthogonal_selection((indices,)))
+        return torch.from_numpy(store.read_rows("input", indices))
     meta = store.record.get("metadata") or {}
     if "data" not in meta or "channels" not in meta:
         raise StoreError("the store holds no images: it was written from Python without "
@@ -86,8 +90,31 @@ def _images(store: Store, indices: list[int]) -> Tensor:
     from ..models import InputSpec
     from .sources import open_source
 
-    source = open_source(meta["data"], InputSpec(meta["channels"], meta["size"]))
+    n = store.n_examples
+    source = open_source(meta["data"], InputSpec(meta["channels"], meta["size"]), limit=n)
+    _check_same_data(store, source, meta)
     return torch.stack([source.dataset[i][0] for i in indices])
+
+
+def _check_same_data(store: Store, source, meta: dict) -> None:
+    """Refuses a data source that no longer gives the examples the maps were computed from:
+    a folder whose files changed, or other first or last examples."""
+    from .inputs import fingerprint, indexed_data
+
+    where = meta["data"]
+    remedy = ("the maps would be drawn beside other images; restore the data, or write the "
+              "store again with --store-inputs")
+    if len(source.dataset) < store.n_examples:
+        raise StoreError(f"the data source {where} now has {len(source.dataset)} examples, the "
+                         f"store {store.n_examples}: {remedy}")
+    if meta.get("listing") is not None and source.listing != meta["listing"]:
+        raise StoreError(f"the data folder {where} changed since the store was written (images "
+                         f"added, removed, renamed or rewritten among its first "
+                         f"{store.n_examples}): {remedy}")
+    stored = store.record["job"]["data"]["fingerprint"]
+    if fingerprint(indexed_data(source.dataset, 1, 0)) != stored:
+        raise StoreError(f"the data source {where} gives other examples than when the store "
+                         f"was written (its first or last example changed): {remedy}")
 
 
 def _title(name: str, position: tuple[int, ...], layout: dict, record: dict) -> str:

@@ -7,6 +7,7 @@ checked against the model's input before any work.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,14 @@ class Source:
         dataset: items ``(x Tensor[C, H, W] in [0, 1], label int)``.
         text: the SOURCE as recorded (folders as absolute paths), to open it again.
         classes: class names of a folder of class subfolders, else None.
+        listing: for a folder, a hash of the names and sizes of the files read (in order), so
+            that a store can tell when the folder changed; else None.
     """
 
     dataset: Dataset
     text: str
     classes: tuple[str, ...] | None = None
+    listing: str | None = None
 
 
 def open_source(text: str, spec: InputSpec, limit: int | None = None) -> Source:
@@ -47,7 +51,7 @@ def open_source(text: str, spec: InputSpec, limit: int | None = None) -> Source:
         ValueError: an unknown source, or images the model cannot take (channels or size).
     """
     kind, sep, rest = text.partition(":")
-    classes = None
+    classes, listing = None, None
     if text == "digits":
         from ..data import load_digits
 
@@ -79,9 +83,11 @@ def open_source(text: str, spec: InputSpec, limit: int | None = None) -> Source:
     else:
         raise DataError(f"data folder not found: {text} (sources: {SOURCES_HELP})")
     _check_shape(dataset, spec, text)
+    if isinstance(dataset, ImageFolder):
+        listing = dataset.listing(len(dataset) if limit is None else limit)
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
-    return Source(dataset, recorded, classes)
+    return Source(dataset, recorded, classes, listing)
 
 
 class ImageFolder(Dataset):
@@ -92,7 +98,7 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, folder: Path, spec: InputSpec) -> None:
-        self.spec = spec
+        self.spec, self.folder = spec, folder
         files = _images_in(folder)
         self.classes: tuple[str, ...] | None = None
         self.items: list[tuple[Path, int]] = [(f, -1) for f in files]
@@ -107,6 +113,15 @@ class ImageFolder(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def listing(self, count: int) -> str:
+        """A hash of the first ``count`` items' paths (relative to the folder), sizes and
+        labels: it changes when an image is added, removed, renamed or rewritten among them."""
+        digest = hashlib.sha256(str(min(count, len(self.items))).encode())
+        for path, label in self.items[:count]:
+            digest.update(f"{path.relative_to(self.folder)}\0{path.stat().st_size}\0{label}\n"
+                          .encode())
+        return digest.hexdigest()[:16]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         from ..data import load_image
