@@ -83,7 +83,7 @@ def test_an_output_that_stops_being_logits_is_refused_by_the_passes():
     model = Switchable().eval()
     run(model, 1)
     model.mode[0] = "features"
-    with pytest.raises(ValueError, match=r"logits shaped \[rows, classes\]"):
+    with pytest.raises(ValueError, match=r"must return logits shaped \[B, classes\]"):
         run(model, 1)
 
 

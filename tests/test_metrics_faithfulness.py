@@ -19,7 +19,7 @@ from smoothkern.metrics.faithfulness import (
 
 
 def curve_reference(model, x, a, target, mode, per_step, baseline, patch=(1, 1),
-                    output="softmax", counts=None):
+                    score="softmax", counts=None):
     """Per example and step: rank the units (stable, descending), replace, one forward each."""
     rows = []
     for b in range(x.shape[0]):
@@ -51,7 +51,7 @@ def curve_reference(model, x, a, target, mode, per_step, baseline, patch=(1, 1),
                 torch.where(mask, xb, base)
             with torch.no_grad():
                 logits = model(image[None])[0]
-            value = logits.softmax(0) if output == "softmax" else logits
+            value = logits.softmax(0) if score == "softmax" else logits
             curve.append(float(value[target[b]]))
         rows.append(curve)
     return torch.tensor(rows, dtype=torch.float64)
@@ -88,11 +88,11 @@ def test_patches_steps_per_pixel_maps_logits_and_baselines(setting):
     per_pixel = a.sum(1, keepdim=True)                 # [B, 1, H, W]: channels go together
     baseline = torch.linspace(0.2, 0.4, 2).view(2, 1, 1)
     got = deletion_curve(model, x, per_pixel, 2, patch=(2, 3), steps=3, baseline=baseline,
-                         output="logit")
+                         score="logit")
     n_units = 3 * 2                                    # ceil(5/2) × ceil(6/3) cells
     counts = [k * n_units // 3 for k in range(4)]
     want = curve_reference(model, x, per_pixel, torch.tensor([2, 2, 2]), "deletion", None,
-                           baseline.expand_as(x), patch=(2, 3), output="logit", counts=counts)
+                           baseline.expand_as(x), patch=(2, 3), score="logit", counts=counts)
     torch.testing.assert_close(got.scores.double(), want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.fraction, torch.tensor(counts) / n_units)
 
@@ -155,7 +155,8 @@ def test_model_and_inputs_come_back_unchanged(setting):
 
 @pytest.mark.parametrize("options, error", [
     (dict(mode="sideways"), "mode"),
-    (dict(output="probits"), "output"),
+    (dict(score="probits"), "score"),
+    (dict(output="logit"), "score="),
     (dict(steps=4, features_per_step=2), "not both"),
     (dict(steps=61), "steps"),
     (dict(features_per_step=0), "features_per_step"),
@@ -210,5 +211,5 @@ def test_equals_quantus_pixel_flipping():
     metric = quantus.PixelFlipping(disable_warnings=True, normalise=False)
     want = np.array(metric(model=rgb_model, x_batch=xc.numpy(), y_batch=yc, a_batch=ac.numpy(),
                            device="cpu", softmax=False))
-    got = deletion_curve(rgb_model, xc, ac, torch.from_numpy(yc), output="logit")
+    got = deletion_curve(rgb_model, xc, ac, torch.from_numpy(yc), score="logit")
     np.testing.assert_allclose(got.scores[:, 1:].numpy(), want, atol=1e-5)

@@ -22,15 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..api import check_target
+from ..core.checks import check_target
 from ..core.memory import is_out_of_memory, release_cached_memory
 from ..core.planning import forward_measuring_saved_bytes, memory_budget
-from ..model_cache.prepare import check_preparations, prepared_model
+from ..model_cache import check_preparations, prepared_model, serialised
+from ..model_io import ModelCall, OutputSpec, adapt, logits_of
 from ..core.state import check_eval_mode
 
 MODES = ("deletion", "insertion")
 BASELINES = ("black", "white", "mean", "blur")
-OUTPUTS = ("softmax", "logit")
+SCORES = ("softmax", "logit")
 # Forward-only rows per CPU pass: on the 2-core CPU the digits CNN ran fastest per row at 256-512
 # rows (interleaved runs on a shared machine, docs/metrics_faithfulness.md); 256 holds half the
 # memory. Fewer than ~100 rows ran 1.5-3x slower per row.
@@ -100,14 +101,17 @@ def insertion_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     return perturbation_curve(model, inputs, attributions, target, mode="insertion", **options)
 
 
+@serialised
 def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
                        target: int | Sequence[int] | Tensor | None = None, *,
                        mode: str = "deletion", features_per_step: int | None = None,
                        steps: int | None = None, patch: int | tuple[int, int] = 1,
-                       baseline: str | float | Tensor = "black", output: str = "softmax",
+                       baseline: str | float | Tensor = "black", score: str = "softmax",
                        blur_sigma: float | None = None, rows_per_pass: int | None = None,
                        memory_limit: int | None = None, skip_unchanged: bool = True,
-                       prepare: bool | Sequence[str] = True) -> PerturbationCurve:
+                       prepare: bool | Sequence[str] = True, output: OutputSpec = None,
+                       forward_args: Sequence[Any] | Any = None,
+                       forward_kwargs: dict[str, Any] | None = None) -> PerturbationCurve:
     """Deletion or insertion curve of an attribution, all steps in batched forward passes.
 
     Args:
@@ -124,7 +128,7 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
             Quantus's "black"), "white" (its maximum), "mean" (the mean of the clean example
             over all its features), "blur" (a Gaussian blur of the example, images only), a
             float, or a Tensor broadcastable to ``inputs``.
-        output: "softmax" (the target's probability, Quantus's default) or "logit".
+        score: "softmax" (the target's probability, Quantus's default) or "logit".
         blur_sigma: σ of the "blur" baseline in pixels (default 2.5 % of the larger side, at
             least 1).
         rows_per_pass: model rows per forward; default from the memory budget (and at most
@@ -136,6 +140,11 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
         prepare: run a prepared copy of the model, as ``smooth_grad(prepare=)`` does (True:
             BatchNorm folded, channels_last for convolutional models; checked against the model
             on the clean inputs, the caller's model unchanged), False, or names.
+        output: where the logits are in the model's output (:mod:`smoothkern.model_io`):
+            None (a Tensor, ``.logits`` or ``["logits"]``), a key or attribute name, a tuple
+            index or a callable.
+        forward_args, forward_kwargs: the model's other inputs; tensors whose first dim is B
+            go with their example on every step.
 
     Ties between equal attributions are broken by position (the earlier feature first).
 
@@ -144,8 +153,12 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if output in SCORES:
+        raise ValueError(f"output={output!r}: the score read is score= ({SCORES}); output= "
+                         f"says where the logits are in the model's output")
+    call = adapt(model, output, forward_args, forward_kwargs, inputs.shape[0])
     _check_inputs(inputs)
     _check_positive(rows_per_pass, "rows_per_pass")
     _check_positive(memory_limit, "memory_limit")
@@ -163,9 +176,13 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
     element_rank = rank[:, unit_of_element.flatten()].reshape(a_shape).expand_as(inputs)
 
     with torch.no_grad():
-        logits = _logits(model, inputs)
+        logits = call(inputs)                  # a ModelCall returns checked logits
+        if call is model:
+            if not isinstance(logits, Tensor):        # a ModelOutput, a mapping: adapted
+                call = ModelCall(model, batch=inputs.shape[0])
+            logits = logits_of(logits, None, inputs.shape[0])
         target = _check_target(target, logits)
-        runner = prepared_model(model, inputs, logits, preparations)
+        runner = _prepared(call, model, inputs, logits, preparations)
         if skip_unchanged:
             needed = _changing_steps(inputs, base, element_rank, order.shape, counts)  # [B, T+1]
         else:
@@ -173,8 +190,8 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
                                 device=inputs.device)
         rows = needed.nonzero()                                               # [R, 2] (b, k)
         per_pass = rows_per_pass if rows_per_pass is not None else \
-            _rows_per_pass(model, inputs, memory_limit)
-        values = _evaluate(runner, inputs, base, element_rank, counts, rows, target, mode, output,
+            _rows_per_pass(call, inputs, memory_limit)
+        values = _evaluate(runner, inputs, base, element_rank, counts, rows, target, mode, score,
                            per_pass)                                          # [R]
     scores = torch.zeros(needed.shape, dtype=values.dtype, device=values.device)
     scores[rows[:, 0], rows[:, 1]] = values
@@ -337,12 +354,17 @@ def _blurred(inputs: Tensor, sigma: float | None) -> Tensor:
 
 
 def _logits(model: nn.Module, inputs: Tensor) -> Tensor:
-    out = model(inputs)
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the model must return logits shaped [B, classes] = "
-                         f"[{inputs.shape[0]}, classes], got {shape}")
-    return out
+    return logits_of(model(inputs), None, inputs.shape[0])
+
+
+def _prepared(call: nn.Module, model: nn.Module, inputs: Tensor, logits: Tensor,
+              preparations: tuple[str, ...]) -> nn.Module:
+    """The module the passes run: a prepared copy of ``model``, inside ``call``'s adapter."""
+    if not isinstance(call, ModelCall):
+        return prepared_model(model, inputs, logits, preparations)
+    prepared = prepared_model(model, inputs, logits, preparations,
+                              run=lambda module, x: call.around(module)(x))
+    return call if prepared is model else call.around(prepared)
 
 
 def _check_target(target: Any, logits: Tensor) -> Tensor:
@@ -372,7 +394,8 @@ def _changing_steps(inputs: Tensor, base: Tensor, element_rank: Tensor,
 def _rows_per_pass(model: nn.Module, inputs: Tensor, memory_limit: int | None) -> int:
     """Rows per forward: the activation budget over one row's activations (an upper bound:
     measured as what autograd would save), at most ``CPU_FORWARD_ROWS`` on a CPU."""
-    _, row_bytes = forward_measuring_saved_bytes(model, inputs[:1])
+    one = model.subset([0]) if isinstance(model, ModelCall) else model
+    _, row_bytes = forward_measuring_saved_bytes(one, inputs[:1])
     budget = memory_budget(inputs.device)
     if memory_limit is not None:
         budget = min(budget, memory_limit)
@@ -383,7 +406,7 @@ def _rows_per_pass(model: nn.Module, inputs: Tensor, memory_limit: int | None) -
 
 
 def _evaluate(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tensor,
-              counts: Tensor, rows: Tensor, target: Tensor, mode: str, output: str,
+              counts: Tensor, rows: Tensor, target: Tensor, mode: str, score: str,
               per_pass: int) -> Tensor:
     """The target's score for each (example, step) row. rows (LongTensor[R, 2]) → Tensor[R]."""
     values, start = [], 0
@@ -391,7 +414,7 @@ def _evaluate(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tens
         chunk = rows[start:start + per_pass]
         try:
             values.append(_score_rows(model, inputs, base, element_rank, counts, chunk, target,
-                                      mode, output))
+                                      mode, score))
         except Exception as err:  # noqa: BLE001 - re-raised unless it is an out-of-memory
             if not is_out_of_memory(err) or per_pass == 1:
                 raise
@@ -403,7 +426,7 @@ def _evaluate(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tens
 
 
 def _score_rows(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Tensor,
-                counts: Tensor, chunk: Tensor, target: Tensor, mode: str, output: str
+                counts: Tensor, chunk: Tensor, target: Tensor, mode: str, score: str
                 ) -> Tensor:
     example, step = chunk[:, 0], chunk[:, 1]
     shape = (-1,) + (1,) * (inputs.dim() - 1)
@@ -412,6 +435,8 @@ def _score_rows(model: nn.Module, inputs: Tensor, base: Tensor, element_rank: Te
         perturbed = torch.where(removed, base[example], inputs[example])
     else:
         perturbed = torch.where(removed, inputs[example], base[example])
+    if isinstance(model, ModelCall):            # each row with its own example's arguments
+        model = model.subset(example)
     logits = model(perturbed)
-    scores = logits.softmax(1) if output == "softmax" else logits
+    scores = logits.softmax(1) if score == "softmax" else logits
     return scores.gather(1, target[example][:, None])[:, 0]

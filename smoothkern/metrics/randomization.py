@@ -34,6 +34,9 @@ from torch import Tensor, nn
 
 from ..api import smooth_grad
 from ..core.state import check_eval_mode
+from ..model_cache import serialised
+from ..model_cache.toggles import attention_fast_path_off
+from ..model_io import ModelCall, OutputSpec, adapt
 from .faithfulness import _check_target, _logits
 from .similarity import SIMILARITIES, map_similarity
 
@@ -67,13 +70,16 @@ class RandomizationResult:
         return {name: values.nanmean(1) for name, values in self.similarity.items()}
 
 
+@serialised
 def model_randomization(model: nn.Module, inputs: Tensor,
                         target: int | Sequence[int] | Tensor | None = None, *,
                         explanation: Explanation | None = None, mode: str = "cascading",
                         layers: Sequence[str] | None = None, seed: int = 0,
                         measures: Sequence[str] = SIMILARITIES, top_k: int | float = 0.1,
-                        keep_maps: bool = True, **explanation_options: Any
-                        ) -> RandomizationResult:
+                        keep_maps: bool = True, output: OutputSpec = None,
+                        forward_args: Sequence[Any] | Any = None,
+                        forward_kwargs: dict[str, Any] | None = None,
+                        **explanation_options: Any) -> RandomizationResult:
     """Model-randomisation sanity check: explanations as the layers are re-initialised.
 
     Args:
@@ -93,6 +99,9 @@ def model_randomization(model: nn.Module, inputs: Tensor,
         measures: similarity measures: "spearman", "ssim" (image maps), "top_k".
         top_k: k of the top-k overlap: a number of features or a fraction of them.
         keep_maps: also return every map (``maps``), e.g. for ``randomization_figure``.
+        output, forward_args, forward_kwargs: where the logits are in the model's output and
+            its other inputs (:mod:`smoothkern.model_io`); also given to the default
+            explanation (your own ``explanation`` binds them itself).
         explanation_options: ``smooth_grad`` arguments for the default explanation.
 
     Returns:
@@ -108,16 +117,19 @@ def model_randomization(model: nn.Module, inputs: Tensor,
     if explanation is not None and not callable(explanation):
         raise TypeError(f"explanation must be callable, got {type(explanation).__name__}")
     check_eval_mode(model)
-    explain = explanation or _smooth_grad_explanation(explanation_options)
+    model_io = {k: v for k, v in (("output", output), ("forward_args", forward_args),
+                                  ("forward_kwargs", forward_kwargs)) if v is not None}
+    explain = explanation or _smooth_grad_explanation({**explanation_options, **model_io})
     work = copy.deepcopy(model)
+    call = adapt(work, output, forward_args, forward_kwargs, inputs.shape[0])
     if layers is None:
-        units = _layer_units(work, inputs)
+        units = _layer_units(work, inputs, call)
     else:
         units = _named_units(work, layers)
     if not units:
         raise ValueError("the model has no parametrised layer to randomise")
     with torch.no_grad():
-        target = _check_target(target, _logits(work, inputs.detach()))
+        target = _check_target(target, _logits(call, inputs.detach()))
     original = _explain(explain, work, inputs, target)
     maps, scores = [], []
     for name, unit, members in units:
@@ -136,16 +148,20 @@ def model_randomization(model: nn.Module, inputs: Tensor,
                                similarity=similarity)
 
 
-def randomization_layers(model: nn.Module, inputs: Tensor) -> list[str]:
+def randomization_layers(model: nn.Module, inputs: Tensor, *, output: OutputSpec = None,
+                         forward_args: Sequence[Any] | Any = None,
+                         forward_kwargs: dict[str, Any] | None = None) -> list[str]:
     """The dotted names of the parametrised layers, from the output to the input.
 
     A layer is a module with parameters of its own (or an ``nn.MultiheadAttention``, which
     takes its output projection along). The order is that in which the layers finish in one
     forward pass on ``inputs[:1]``, reversed; layers the forward pass does not run are left out,
     and a parametrised module that is not run itself but whose parameters an enclosing layer
-    uses (the attention's ``out_proj``) belongs to that layer.
+    uses (the attention's ``out_proj``) belongs to that layer. ``output``, ``forward_args``,
+    ``forward_kwargs``: as ``model_randomization``.
     """
-    return [unit[0] for unit in _layer_units(model, inputs)]
+    call = adapt(model, output, forward_args, forward_kwargs, inputs.shape[0])
+    return [unit[0] for unit in _layer_units(model, inputs, call)]
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -202,20 +218,24 @@ def _is_layer(module: nn.Module) -> bool:
         any(True for _ in module.parameters(recurse=False))
 
 
-def _layer_units(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Module, list[str]]]:
+def _layer_units(model: nn.Module, inputs: Tensor, call: nn.Module | None = None
+                 ) -> list[tuple[str, nn.Module, list[str]]]:
     """(name, module, member names) of the layers that run, top first (``randomization_layers``).
 
     Members are the module itself ("") and the parametrised modules inside it that do not run
-    on their own, or that sit inside an attention module.
+    on their own, or that sit inside an attention module. ``call``: how the model is called
+    (a :class:`~smoothkern.model_io.ModelCall` around it; default the model itself).
     """
+    call = model if call is None else call
+    one = call.subset([0]) if isinstance(call, ModelCall) else call
     candidates = [(name, m) for name, m in model.named_modules() if _is_layer(m)]
     finished: list[str] = []
     handles = [m.register_forward_hook(lambda *_, name=name: finished.append(name))
                for name, m in candidates]
     try:
         # The attention fast path runs a whole encoder layer as one op: its parts would not run.
-        with torch.no_grad(), _attention_fast_path(False):
-            _logits(model, inputs[:1].detach())
+        with torch.no_grad(), attention_fast_path_off():
+            _logits(one, inputs[:1].detach())
     finally:
         for handle in handles:
             handle.remove()
@@ -231,20 +251,6 @@ def _layer_units(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Module,
                           and (other not in runs or other in inside_attention)]
         units.append((name, model.get_submodule(name), members))
     return units
-
-
-@contextlib.contextmanager
-def _attention_fast_path(enabled: bool) -> Iterator[None]:
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
-        yield
-        return
-    before = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(enabled)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(before)
 
 
 def _named_units(model: nn.Module, layers: Sequence[str]
