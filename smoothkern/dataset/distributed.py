@@ -149,18 +149,22 @@ def collective_device(group: Any = None) -> torch.device:
     return torch.device("cuda", current)
 
 
-# One gloo group per NCCL group: new_group is itself a collective, made once per process.
-_CONTROL_GROUPS: dict[int, Any] = {}
+# One gloo group per NCCL group (new_group is itself a collective: made once, by every rank at
+# the same point), kept with the group it serves so that a group made after
+# destroy_process_group() gets its own.
+_CONTROL_GROUPS: dict[int, tuple[Any, Any]] = {}
 
 
 def _control_group(group: Any) -> Any:
     import torch.distributed as dist
 
-    key = id(group) if group is not None else 0
-    if key not in _CONTROL_GROUPS:
+    served = group if group is not None else dist.distributed_c10d._get_default_group()
+    entry = _CONTROL_GROUPS.get(id(served))
+    if entry is None or entry[0] is not served:
         ranks = None if group is None else dist.get_process_group_ranks(group)
-        _CONTROL_GROUPS[key] = dist.new_group(ranks=ranks, backend="gloo")
-    return _CONTROL_GROUPS[key]
+        entry = (served, dist.new_group(ranks=ranks, backend="gloo"))
+        _CONTROL_GROUPS[id(served)] = entry
+    return entry[1]
 
 
 def init_distributed() -> tuple[torch.device, bool]:
