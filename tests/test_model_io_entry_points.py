@@ -138,3 +138,30 @@ def test_class_visualization_takes_the_models_other_inputs(setting):
         want = class_visualization(Bound(model, z[b:b + 1], mask[b:b + 1], 2.0), [b + 1],
                                    init=x[b:b + 1], example_index=b, **options)
         torch.testing.assert_close(got.images[b:b + 1], want.images)
+
+
+def test_attribute_dataset_cuts_per_example_inputs_to_each_batch(setting, tmp_path):
+    pytest.importorskip("zarr")
+    from torch.utils.data import TensorDataset
+
+    import smoothkern as sk
+
+    model, x, z, mask = setting
+    x, z, mask = x.repeat(2, 1, 1, 1), torch.cat([z, -z]), mask.repeat(2, 1)     # N = 6
+    options = dict(n_samples=3, stdevs=0.05, seed=1)
+    run = sk.attribute_dataset(model, TensorDataset(x, torch.zeros(6, dtype=torch.long)),
+                               tmp_path / "store", batch_size=4, chunk_size=4, progress=False,
+                               output=lambda out: out["scores"], forward_args=(z,),
+                               forward_kwargs={"mask": mask, "scale": 2.0}, **options)
+    stored = run.open()
+    for k in range(6):
+        bound = Bound(model, z[k:k + 1], mask[k:k + 1], 2.0)
+        target = bound(x[k:k + 1]).argmax(1)
+        want = sk.smooth_grad(bound, x[k:k + 1], target, example_index=k, **options)
+        assert int(stored["target"][k]) == int(target)
+        torch.testing.assert_close(torch.from_numpy(stored["mean"][k:k + 1]), want)
+    again = sk.attribute_dataset(model, TensorDataset(x, torch.zeros(6, dtype=torch.long)),
+                                 tmp_path / "store", batch_size=2, chunk_size=4, progress=False,
+                                 output=lambda out: out["scores"], forward_args=(z,),
+                                 forward_kwargs={"mask": mask, "scale": 2.0}, **options)
+    assert again.computed == 0 and again.skipped == run.chunks       # the same job: resumed

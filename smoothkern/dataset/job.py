@@ -93,6 +93,9 @@ def describe(value: Any, model: nn.Module | None = None) -> Any:
         return {str(k): describe(v, model) for k, v in sorted(value.items(), key=str)}
     if isinstance(value, (list, tuple)):
         return [describe(v, model) for v in value]
+    if callable(value):       # e.g. output=: by name (a repr holds an address)
+        return {"callable": f"{getattr(value, '__module__', None)}."
+                            f"{getattr(value, '__qualname__', type(value).__name__)}"}
     return repr(value)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..api import smooth_grad
 from ..core.state import check_eval_mode
 from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
+from ..model_io import adapt, logits_of
 from ..noise.sigma import plan_sigma
 from .inputs import IndexedData, fingerprint, indexed_data
 from .job import identity, split_options
@@ -76,13 +77,9 @@ def plan_job(model, data, target, batch_size, chunk_size, store_dtype, statistic
 
     x0, label0 = indexed.example(0)
     x0 = x0.to(device)
-    first = batch_options(sg, stdevs, [0])
+    first = batch_options(sg, stdevs, [0], n)
     _, sweep = plan_sigma(x0, first["noise_level"], first["stdevs"])
-    with torch.no_grad():
-        logits = runner(x0)
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        raise ValueError(f"the model must return logits [B, classes], got "
-                         f"{tuple(logits.shape) if isinstance(logits, Tensor) else logits}")
+    logits = batch_logits(runner, x0, first)
     # One cheap call on example 0 checks every option and gives the maps' shapes.
     n_check = max(sg["snapshots"]) if _int_list(sg["snapshots"]) else 1
     if _int_list(sg["snapshots"]) and n_check > sg["n_samples"]:
@@ -169,8 +166,32 @@ def targets_for(spec: Any, logits: Tensor | None, label: Tensor, index: list[int
     return spec[index].to(label.device)
 
 
-def batch_options(options: dict[str, Any], stdevs: Tensor | None, index: list[int]
-                   ) -> dict[str, Any]:
-    if stdevs is None:
+def batch_options(options: dict[str, Any], stdevs: Tensor | None, index: list[int],
+                  examples: int) -> dict[str, Any]:
+    """``smooth_grad``'s options for the batch of examples ``index``: per-example σ, and each
+    tensor of ``forward_args`` / ``forward_kwargs`` whose first dim is the number of
+    ``examples`` N, cut to the batch's rows (anything else is passed as it is)."""
+    if stdevs is not None:
+        options = {**options, "stdevs": stdevs[..., index]}
+    args, kwargs = options.get("forward_args"), options.get("forward_kwargs")
+    if not args and not kwargs:
         return options
-    return {**options, "stdevs": stdevs[..., index]}
+
+    def rows(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == examples:
+            return value[torch.as_tensor(index, device=value.device)]
+        return value
+
+    if args is not None:
+        args = tuple(rows(a) for a in (args if isinstance(args, (tuple, list)) else (args,)))
+    if kwargs is not None:
+        kwargs = {k: rows(v) for k, v in kwargs.items()}
+    return {**options, "forward_args": args, "forward_kwargs": kwargs}
+
+
+def batch_logits(model: nn.Module, x: Tensor, options: dict[str, Any]) -> Tensor:
+    """The model's logits [B, classes] for the batch ``x`` under the batch's options."""
+    call = adapt(model, options.get("output"), options.get("forward_args"),
+                 options.get("forward_kwargs"), x.shape[0])
+    with torch.no_grad():
+        return logits_of(call(x), None, x.shape[0])

@@ -18,7 +18,7 @@ from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES
 from .distributed import RankFailed, Ranks, current_ranks
 from .inputs import chunk_batches
 from .job import run_record
-from .plan import Plan, batch_options, plan_job, targets_for
+from .plan import Plan, batch_logits, batch_options, plan_job, targets_for
 from .statistics import ClassStats
 from .store import ChunkDamaged, Store, StoreError, zarr_module
 
@@ -116,7 +116,10 @@ def attribute_dataset(
         **options: every option of :func:`smoothkern.smooth_grad` (``n_samples``,
             ``noise_level``, ``stdevs``, ``noise``, ``aggregate``, ``method`` and its options,
             ``snapshots``, ``seed``, ``compute_dtype``, ``tolerance``, ``backend``, ...).
-            ``stdevs`` may be a Tensor[N] or [S, N] (one σ per example).
+            ``stdevs`` may be a Tensor[N] or [S, N] (one σ per example). ``output``,
+            ``forward_args``, ``forward_kwargs`` as in ``smooth_grad``, except that a tensor
+            whose first dim is N (the data set's size) gives one row per example (cut to each
+            batch); other values go to every batch as they are.
 
     Returns:
         A :class:`DatasetRun` (``.open()`` gives the store as a zarr group).
@@ -216,11 +219,10 @@ def _compute_chunk(plan: Plan, store: Store, chunk: int, batches: list[list[int]
     targets, labels, inputs = [], [], []
     for index, (x, label) in zip(batches, itertools.islice(reader, len(batches))):
         x = x.to(plan.device, non_blocking=True)
-        with torch.no_grad():
-            logits = plan.model(x) if plan.target is None else None
+        options = batch_options(plan.options, plan.stdevs, index, plan.layout["examples"])
+        logits = batch_logits(plan.model, x, options) if plan.target is None else None
         target = targets_for(plan.target, logits, label.to(plan.device), index)
-        maps = smooth_grad(plan.model, x, target, example_index=index,
-                           **batch_options(plan.options, plan.stdevs, index))
+        maps = smooth_grad(plan.model, x, target, example_index=index, **options)
         for name in plan.aggregates:
             parts[name].append(maps[name].movedim(plan.leading[name], 0).cpu())
         targets.append(target.cpu())
