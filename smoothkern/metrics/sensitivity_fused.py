@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from ..api import smooth_grad
-from ..noise_grad import noise_grad
 from ..core.planning import forward_measuring_saved_bytes, memory_budget
+from ..noise_grad import noise_grad
 from .sensitivity_rows import Segment, join_segments, split_segments
 
 # The smooth_grad / noise_grad keywords whose values make a call's result something else than

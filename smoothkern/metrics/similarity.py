@@ -132,7 +132,9 @@ def map_similarity(original: Tensor, other: Tensor, *,
         top_k: k as a number of features (int) or a fraction of them (float in (0, 1]).
 
     Returns:
-        {measure: Tensor[B], measure + "_abs": Tensor[B]} float64.
+        {measure: Tensor[B], measure + "_abs": Tensor[B]} float64; NaN for every measure of an
+        example whose original or other map holds a NaN (a broken map has no similarity: ranks
+        and top-k of NaN would look plausible).
     """
     if original.shape != other.shape:
         raise ValueError(f"maps differ in shape: {tuple(original.shape)} and "
@@ -155,6 +157,9 @@ def map_similarity(original: Tensor, other: Tensor, *,
             ha = heatmap(original, signed=not use_abs).double()
             hb = heatmap(other, signed=not use_abs).double()
             out["ssim" + suffix] = ssim(ha, hb, data_range=1.0 if use_abs else 2.0)
+    broken = original.detach().flatten(1).isnan().any(1) | other.detach().flatten(1).isnan().any(1)
+    if bool(broken.any()):
+        out = {k: v.masked_fill(broken.to(v.device), float("nan")) for k, v in out.items()}
     return out
 
 
