@@ -29,9 +29,11 @@ setup(
         "dataset": ["zarr>=3; python_version >= '3.11'"],
         "all": ["matplotlib", "pillow", "scikit-learn", "scikit-image", "torchvision", "captum",
                 "zarr>=3; python_version >= '3.11'"],
-        # quantus: parity tests of the deletion curves against its PixelFlipping
+        # quantus: parity tests of the deletion curves against its PixelFlipping and the
+        # explain_func; timm, transformers: the model zoo and text tests (random weights)
         "test": ["pytest", "hypothesis", "pytest-benchmark", "captum", "matplotlib", "pillow",
-                 "scikit-learn", "scikit-image", "zarr>=3; python_version >= '3.11'", "quantus"],
+                 "scikit-learn", "scikit-image", "zarr>=3; python_version >= '3.11'", "quantus",
+                 "timm", "transformers"],
     },
     entry_points={"console_scripts": ["smoothkern=smoothkern.cli:main"]},
     package_data={"smoothkern.models": ["weights/*.pt"]},  # bundled digits CNN
