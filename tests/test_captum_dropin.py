@@ -239,6 +239,17 @@ def test_bad_tuple_targets_raise():
         skc.NoiseTunnel(skc.Saliency(make(SmallCNN))).attribute(x, target=torch.tensor(1.7))
 
 
+def test_stdevs_and_noise_level_together_are_refused():
+    model = make(SmallCNN)
+    x = inputs_for(model, 2)
+    nt = skc.NoiseTunnel(skc.Saliency(model))
+    with pytest.raises(ValueError, match="either stdevs .* or noise_level"):
+        nt.attribute(x, target=0, nt_samples=2, stdevs=0.2, noise_level=0.1)
+    # either alone works; the default stdevs is Captum's 1.0
+    torch.testing.assert_close(nt.attribute(x, target=0, nt_samples=2),
+                               nt.attribute(x, target=0, nt_samples=2, stdevs=1.0))
+
+
 def test_guided_grad_cam_on_several_inputs_equals_captum():
     model = make(TwoInputNet)
     gen = torch.Generator().manual_seed(4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import warnings
@@ -14,14 +15,9 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..core import engine
-from ..api import check_strategy
-from ..noise.layer import check_layer_strategy
-from ..noise.kinds import parse_noise_kind
-from ..noise.philox import check_seed
-from ..ops.backends import choose
-from ..ops.perturb import check_example_index
+from ..core.builder import Options, build_job, check_options, model_session
+from ..core.checks import check_strategy
 from ..core.planning import choose_samples_per_pass, forward_measuring_saved_bytes
-from ..core.precision import check_compute_dtype
 from ..model_cache import (
     check_preparations,
     clean_forward,
@@ -29,8 +25,8 @@ from ..model_cache import (
     prepared_model,
     usable_preparations,
 )
-from ..noise.sources import CounterNoise, DrawnBaselines, NoiseSource
-from ..core.state import preserved
+from ..noise.layer import check_layer_strategy
+from ..noise.sources import DrawnBaselines, NoiseSource
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
 from .baseline_draws import BaselineDraws
 from .errors import CaptumArgumentError
@@ -72,7 +68,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
     def _attribute(self, inputs: Tensor | tuple[Tensor, ...],
                   nt_type: str | Sequence[str] = "smoothgrad", nt_samples: int = 5,
                   nt_samples_batch_size: int | None = None,
-                  stdevs: float | tuple[float, ...] = 1.0,
+                  stdevs: float | tuple[float, ...] | None = None,
                   draw_baseline_from_distrib: bool = False, *, noise: str = "gaussian",
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
                   backend: str = "auto", rng: str = "captum",
@@ -89,7 +85,8 @@ class NoiseTunnel(_captum.NoiseTunnel):
             nt_samples: noise samples per example.
             nt_samples_batch_size: samples per chunk. With rng="captum" Captum's chunking (and
                 memory); otherwise None lets smoothkern choose, and results do not depend on it.
-            stdevs: σ of the Gaussian noise, one float or one per input.
+            stdevs: σ of the Gaussian noise, one float or one per input (default 1.0, as
+                Captum's); not together with ``noise_level``.
             draw_baseline_from_distrib: give each noisy row a baseline drawn at random from the
                 rows of ``baselines`` (Tensor[M, ...] per input, any M), like Captum; with the
                 default rng the draws come from the counter-based stream (``seed``), with
@@ -146,9 +143,10 @@ class NoiseTunnel(_captum.NoiseTunnel):
         if noise_at is not None and draw_baseline_from_distrib:
             raise CaptumArgumentError("draw_baseline_from_distrib is not available with "
                                       "noise_at=")
-        noise = parse_noise_kind(noise)
-        seed = check_seed(0 if seed is None else seed)
-        compute_dtype = check_compute_dtype(compute_dtype)
+        if stdevs is not None and noise_level is not None:
+            raise CaptumArgumentError("give either stdevs (absolute) or noise_level (relative "
+                                      "to each example's range), not both")
+        stdevs = 1.0 if stdevs is None else stdevs
         options = dict(kwargs)
         want_delta = bool(options.pop("return_convergence_delta", False))
         if want_delta and not self.is_delta_supported:
@@ -162,12 +160,15 @@ class NoiseTunnel(_captum.NoiseTunnel):
                                 integer_ok=noise_at is not None,
                                 reuse=getattr(self, "_flat_model", None))
         self._flat_model = problem.model     # one wrapper: its prepared copy stays cached
-        choice = choose(backend, problem.x.device)
-        index = check_example_index(example_index, problem.x.shape[0], problem.x.device)
+        checked = check_options(
+            problem.x, n_samples=nt_samples, aggregate=tuple(dict.fromkeys(
+                AGGREGATE_OF[t] for t in types)), seed=0 if seed is None else seed,
+            noise=noise, backend=backend, compute_dtype=compute_dtype,
+            example_index=example_index)
+        choice = checked.choice
         if noise_at is not None:
             return self._attribute_at_layer(problem, noise_at, options, want_delta, types,
-                                            single, nt_samples, batch_size, stdevs, noise_level,
-                                            noise, seed, choice, compute_dtype, index)
+                                            single, batch_size, stdevs, noise_level, checked)
         sds = format_stdevs(stdevs, len(problem.inputs))
         name = native_name(algorithm, {k: v for k, v in options.items()
                                        if k not in _CALL_OPTIONS})
@@ -190,24 +191,20 @@ class NoiseTunnel(_captum.NoiseTunnel):
             taps: tuple = (sums,)
         else:
             chunks, sums, taps = None, None, ()
-            sigma = _sigma(problem, sds, noise_level)
-            source = CounterNoise(problem.x, sigma, seed, noise, choice.kernels.perturb, index)
+            source = checked.input_noise(problem.x, _sigma(problem, sds, noise_level))
         if drawn is not None:
-            draws = BaselineDraws(drawn, problem.inputs, problem.layout, seed, chunks)
+            draws = BaselineDraws(drawn, problem.inputs, problem.layout, checked.seed, chunks)
             source = DrawnBaselines(source, draws.rows)
 
         per_pass = batch_size or (chunks[0] if chunks else run.samples_per_pass(nt_samples))
         aggregates = tuple(dict.fromkeys(AGGREGATE_OF[t] for t in types
                                          if rng == "smoothkern" or t not in CAPTUM_TYPES)
                            ) or ("mean",)
-        job = engine.Job(
-            method=run.method, source=source, target=run.target, n_samples=nt_samples,
-            snapshots=(nt_samples,), aggregates=aggregates,
-            accumulate=choice.kernels.accumulate, passes=choice.passes, samples_per_pass=per_pass,
-            accumulator_dtype=torch.float64 if problem.x.dtype == torch.float64
-            else torch.float32, taps=taps, compute_dtype=compute_dtype)
-        with preserved(problem.model, problem.x, freeze_parameters=run.native), \
-                run.method.session(problem.model):
+        job = build_job(dataclasses.replace(checked, aggregates=aggregates), method=run.method,
+                        source=source, target=run.target, samples_per_pass=per_pass, taps=taps,
+                        accumulator_dtype=_accumulator_dtype(problem.x.dtype))
+        with model_session(problem.model, run.method, problem.x,
+                           freeze_parameters=run.native):
             (stats,) = engine.run(run.runner(choice.passes), job)
         out = {}
         for t in types:
@@ -221,26 +218,19 @@ class NoiseTunnel(_captum.NoiseTunnel):
 
     def _attribute_at_layer(self, problem: Problem, noise_at: Any, options: dict[str, Any],
                             want_delta: bool, types: tuple[str, ...], single: bool,
-                            nt_samples: int, batch_size: int | None, stdevs: Any,
-                            noise_level: Any, noise: str, seed: int, choice: Any,
-                            compute_dtype: torch.dtype | None, index: Tensor | None) -> Any:
+                            batch_size: int | None, stdevs: Any, noise_level: Any,
+                            checked: Options) -> Any:
         """``noise_at``: counter noise on the layer's clean activation, the layer algorithm's
         arithmetic with respect to the noisy activation (:mod:`.layer_noise`)."""
-        check_layer_strategy(choice.passes)
+        check_layer_strategy(checked.passes)
         run = LayerNoiseRun(self.attribution_method, problem, noise_at, options, want_delta)
-        source = CounterNoise(run.activation, run.sigma(stdevs, noise_level), seed, noise,
-                              choice.kernels.perturb, index)
+        source = checked.input_noise(run.activation, run.sigma(stdevs, noise_level))
         dtype = run.result_dtype
-        job = engine.Job(
-            method=run.method, source=source, target=run.target, n_samples=nt_samples,
-            snapshots=(nt_samples,), aggregates=tuple(dict.fromkeys(AGGREGATE_OF[t]
-                                                                    for t in types)),
-            accumulate=choice.kernels.accumulate, passes=choice.passes,
-            samples_per_pass=batch_size or run.samples_per_pass(nt_samples),
-            accumulator_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
-            compute_dtype=compute_dtype)
-        with preserved(problem.model, problem.x), run.method.session(problem.model):
-            (stats,) = engine.run(run.runner(choice.passes), job)
+        job = build_job(checked, method=run.method, source=source, target=run.target,
+                        samples_per_pass=batch_size or run.samples_per_pass(checked.n_samples),
+                        accumulator_dtype=_accumulator_dtype(dtype))
+        with model_session(problem.model, run.method, problem.x):
+            (stats,) = engine.run(run.runner(checked.passes), job)
         out = {t: run.format(run.split(stats[AGGREGATE_OF[t]][0].to(dtype))) for t in types}
         result = out[types[0]] if single else out
         return (result, run.deltas()) if want_delta else result
@@ -366,6 +356,11 @@ def _check_captum_mode(noise: str, noise_level: Any, seed: int | None, backend: 
     if backend in ("loop", "vmap"):
         raise CaptumArgumentError("rng='captum' replays Captum's chunks in batched passes; "
                                   "backend 'loop' and 'vmap' are not available")
+
+
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Float64 statistics for float64 inputs (Captum's arithmetic), else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _sigma(problem: Problem, stdevs: tuple[float, ...], noise_level: Any) -> Tensor:
