@@ -8,10 +8,10 @@ import torch
 from helpers import Quadratic, assert_close_results, tiny_mlp, tiny_resnet
 
 import smoothkern as sk
-import smoothkern._ext
 import smoothkern.methods
-from smoothkern import backends as registry
 from smoothkern.core.stats import AGGREGATES
+from smoothkern.ops import backends as registry
+from smoothkern.ops import extension
 
 FAST_BACKENDS = [name for name in registry.available("cpu") if name != "loop"]
 
@@ -169,6 +169,31 @@ def test_cpu_allocation_failure_is_retried(resnet, monkeypatch):
     assert calls == [4, 2, 2]
 
 
+def test_out_of_memory_frees_the_failed_pass_before_the_retry(resnet, monkeypatch):
+    # The failed pass's frames hold its activations; the split must run after the handler is
+    # left, or nothing can be released (a retry inside `except` keeps the traceback alive).
+    import gc
+    import weakref
+
+    method = sk.methods.Gradient()
+    original, held, alive_at_retry = method.attribute, [], []
+
+    def flaky(model, inputs, target):
+        if held:
+            gc.collect()
+            alive_at_retry.append(held[0]() is not None)
+        if inputs.shape[0] > 2:
+            activations = torch.empty(1024, 1024)     # what a failed forward holds
+            held.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return original(model, inputs, target)
+
+    monkeypatch.setattr(method, "attribute", flaky)
+    sk.smooth_grad(resnet, torch.rand(1, 3, 8, 8), n_samples=4, samples_per_pass=4,
+                   method=method)
+    assert alive_at_retry and not any(alive_at_retry)
+
+
 def test_out_of_memory_at_one_sample_is_raised(resnet, monkeypatch):
     method = sk.methods.Gradient()
 
@@ -190,8 +215,8 @@ def test_backend_report_is_complete_and_true():
     for name, state in report.items():
         assert isinstance(state, str) and state.strip() and "\n" not in state, (name, state)
     assert report["torch"] == report["vmap"] == report["loop"] == "available"
-    assert (report["cpp"] == "available") == smoothkern._ext.has_ops()
-    assert report["cpp"] == (smoothkern._ext.why_no_ops() or "available")
+    assert (report["cpp"] == "available") == extension.has_ops()
+    assert report["cpp"] == (extension.why_no_ops() or "available")
     assert report["cuda"] != "available"  # the CUDA kernels never take CPU tensors
     model, x = tiny_mlp(), torch.rand(2, 7)
     want = sk.smooth_grad(model, x, n_samples=3, seed=4, backend="loop")

@@ -104,6 +104,14 @@ NATIVE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# The classes served natively: Captum's own and the drop-in's subclass of each, by name.
+NATIVE_CLASSES: dict[type, str] = {
+    cls: name for ours in (Saliency, InputXGradient, IntegratedGradients, GuidedBackprop,
+                           LayerGradCam, GuidedGradCam)
+    for name in (ours.__name__,) for cls in (ours, getattr(_captum, name))}
+assert set(NATIVE_CLASSES.values()) == set(NATIVE_OPTIONS)
+
+
 def native_name(algorithm: Any, options: dict[str, Any]) -> str | None:
     """The Captum class a smoothkern method reproduces for this call, or None (generic path).
 
@@ -113,10 +121,8 @@ def native_name(algorithm: Any, options: dict[str, Any]) -> str | None:
     in eval mode (Captum runs a training-mode BatchNorm model too; the generic path does so
     with a warning).
     """
-    for name in NATIVE_OPTIONS:
-        if type(algorithm) in (getattr(_captum, name), globals()[name]):
-            break
-    else:
+    name = NATIVE_CLASSES.get(type(algorithm))
+    if name is None:
         return None
     if getattr(algorithm, "gradient_func", compute_gradients) is not compute_gradients:
         return None

@@ -94,11 +94,10 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
         """Attributes a drawn chunk; on out-of-memory splits it (the draws are kept)."""
         nonlocal per_pass
         rows_target = target.repeat(levels * chunk.count)     # target of row (i·S + s)·B + b
-        try:
-            out = _attribute(model, job, method, chunk, rows_target)
-        except Exception as err:  # noqa: BLE001 - only OOM is retried, the rest re-raised
-            if not is_out_of_memory(err) or chunk.count == 1:
-                raise
+        out = _attempt(model, job, method, chunk, rows_target)
+        if out is None:
+            # Out of memory: the failed pass's frames (and the activations they held) are
+            # gone once the handler is left, so the cache release below can free them.
             release_cached_memory(chunk.rows.device)
             first, second = chunk.split()
             per_pass = min(per_pass, first.count)
@@ -134,6 +133,18 @@ def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Te
         if bar is not None:
             bar.close()
     return results
+
+
+def _attempt(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
+             rows_target: Tensor) -> Tensor | None:
+    """The chunk's attributions, or None when the pass ran out of memory and the chunk can be
+    split (the exception and its traceback are dropped before returning)."""
+    try:
+        return _attribute(model, job, method, chunk, rows_target)
+    except Exception as err:  # noqa: BLE001 - only OOM is retried, the rest re-raised
+        if not is_out_of_memory(err) or chunk.count == 1:
+            raise
+    return None
 
 
 def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
