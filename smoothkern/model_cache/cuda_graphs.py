@@ -86,6 +86,7 @@ class GraphedPasses:
         self._pool = None          # one memory pool shared by these graphs
         self._streams: dict[torch.device, Any] = {}   # capture streams, one per device
         self._used: set[tuple] = set()                # keys replayed in the current call
+        self._keep = MAX_GRAPHS       # graphs kept: MAX_GRAPHS, or as many as the last call used
         self.pool_bytes: dict[torch.device, int] = {}  # reserved by captures, per device
         self.disabled: str | None = None   # why passes run eagerly, once capture failed
         self.replays = 0
@@ -122,7 +123,7 @@ class GraphedPasses:
             self.captures += 1
             self._graphs[key] = graph
             self._used.add(key)
-            self._evict(MAX_GRAPHS)
+            self._evict(self._keep)
         else:
             self._graphs.move_to_end(key)
             self._used.add(key)
@@ -199,11 +200,14 @@ class GraphedPasses:
     def drop_call_graphs(self) -> None:
         """The end of a call: drops the graphs of methods that do not share theirs (keyed by
         object: no later call can use them), then the least recently used beyond
-        :data:`MAX_GRAPHS` (a call's own graphs were kept while it ran)."""
+        :data:`MAX_GRAPHS` or the number this call used, whichever is larger (a call that runs
+        more pass shapes than MAX_GRAPHS would otherwise recapture some on every call)."""
         for key in [k for k in self._graphs if k[0][0] == "object"]:
             del self._graphs[key]
+            self._used.discard(key)
+        self._keep = max(MAX_GRAPHS, len(self._used))
         self._used.clear()
-        self._evict(MAX_GRAPHS)
+        self._evict(self._keep)
 
     def kept_pool_bytes(self, device: torch.device) -> int:
         """Bytes the kept graphs' pool holds on ``device`` (0 once none is kept)."""
