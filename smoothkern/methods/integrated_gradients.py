@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.memory import is_out_of_memory, release_cached_memory
-from ..core.planning import forward_measuring_saved_bytes, rows_in_budget
+from ..core.planning import rows_in_budget
+from ..model_cache.cache import saved_bytes_per_row
 from .base import AttributionMethod, input_gradient
 from .quadrature import check_rule, steps_and_alphas
 
@@ -92,8 +93,6 @@ class IntegratedGradients(AttributionMethod):
         self.record_delta = bool(record_delta)
         self.deltas: list[Tensor] = []
         self.rows_per_sample = n_steps
-        self._probed: tuple | None = None
-        self._row_bytes = 0
         self._row_cap: int | None = None       # model rows that fit, learnt from OOM errors
         self._input_dim: int | None = None     # dims of the rows seen (tells [B, ...] baselines)
 
@@ -119,11 +118,7 @@ class IntegratedGradients(AttributionMethod):
 
     def _rows_in_budget(self, model: nn.Module, x: Tensor) -> int:
         """Model rows that fit the engine's memory budget (one probe per model and shape)."""
-        key = (id(model), tuple(x.shape[1:]), x.dtype, x.device)
-        if self._probed != key:
-            _, self._row_bytes = forward_measuring_saved_bytes(model, x[:1])
-            self._probed = key
-        return rows_in_budget(self._row_bytes, x.device)
+        return rows_in_budget(saved_bytes_per_row(model, x), x.device)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor,
                   baseline: Tensor | None = None) -> Tensor:
