@@ -103,7 +103,7 @@ def smooth_grad(
             float32 (see :mod:`smoothkern.precision` for the accuracy contract).
         prepare: run a prepared copy of the model (True: the default preparations, BatchNorm
             folded and channels_last for convolutional models; False: none; or names from
-            ``smoothkern.prepare.PREPARATIONS``: "fold_batchnorm", "channels_last",
+            ``smoothkern.model_cache.PREPARATIONS``: "fold_batchnorm", "channels_last",
             "compile"); the caller's model is never changed. Methods
             that hook modules always run the caller's model.
         compile: run the (prepared) model through ``torch.compile`` (cached with the prepared

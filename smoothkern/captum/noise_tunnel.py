@@ -276,7 +276,7 @@ class _NativeRun:
                                     problem.model.output_shape).to(problem.x.device)
 
     def runner(self, passes: str) -> nn.Module:
-        """The prepared copy of the wrapped model the passes run (see smoothkern.prepare)."""
+        """The prepared copy of the wrapped model the passes run (see smoothkern.model_cache.prepare)."""
         if self.method.uses_model_structure:
             return self.problem.model
         return prepared_model(self.problem.model, self.problem.x, self.logits,
