@@ -312,3 +312,19 @@ def test_a_huge_batch_or_chunk_is_capped_at_the_data_sets_size(model, tmp_path):
     assert (again.computed, again.skipped) == (0, 1)
     np.testing.assert_allclose(store["mean"][:], sk.smooth_grad(model, X, n_samples=2).numpy(),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_statistics_hold_and_write_only_the_classes_seen(model, tmp_path):
+    stats = ClassStats(1000, (3, 16, 16), 1e-10)
+    stats.update(torch.randn(4, 3, 16, 16), torch.tensor([5, 5, 907, 5]))
+    stats.reduce(lambda t: t)  # one rank
+    assert sorted(stats.states) == [5, 907] and stats.counts()[[5, 907]].tolist() == [3, 1]
+    sk.attribute_dataset(model, TensorDataset(X), tmp_path / "s", target=2, aggregate="mean",
+                         statistics=("mean", "var"), **FAST)
+    store = open_store(tmp_path / "s")
+    per_class = store["stats/mean/class_mean"]
+    assert per_class.shape == (4, 1, 6, 6) and per_class.chunks == (1, 1, 6, 6)
+    assert np.isnan(per_class[[0, 1, 3]]).all() and not np.isnan(per_class[2]).any()
+    files = [p for p in (tmp_path / "s" / "stats" / "mean" / "class_mean").rglob("*")
+             if p.is_file() and p.name != "zarr.json"]
+    assert len(files) == 1  # the other classes' rows take no file

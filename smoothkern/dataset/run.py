@@ -241,7 +241,6 @@ def _store_statistics(ranks: Ranks, store: Store, plan: Plan) -> None:
     my_chunks = ranks.share(list(range(store.n_chunks)))
     targets = _together(ranks, "read the stored targets", lambda: {
         c: _read(store, "target", c) for c in my_chunks})
-    counts = None
     for name in plan.aggregates:
         if name in PER_EXAMPLE_AGGREGATES:
             continue
@@ -255,9 +254,8 @@ def _store_statistics(ranks: Ranks, store: Store, plan: Plan) -> None:
 
         merged = _together(ranks, "read the stored maps", accumulate)
         merged.reduce(ranks.sum)  # sums, never a gather of every rank's states
-        counts = merged.counts()
         if ranks.leader:
-            store.write_statistics(name, merged.finalize(plan.statistics), counts)
+            store.write_statistics(name, merged, plan.statistics)
 
 
 def _read(store: Store, name: str, chunk: int) -> Tensor:

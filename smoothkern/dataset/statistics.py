@@ -9,7 +9,7 @@ single-pass statistics and no rank ever holds another rank's states (for 1000 cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +18,9 @@ from ..core.stats import AGGREGATES, StreamingStats
 
 
 class ClassStats:
-    """One float64 streaming state per class, over maps of shape ``shape``.
+    """One float64 streaming state per class explained, over maps of shape ``shape``; a class's
+    state is made when it is first seen (1000 ImageNet classes of 224² RGB maps hold 1.2 GB per
+    state field, so classes a job never sees take nothing).
 
     Args:
         classes: K, the number of classes.
@@ -27,15 +29,20 @@ class ClassStats:
     """
 
     def __init__(self, classes: int, shape: Sequence[int], eps: float) -> None:
+        self.classes = classes
         self.shape = tuple(shape)
         self.eps = eps
-        self.states = [StreamingStats.empty(self.shape, dtype=torch.float64, eps=eps)
-                       for _ in range(classes)]
+        self.states: dict[int, StreamingStats] = {}
+
+    def _state(self, c: int) -> StreamingStats:
+        if c not in self.states:
+            self.states[c] = StreamingStats.empty(self.shape, dtype=torch.float64, eps=self.eps)
+        return self.states[c]
 
     def update(self, maps: Tensor, target: Tensor) -> None:
         """Adds maps (Tensor[n, *shape]) of examples of classes ``target`` (LongTensor[n])."""
         for c in torch.unique(target).tolist():
-            self.states[c].update(maps[target == c].to(torch.float64))
+            self._state(c).update(maps[target == c].to(torch.float64))
 
     def reduce(self, sum_ranks: Callable[[Tensor], Tensor], classes_per_step: int = 16
                ) -> None:
@@ -43,23 +50,25 @@ class ClassStats:
 
         Chan's merge as sums: with n = Σ n_r and mean = Σ n_r·mean_r / n, the merged
         M2 = Σ (M2_r + n_r·(mean_r − mean)²), so two all-reduces per block of classes give the
-        merged states (the abs and log sums are plain sums).
+        merged states (the abs and log sums are plain sums). Only classes some rank saw are
+        sent.
 
         Args:
             sum_ranks: an all-reduce sum over the ranks (every rank calls it in the same order).
             classes_per_step: classes per all-reduce (bounds the collective's buffer).
         """
-        counts = sum_ranks(torch.tensor([float(s.count) for s in self.states],
-                                        dtype=torch.float64))
-        for start in range(0, len(self.states), classes_per_step):
-            block = self.states[start:start + classes_per_step]
+        counts = sum_ranks(self.counts().to(torch.float64))
+        seen = counts.nonzero().flatten().tolist()
+        for start in range(0, len(seen), classes_per_step):
+            classes = seen[start:start + classes_per_step]
+            block = [self._state(c) for c in classes]
             n_r = torch.tensor([float(s.count) for s in block], dtype=torch.float64)
             n_r = n_r.view(-1, *([1] * len(self.shape)))
             means = torch.stack([s.mean for s in block])
             sums = sum_ranks(torch.stack([n_r * means, torch.stack([s.abs_sum for s in block]),
                                           torch.stack([s.log_sum for s in block])]))
-            n = counts[start:start + len(block)].view_as(n_r)
-            mean = torch.where(n > 0, sums[0] / n.clamp(min=1), torch.zeros_like(sums[0]))
+            n = counts[classes].view_as(n_r)
+            mean = sums[0] / n
             centred = torch.stack([s.m2 for s in block]) + n_r * (means - mean).square()
             centred = torch.where(n_r > 0, centred, torch.zeros_like(centred))
             m2 = sum_ranks(centred)
@@ -70,29 +79,42 @@ class ClassStats:
 
     def counts(self) -> Tensor:
         """LongTensor[K]: examples per class."""
-        return torch.tensor([s.count for s in self.states], dtype=torch.int64)
+        counts = torch.zeros(self.classes, dtype=torch.int64)
+        for c, state in self.states.items():
+            counts[c] = state.count
+        return counts
 
     def total(self) -> StreamingStats:
         """All classes merged (in class order): the statistics over every example."""
         total = StreamingStats.empty(self.shape, dtype=torch.float64, eps=self.eps)
-        for state in self.states:
-            total.merge(state)
+        for c in sorted(self.states):
+            total.merge(self.states[c])
         return total
+
+    def finalize_total(self, names: Sequence[str] = AGGREGATES) -> dict[str, Tensor]:
+        """``{stat: Tensor[*shape]}`` over all examples (NaN when there are none), float64."""
+        total = self.total()
+        if total.count:
+            return total.finalize(names)
+        return {n: torch.full(self.shape, float("nan"), dtype=torch.float64) for n in names}
+
+    def class_rows(self, names: Sequence[str] = AGGREGATES
+                   ) -> Iterator[tuple[int, dict[str, Tensor]]]:
+        """``(class, {stat: Tensor[*shape]})`` for each class with examples, in class order:
+        one class's statistics at a time."""
+        for c in sorted(self.states):
+            if self.states[c].count:
+                yield c, self.states[c].finalize(names)
 
     def finalize(self, names: Sequence[str] = AGGREGATES) -> dict[str, Tensor]:
         """``{stat: Tensor[*shape]}`` over all examples and ``{"class_" + stat: Tensor[K,
-        *shape]}`` per class (NaN rows for classes with no example), in float64."""
-        out = {}
-        total = self.total()
-        if total.count:
-            out.update(total.finalize(names))
-        else:
-            out.update({n: torch.full(self.shape, float("nan"), dtype=torch.float64)
-                        for n in names})
-        per_class = [s.finalize(names) if s.count else None for s in self.states]
+        *shape]}`` per class (NaN rows for classes with no example), in float64; all in memory
+        at once (the store writes :meth:`class_rows` one by one instead)."""
+        out = self.finalize_total(names)
         for name in names:
-            out["class_" + name] = torch.stack([
-                p[name] if p is not None else torch.full(self.shape, float("nan"),
-                                                         dtype=torch.float64)
-                for p in per_class])
+            out["class_" + name] = torch.full((self.classes, *self.shape), float("nan"),
+                                              dtype=torch.float64)
+        for c, values in self.class_rows(names):
+            for name in names:
+                out["class_" + name][c] = values[name]
         return out

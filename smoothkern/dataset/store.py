@@ -304,14 +304,23 @@ class Store:
 
     # ------------------------------------------------------------------ statistics
 
-    def write_statistics(self, name: str, values: Mapping[str, torch.Tensor],
-                         class_count: torch.Tensor) -> None:
-        """Stores ``stats/<name>/<stat>`` (float32) and ``stats/class_count``."""
-        for stat, value in values.items():
+    def write_statistics(self, name: str, stats: Any, names: tuple[str, ...]) -> None:
+        """Stores ``stats/<name>/<stat>`` and ``stats/<name>/class_<stat>`` (float32, a class
+        row at a time; rows of classes without examples stay NaN and take no file) and
+        ``stats/class_count``, from merged :class:`~smoothkern.dataset.statistics.ClassStats`.
+        """
+        for stat, value in stats.finalize_total(names).items():
             data = value.to(torch.float32).numpy()
             self.group.create_array(f"stats/{name}/{stat}", shape=data.shape, dtype="float32",
                                     chunks=data.shape or None, overwrite=True)[...] = data
-        counts = class_count.numpy()
+        shape = tuple(stats.shape)
+        arrays = {stat: self.group.create_array(
+            f"stats/{name}/class_{stat}", shape=(stats.classes, *shape), dtype="float32",
+            chunks=(1, *shape), fill_value=float("nan"), overwrite=True) for stat in names}
+        for c, values in stats.class_rows(names):
+            for stat, value in values.items():
+                arrays[stat][c] = value.to(torch.float32).numpy()
+        counts = stats.counts().numpy()
         self.group.create_array("stats/class_count", shape=counts.shape, dtype="int64",
                                 overwrite=True)[...] = counts
 
