@@ -11,14 +11,14 @@ from helpers import tiny_mlp, tiny_resnet
 from torch import Tensor, nn
 
 import smoothkern as sk
-from smoothkern.ops import extension
-from smoothkern.ops import backends as registry
+from smoothkern.core.stats import direct_statistics
 from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
-from smoothkern.core.stats import direct_statistics
 from smoothkern.noise.weights import WeightDraws, drawn_model
 from smoothkern.noise.weights import planning as weight_planning
 from smoothkern.noise.weights.planning import choose_attributions_per_pass
+from smoothkern.ops import backends as registry
+from smoothkern.ops import extension
 
 ALL = ("mean", "abs", "sq", "var", "geomean", "sem")
 # The weight-noise contract's key, written out: seed XOR splitmix64's golden-ratio constant.
@@ -391,3 +391,31 @@ def test_bfloat16_passes_stay_close_to_float32(resnet, images):
     half = sk.noise_grad(resnet, images, compute_dtype=torch.bfloat16, **kw)
     assert half.dtype == torch.float32
     assert float((half - full).norm() / full.norm()) < 0.05
+
+
+class _Recurrent(nn.Module):
+    """A sequence classifier vmap cannot batch over weight draws (LSTM) or runs on a fused
+    path inside vmap (attention)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.core = nn.LSTM(4, 6, batch_first=True) if kind == "lstm" else \
+            nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(6 if kind == "lstm" else 4, 3)
+
+    def forward(self, x):
+        h = self.core(x)[0] if self.kind == "lstm" else self.core(x)
+        return self.head(h.mean(dim=1))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "attention"])
+def test_draws_of_modules_vmap_cannot_batch_run_one_per_pass(kind):
+    torch.manual_seed(0)
+    model = _Recurrent(kind).eval()
+    x = torch.rand(2, 5, 4)
+    kw = dict(n_models=4, weight_noise=0.3, seed=1, aggregate=("mean", "var"))
+    got = sk.noise_grad(model, x, 0, samples_per_pass=4, **kw)
+    want = sk.noise_grad(model, x, 0, backend="loop", **kw)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name].float(), rtol=1e-4, atol=1e-6)

@@ -29,6 +29,12 @@ from .draws import WeightDraws
 from .swap import parameter_slots, swapped_parameters
 
 
+# Modules torch.func.vmap cannot batch over draws: recurrent layers have no batching rule, and
+# attention takes torch's fused fast path inside vmap. Their draws run one per pass.
+UNBATCHABLE = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer,
+               nn.TransformerDecoderLayer)
+
+
 class OnDrawnWeights(AttributionMethod):
     """``base`` under weight noise: rows carry their model draw (the source's ``model_draw``).
 
@@ -46,7 +52,8 @@ class OnDrawnWeights(AttributionMethod):
         self.base, self.draws = base, draws
         self.name = base.name
         self.rows_per_sample = base.rows_per_sample
-        self.vmap_draws = vmap_draws and not base.uses_model_structure
+        self.vmap_draws = vmap_draws and not base.uses_model_structure and \
+            not any(isinstance(m, UNBATCHABLE) for m in model.modules())
         self.slots = parameter_slots(model)
         # One module across passes: integrated gradients keys its memory probe by the model.
         self.stacked_model = StackedDraws(model, self.slots)
