@@ -283,3 +283,16 @@ def test_the_probe_of_integrated_gradients_is_per_model_not_per_id():
     (small_probe,) = cache.entry(small).probes.values()
     (large_probe,) = cache.entry(large).probes.values()
     assert small_probe[1] < large_probe[1]
+
+
+def test_timm_levit_leaves_its_token_norms_alone():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = statistics(timm.create_model("levit_128s", pretrained=False, num_classes=5,
+                                         img_size=64))
+    x = torch.rand(1, 3, 64, 64)
+    pairs = foldable_pairs(model, x, call_module)
+    assert pairs and all(name.startswith("stem.") for name, _ in pairs)   # its convolutions
+    got = sk.smooth_grad(model, x, 1, n_samples=2)
+    want = sk.smooth_grad(model, x, 1, n_samples=2, prepare=False)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6)
