@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..cli.args import fraction, method_option, positive
 
@@ -58,8 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     attribute.add_argument("--backend", default="auto")
     attribute.add_argument("--device", help="cpu or cuda[:N] (default: cuda:LOCAL_RANK under "
                            "torchrun with GPUs, else cuda if available, else cpu)")
-    attribute.add_argument("--workers", type=int, default=0, help="DataLoader workers reading "
-                           "the data (default 0)")
+    attribute.add_argument("--workers", type=int, help="DataLoader workers reading (decoding) "
+                           "the data (default: up to 4 for a folder of images, else 0)")
+    attribute.add_argument("--resize", type=positive, metavar="R", help="resize image files' "
+                           "shorter side to R before the centre crop (default: what the "
+                           "torchvision weights expect, e.g. 256 for resnet18, 232 for "
+                           "resnet50; the input size for other models)")
     attribute.add_argument("--no-statistics", action="store_true", help="skip the per-class "
                            "statistics")
     attribute.add_argument("--store-inputs", action="store_true", help="also store the images "
@@ -91,7 +96,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from ..models import load_named_model
     from .distributed import init_distributed
     from .run import attribute_dataset
-    from .sources import open_source
+    from .sources import default_resize, open_source
 
     _check_weights(args)
     device, created = init_distributed()
@@ -99,7 +104,11 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         if args.device and not created:
             device = _device(args.device)
         model, spec = load_named_model(args.model, args.weights)
-        source = open_source(args.data, spec, args.limit)
+        resize = args.resize or default_resize(args.model.replace("-", "_").lower(), spec)
+        source = open_source(args.data, spec, args.limit, resize)
+        workers = args.workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if source.listing is not None else 0
         levels = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
         compute = None if args.compute_dtype == "float32" else getattr(torch, args.compute_dtype)
         target = None if args.target == "predicted" else args.target
@@ -109,12 +118,12 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, store_dtype=getattr(torch, args.store_dtype),
             statistics=None if args.no_statistics else ("mean", "abs", "sq", "var", "geomean",
                                                         "sem"),
-            num_workers=args.workers, progress=not args.quiet, n_samples=args.n_samples,
+            num_workers=workers, progress=not args.quiet, n_samples=args.n_samples,
             noise_level=levels, noise=args.noise, aggregate=tuple(args.aggregate),
             method=args.method, seed=args.seed, compute_dtype=compute, backend=args.backend,
             store_inputs=args.store_inputs,
             metadata={"model": args.model, "weights": args.weights, "data": source.text,
-                      "limit": args.limit, "listing": source.listing,
+                      "limit": args.limit, "listing": source.listing, "resize": resize,
                       "channels": spec.channels, "size": spec.size,
                       "classes": list(source.classes or spec.classes or [])},
             **dict(args.option))

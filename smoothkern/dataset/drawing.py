@@ -91,7 +91,8 @@ def _images(store: Store, indices: list[int]) -> Tensor:
     from .sources import open_source
 
     n = store.n_examples
-    source = open_source(meta["data"], InputSpec(meta["channels"], meta["size"]), limit=n)
+    source = open_source(meta["data"], InputSpec(meta["channels"], meta["size"]), limit=n,
+                         resize=meta.get("resize"))
     _check_same_data(store, source, meta)
     return torch.stack([source.dataset[i][0] for i in indices])
 

@@ -43,8 +43,13 @@ class Source:
     listing: str | None = None
 
 
-def open_source(text: str, spec: InputSpec, limit: int | None = None) -> Source:
+def open_source(text: str, spec: InputSpec, limit: int | None = None,
+                resize: int | None = None) -> Source:
     """The data set a SOURCE names, shaped for a model taking ``spec``'s input.
+
+    Image files are resized (shorter side to ``resize``, default the input size) and
+    centre-cropped to the input size, as torchvision's ImageNet evaluation does (shorter side
+    to 256, or 232 for some weights, then the central 224²).
 
     Raises:
         DataError: a missing folder or file, a folder without images.
@@ -76,7 +81,7 @@ def open_source(text: str, spec: InputSpec, limit: int | None = None) -> Source:
         recorded = f"{kind}:{folder}"
     elif Path(text).expanduser().is_dir():
         folder = Path(text).expanduser().resolve()
-        dataset = ImageFolder(folder, spec)
+        dataset = ImageFolder(folder, spec, resize)
         recorded, classes = str(folder), dataset.classes
     elif sep and len(kind) > 1:
         raise ValueError(f"unknown data source {text!r}; choose from {SOURCES_HELP}")
@@ -94,11 +99,16 @@ class ImageFolder(Dataset):
     """Image files of a folder, read when asked for: its files (sorted, no labels), or the files
     of its subfolders (sorted; label = the subfolder's index among the sorted subfolders).
 
-    Every image is converted to the model's channels and resized and centre-cropped to its size.
+    Every image is converted to the model's channels, its shorter side resized to ``resize``
+    (default: the model's input size), and the centre cropped to the input size. Images are
+    decoded when an item is read: in the DataLoader's workers when there are some.
     """
 
-    def __init__(self, folder: Path, spec: InputSpec) -> None:
-        self.spec, self.folder = spec, folder
+    def __init__(self, folder: Path, spec: InputSpec, resize: int | None = None) -> None:
+        if resize is not None and resize < spec.size:
+            raise ValueError(f"resize must be at least the model's input size {spec.size}, got "
+                             f"{resize}")
+        self.spec, self.folder, self.resize = spec, folder, resize or spec.size
         files = _images_in(folder)
         self.classes: tuple[str, ...] | None = None
         self.items: list[tuple[Path, int]] = [(f, -1) for f in files]
@@ -127,7 +137,23 @@ class ImageFolder(Dataset):
         from ..data import load_image
 
         path, label = self.items[index]
-        return load_image(path, channels=self.spec.channels, size=self.spec.size), label
+        return load_image(path, channels=self.spec.channels, size=self.spec.size,
+                          resize=self.resize), label
+
+
+def default_resize(model: str, spec: InputSpec) -> int:
+    """The shorter side images are resized to before the centre crop: for a torchvision
+    architecture, what its default weights' evaluation transform uses (256 for resnet18, 232
+    for resnet50's), else the model's input size (no crop beyond the aspect ratio)."""
+    try:
+        import torchvision.models
+
+        transform = torchvision.models.get_model_weights(model).DEFAULT.transforms()
+    except (ImportError, KeyError, ValueError, AttributeError, TypeError):
+        return spec.size
+    if list(transform.crop_size) != [spec.size]:
+        return spec.size
+    return int(transform.resize_size[0])
 
 
 def _images_in(folder: Path) -> list[Path]:
