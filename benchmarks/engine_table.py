@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
-from smoothkern import backends as registry
 from smoothkern.bench import benchmark
 from smoothkern.core.stats import AGGREGATES
+from smoothkern.ops import backends as registry
 
 from .common import limit_candidates, machine, make_model, plain_passes
 

@@ -28,9 +28,11 @@ import statistics
 import torch
 
 import smoothkern as sk
-from smoothkern import noise
-from smoothkern.backends import registry
-from smoothkern.core.stats import AGGREGATES, StreamingStats, accumulate_reference
+from smoothkern.core.stats import AGGREGATES, StreamingStats
+from smoothkern.noise import philox4x32
+from smoothkern.ops import backends as registry
+from smoothkern.ops.accumulate import accumulate_reference
+from smoothkern.ops.perturb import perturb_reference
 
 from .common import limit_candidates, machine, make_model, plain_passes
 
@@ -79,7 +81,7 @@ def check_perturb(name: str, backend, device: str, gen: torch.Generator) -> list
                     index = torch.tensor([2**32 - 1, 3, 2**31][:shape[0]], device=device)
                     for kind, idx in itertools.product(("gaussian", "uniform"), (None, index)):
                         got = backend.perturb(x, sigma, 2**63 + 5, 7, 9, kind, example_index=idx)
-                        want = noise.perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind,
+                        want = perturb_reference(x, sigma, 2**63 + 5, 7, 9, kind,
                                                        example_index=idx)
                         err = ((got.double() - want.double()).abs()
                                / want.double().abs().clamp_min(1.0)).max().item()
@@ -126,13 +128,13 @@ def check_backend(name: str) -> list[str]:
             failures += check_accumulate(name, backend, device, gen)
     idx = torch.randint(0, 2**32, (3, 4096), device="cuda")
     zero = torch.zeros((), dtype=torch.int64, device="cuda")
-    want_bits = torch.stack(noise.philox4x32(idx[2], idx[1], idx[0], zero, 2**64 - 9), dim=-1)
+    want_bits = torch.stack(philox4x32(idx[2], idx[1], idx[0], zero, 2**64 - 9), dim=-1)
     if name == "cuda":
-        from smoothkern import ops
+        from smoothkern.ops.perturb import philox_bits
 
-        bits = ops.philox_bits(2**64 - 9, idx[0], idx[1], idx[2])
+        bits = philox_bits(2**64 - 9, idx[0], idx[1], idx[2])
     else:
-        from smoothkern.kernels.perturb import philox_bits
+        from smoothkern.ops.triton.perturb import philox_bits
 
         bits = philox_bits(2**64 - 9, idx[0], idx[1], idx[2])
     if not torch.equal(bits, want_bits):

@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 import smoothkern as sk
-from smoothkern.ops import backends as registry
-from smoothkern.models import cifar10_resnet18
 from smoothkern.core.stats import direct_statistics
+from smoothkern.models import cifar10_resnet18
 from smoothkern.noise.weights import WeightDraws
 from smoothkern.noise.weights.draws import weight_key
+from smoothkern.ops import backends as registry
 
 from .common import interleaved_medians, machine
 

@@ -14,8 +14,10 @@ import argparse
 
 import torch
 
-from smoothkern import _ext, noise, ops
-from smoothkern.core.stats import StreamingStats, accumulate_reference
+from smoothkern.core.stats import StreamingStats
+from smoothkern.ops import accumulate, extension, perturb
+from smoothkern.ops.accumulate import accumulate_reference
+from smoothkern.ops.perturb import perturb_reference
 
 from .common import interleaved_medians, machine
 
@@ -27,8 +29,8 @@ M = 50
 def perturb_variants(batch: int, shape: tuple[int, ...], m: int) -> dict:
     x = torch.rand(batch, *shape)
     sigma = torch.full((1, batch), 0.15)
-    return {"torch": lambda: noise.perturb_reference(x, sigma, 1, 0, m, "gaussian"),
-            "cpp": lambda: ops.perturb(x, sigma, 1, 0, m, "gaussian")}
+    return {"torch": lambda: perturb_reference(x, sigma, 1, 0, m, "gaussian"),
+            "cpp": lambda: perturb.perturb(x, sigma, 1, 0, m, "gaussian")}
 
 
 def accumulate_variants(batch: int, shape: tuple[int, ...], m: int) -> dict:
@@ -36,7 +38,7 @@ def accumulate_variants(batch: int, shape: tuple[int, ...], m: int) -> dict:
     chunk = torch.randn(m, n)
     states = {name: StreamingStats.empty(n) for name in ("torch", "cpp")}
     return {"torch": lambda: accumulate_reference(states["torch"], chunk),
-            "cpp": lambda: ops.accumulate(states["cpp"], chunk)}
+            "cpp": lambda: accumulate.accumulate(states["cpp"], chunk)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="32x32 only, 3 repeats")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    if not _ext.has_ops():
-        raise SystemExit(f"the C++ op is not available: {_ext.why_no_ops()}")
+    if not extension.has_ops():
+        raise SystemExit(f"the C++ op is not available: {extension.why_no_ops()}")
     shapes = SHAPES[:1] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
     print(f"# Kernel ops (CPU): {machine()}; m = {M}, median of {repeats} interleaved runs")

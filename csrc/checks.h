@@ -5,7 +5,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
-#include <string_view>
+
+#include "philox.h"
 
 namespace smoothkern {
 
@@ -29,14 +30,15 @@ inline void check_accumulate_args(const at::Tensor& mean, const at::Tensor& m2,
 }
 
 // Sample, example and element indices are uint32 Philox counter words: at most 2**32 of each,
-// past which the noise would silently repeat (noise.check_perturb_args makes the same checks).
+// past which the noise would silently repeat (ops/perturb.py's check_perturb_args makes the
+// same checks).
 constexpr int64_t kMaxCounter = int64_t(1) << 32;
 
 // perturb: x [B, ...] floating point with B >= 1 (N elements per example), sigma float32 [S, B]
 // (per example) or [S, B, N] (per element), a known noise kind, start/count >= 0 with
-// start + count <= 2**32, B and N at most 2**32.
-inline void check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int64_t start,
-                               int64_t count, std::string_view noise) {
+// start + count <= 2**32, B and N at most 2**32. Returns the noise kind.
+inline NoiseKind check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int64_t start,
+                                    int64_t count, int64_t noise) {
   TORCH_CHECK(x.dim() >= 1 && x.size(0) >= 1, "perturb: x must be [B, ...] with B >= 1");
   TORCH_CHECK(x.is_floating_point(), "perturb: x must be floating point, got ", x.scalar_type());
   const int64_t batch = x.size(0);
@@ -46,18 +48,22 @@ inline void check_perturb_args(const at::Tensor& x, const at::Tensor& sigma, int
                    (sigma.dim() == 3 && sigma.size(1) == batch && sigma.size(2) == n)),
               "perturb: sigma must be float32 [S, B] or [S, B, N] with B = x.size(0) and N "
               "elements per example, got ", sigma.scalar_type(), " ", sigma.sizes());
-  TORCH_CHECK(noise == "gaussian" || noise == "uniform", "perturb: unknown noise kind");
+  TORCH_CHECK(noise == static_cast<int64_t>(NoiseKind::kGaussian) ||
+                  noise == static_cast<int64_t>(NoiseKind::kUniform),
+              "perturb: unknown noise kind ", noise, " (0 gaussian, 1 uniform: NoiseKind.code)");
   TORCH_CHECK(start >= 0 && count >= 0, "perturb: start and count must be non-negative");
   TORCH_CHECK(count <= kMaxCounter && start <= kMaxCounter - count,
               "perturb: sample indices reach start + count = ", start, " + ", count,
               " > 2**32 (the sample index is a 32-bit Philox counter word)");
   TORCH_CHECK(n <= kMaxCounter && batch <= kMaxCounter,
               "perturb: more than 2**32 examples or 2**32 elements per example");
+  return static_cast<NoiseKind>(noise);
 }
 
-// perturb's example_index (when given): int64 [B], values in 0 .. 2**32 - 1 (counter word 2;
-// a larger value would alias another example's noise). Reading the values synchronises once
-// on a GPU. The device check stays with each kernel.
+// perturb's example_index (when given): int64 [B]. Its values are not read (on a GPU that would
+// synchronise on every perturb): every kernel takes each modulo 2**32 (the uint32 counter
+// word), and keeping them in 0 .. 2**32 - 1 is the caller's part (the public entry points check
+// them once per call). The device check stays with each kernel.
 inline void check_example_index(const std::optional<at::Tensor>& example_index, int64_t batch) {
   if (!example_index.has_value()) return;
   const at::Tensor& idx = *example_index;
@@ -66,9 +72,6 @@ inline void check_example_index(const std::optional<at::Tensor>& example_index, 
   TORCH_CHECK(idx.dim() == 1 && idx.size(0) == batch,
               "perturb: example_index must be [B] with B = x.size(0) = ", batch, ", got ",
               idx.sizes());
-  const bool bad = idx.lt(0).logical_or_(idx.ge(kMaxCounter)).any().item<bool>();
-  TORCH_CHECK(!bad, "perturb: example indices must be in 0 .. 2**32 - 1 (a 32-bit Philox "
-              "counter word)");
 }
 
 // philox_bits: three int64 index tensors of one shape (each word is taken modulo 2**32).

@@ -1,4 +1,4 @@
-// The noise contract of smoothkern/noise.py in C++, shared by the CPU and CUDA kernels.
+// The noise contract of smoothkern/noise/philox.py in C++, shared by the CPU and CUDA kernels.
 //
 // z(seed, b, i, j): counter (j, i, b, 0), key (seed lo, seed hi), Philox4x32-10; uniform and
 // Box-Muller Gaussian exactly as the Python reference and Triton's tl.rand / tl.randn.
@@ -15,7 +15,11 @@
 
 namespace smoothkern {
 
-// Philox4x32 constants (Salmon et al., SC'11), the same as Triton's and noise.py's.
+// The distribution of the standard draw; the values are smoothkern.noise.NoiseKind's `code`,
+// which the perturb schema takes as an int.
+enum class NoiseKind : int64_t { kGaussian = 0, kUniform = 1 };
+
+// Philox4x32 constants (Salmon et al., SC'11), the same as Triton's and noise/philox.py's.
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
 constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;

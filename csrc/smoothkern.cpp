@@ -13,10 +13,12 @@ PyMODINIT_FUNC PyInit__C(void) {
 
 TORCH_LIBRARY(smoothkern, m) {
   // x[B, ...], sigma[S, B] or [S, B, N] float32 -> noisy[count*S*B, ...] in x.dtype, row
-  // (i*S + s)*B + b; start + count <= 2**32. example_index: int64 [B] (values < 2**32), the
-  // examples' indices in the caller's data, used as counter word 2 instead of b.
+  // (i*S + s)*B + b; start + count <= 2**32. noise: the NoiseKind (0 gaussian, 1 uniform).
+  // example_index: int64 [B], the examples' indices in the caller's data, used as counter
+  // word 2 instead of b; each value is taken modulo 2**32 (not read on the host: no sync), and
+  // keeping them in 0 .. 2**32 - 1 is the caller's part.
   m.def(
-      "perturb(Tensor x, Tensor sigma, int seed, int start, int count, str noise, "
+      "perturb(Tensor x, Tensor sigma, int seed, int start, int count, int noise, "
       "Tensor? example_index=None) -> Tensor");
   // Welford/Chan update of the running statistics with chunk[k, N]; count = samples seen before.
   m.def(

@@ -74,7 +74,7 @@ def gpu_backend(name: str):
     is built only where nvcc was found at install time; triton may be missing)."""
     import pytest
 
-    from smoothkern.backends import registry
+    from smoothkern.ops import backends as registry
 
     reason = registry.status("cuda")[name]
     if reason != "available":

@@ -120,9 +120,9 @@ def test_tuple_inputs_and_additional_args_on_the_generic_path():
     # the counter-based noise with a σ per input on the kernel sets, same as the loop reference
     nt = skc.NoiseTunnel(ca.DeepLift(model))
     want = nt.attribute((x, y), nt_samples=6, stdevs=(0.1, 0.3), backend="loop", **options)
-    import smoothkern as sk
+    from smoothkern.ops import backends
 
-    for backend in sk.backends.available("cpu"):
+    for backend in backends.available("cpu"):
         if backend in ("loop", "vmap"):
             continue
         got = nt.attribute((x, y), nt_samples=6, nt_samples_batch_size=4, stdevs=(0.1, 0.3),

@@ -11,11 +11,13 @@ from helpers import gpu_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smoothkern import _ext
-from smoothkern.backends import registry
-from smoothkern.core.stats import AGGREGATES, StreamingStats, accumulate_reference, direct_statistics
+from smoothkern.core.stats import AGGREGATES, StreamingStats, direct_statistics
+from smoothkern.ops import backends as registry
+from smoothkern.ops import extension
+from smoothkern.ops.accumulate import accumulate_reference
 
-needs_ext = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
+needs_ext = pytest.mark.skipif(not extension.has_ops(),
+                               reason=f"C++ op: {extension.why_no_ops()}")
 TRITON_REASON = registry.status("cpu").get("triton")
 needs_triton = pytest.mark.skipif(TRITON_REASON != "available",
                                   reason=f"triton on cpu: {TRITON_REASON}")
@@ -25,10 +27,10 @@ FIELDS = ("mean", "m2", "abs_sum", "log_sum")
 
 def accumulate_of(name: str):
     if name == "cpp":
-        from smoothkern import ops
+        from smoothkern.ops import accumulate
 
-        return ops.accumulate
-    from smoothkern.kernels import accumulate
+        return accumulate.accumulate
+    from smoothkern.ops.triton import accumulate
 
     return accumulate.accumulate
 
@@ -198,11 +200,11 @@ def test_opcheck_accumulate():
 
 @needs_ext
 def test_cpp_rejects_bad_state():
-    from smoothkern import ops
+    from smoothkern.ops import accumulate
 
     state = StreamingStats.empty(4)
     with pytest.raises(RuntimeError, match="N = chunk.size"):
-        ops.accumulate(state, torch.randn(2, 5))
+        accumulate.accumulate(state, torch.randn(2, 5))
     assert state.count == 0
 
 

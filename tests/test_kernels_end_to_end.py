@@ -11,11 +11,12 @@ import torch
 from helpers import assert_close_results, tiny_resnet
 
 import smoothkern as sk
-from smoothkern import _ext
-from smoothkern.backends import registry
 from smoothkern.core.stats import AGGREGATES
+from smoothkern.ops import backends as registry
+from smoothkern.ops import extension
 
-needs_ext = pytest.mark.skipif(not _ext.has_ops(), reason=f"C++ op: {_ext.why_no_ops()}")
+needs_ext = pytest.mark.skipif(not extension.has_ops(),
+                               reason=f"C++ op: {extension.why_no_ops()}")
 TRITON_REASON = registry.status("cpu").get("triton")
 needs_triton = pytest.mark.skipif(TRITON_REASON != "available",
                                   reason=f"triton on cpu: {TRITON_REASON}")
@@ -66,7 +67,7 @@ def test_import_does_not_import_triton():
 
 @needs_triton
 def test_triton_is_imported_on_first_use():
-    code = ("import sys, torch, smoothkern; from smoothkern.backends import registry; "
+    code = ("import sys, torch, smoothkern; from smoothkern.ops import backends as registry; "
             "b = registry.resolve('triton', 'cpu'); assert 'triton' not in sys.modules; "
             "b.perturb(torch.zeros(1, 3), torch.ones(1, 1), 0, 0, 1, 'uniform'); "
             "assert 'triton' in sys.modules")
@@ -82,7 +83,7 @@ def test_gpu_tests_run_compiled_triton():
 
 
 def test_skip_ext_reports_reason_and_falls_back_to_torch():
-    code = ("import smoothkern as sk; from smoothkern.backends import registry; "
+    code = ("import smoothkern as sk; from smoothkern.ops import backends as registry; "
             "print(sk.backend_status('cpu')['cpp']); print(registry.resolve('auto', 'cpu').name)")
     env = dict(os.environ, SMOOTHKERN_SKIP_EXT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -1,5 +1,5 @@
 """Launch grids at CUDA's limits, without a GPU: the Triton launchers' pure-Python arithmetic
-(smoothkern/kernels/launch.py) and the CUDA launchers' host C++ (csrc/cuda/grid.h, compiled
+(smoothkern/ops/triton/launch.py) and the CUDA launchers' host C++ (csrc/cuda/grid.h, compiled
 here with the host compiler)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smoothkern.kernels import launch
+from smoothkern.ops.triton import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ import json, re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from smoothkern.kernels import accumulate, perturb
+from smoothkern.ops.triton import accumulate, perturb
 
 target = GPUTarget("cuda", 90, 32)
 options = {"num_warps": 4, "enable_fp_fusion": False}
@@ -99,7 +99,7 @@ def test_float32_accumulate_divides_correctly_rounded(ptx):
 
 def test_changing_arguments_are_not_specialised():
     # Specialising start/seed/k on their value (== 1, % 16) recompiles mid-run as chunks move.
-    code = ("import json; from smoothkern.kernels import accumulate, perturb\n"
+    code = ("import json; from smoothkern.ops.triton import accumulate, perturb\n"
             "print(json.dumps({f.fn.__name__: [p.name for p in f.params if p.do_not_specialize]"
             " for f in (perturb._perturb_kernel, accumulate._accumulate_kernel, "
             "perturb._philox_bits_kernel)}))")

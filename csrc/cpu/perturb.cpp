@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
-#include <string_view>
 
 #include "../checks.h"
 #include "../philox.h"
@@ -34,20 +33,23 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
                                          scalar_t* out_b, int64_t batch, int64_t n,
                                          int64_t levels, int64_t len, int64_t j0, uint32_t sample,
                                          uint32_t example, uint32_t k0, uint32_t k1,
-                                         bool gaussian) {
+                                         NoiseKind kind) {
   alignas(64) float z[kBlock], u2[kBlock];
   for (int64_t j = 0; j < len; ++j) {
     const PhiloxOut r = philox4x32_10(static_cast<uint32_t>(j0 + j), sample, example, 0, k0, k1);
     z[j] = uint_to_unit(r.r0);
     u2[j] = uint_to_unit(r.r1);
   }
-  if (gaussian) {
-    for (int64_t j = 0; j < len; ++j) {
-      const float u1 = z[j] < kGaussU1Floor ? kGaussU1Floor : z[j];
-      z[j] = std::sqrt(-2.0f * log_f32(u1)) * cos_angle_f32(kTwoPi * u2[j]);
-    }
-  } else {
-    for (int64_t j = 0; j < len; ++j) z[j] = kSqrt3 * (2.0f * z[j] - 1.0f);
+  switch (kind) {
+    case NoiseKind::kGaussian:
+      for (int64_t j = 0; j < len; ++j) {
+        const float u1 = z[j] < kGaussU1Floor ? kGaussU1Floor : z[j];
+        z[j] = std::sqrt(-2.0f * log_f32(u1)) * cos_angle_f32(kTwoPi * u2[j]);
+      }
+      break;
+    case NoiseKind::kUniform:
+      for (int64_t j = 0; j < len; ++j) z[j] = kSqrt3 * (2.0f * z[j] - 1.0f);
+      break;
   }
   for (int64_t s = 0; s < levels; ++s) {
     const float* sd = sigma_b + s * level_stride;
@@ -72,7 +74,7 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
 template <typename scalar_t>
 void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scalar_t* out,
                   int64_t batch, int64_t levels, int64_t n, uint64_t seed, int64_t start,
-                  int64_t count, bool gaussian, const int64_t* example_index) {
+                  int64_t count, NoiseKind kind, const int64_t* example_index) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -89,18 +91,18 @@ void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scala
                     out + ((i * levels) * batch + b) * n + j0, batch, n, levels,
                     std::min(kBlock, n - j0), j0, static_cast<uint32_t>(start + i),
                     static_cast<uint32_t>(example_index ? example_index[b] : b), k0, k1,
-                    gaussian);
+                    kind);
     }
   });
 }
 
 at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
-                       int64_t count, std::string_view noise,
+                       int64_t count, int64_t noise,
                        const std::optional<at::Tensor>& example_index) {
   TORCH_CHECK(x.device().is_cpu() && sigma.device().is_cpu(), "perturb: tensors must be on CPU");
   TORCH_CHECK(!example_index.has_value() || example_index->device().is_cpu(),
               "perturb: example_index must be on the CPU, as x");
-  check_perturb_args(x, sigma, start, count, noise);
+  const NoiseKind kind = check_perturb_args(x, sigma, start, count, noise);
   check_example_index(example_index, x.size(0));
   const int64_t batch = x.size(0);
   const int64_t levels = sigma.size(0);
@@ -116,8 +118,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cpu", [&] {
     perturb_impl<scalar_t>(xc.const_data_ptr<scalar_t>(), sc.const_data_ptr<float>(),
                            sc.dim() == 3, out.mutable_data_ptr<scalar_t>(), batch, levels, n,
-                           static_cast<uint64_t>(seed), start, count, noise == "gaussian",
-                           index);
+                           static_cast<uint64_t>(seed), start, count, kind, index);
   });
   return out;
 }

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <string_view>
 
 #include "../checks.h"
 #include "../philox.h"
@@ -22,18 +21,22 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <bool kGaussian>
+template <NoiseKind kKind>
 __device__ __forceinline__ float draw(int64_t j, uint32_t sample, uint32_t example, uint32_t k0,
                                       uint32_t k1) {
   const PhiloxOut r = philox4x32_10(static_cast<uint32_t>(j), sample, example, 0, k0, k1);
-  return kGaussian ? gaussian_noise(r.r0, r.r1) : uniform_noise(r.r0);
+  if constexpr (kKind == NoiseKind::kGaussian) {
+    return gaussian_noise(r.r0, r.r1);
+  } else {
+    return uniform_noise(r.r0);
+  }
 }
 
 // Grid: x over element packs, y (strided) over rows = (sample, example) pairs.
 // kVec > 1 only when n % kVec == 0 and x, out are 16-byte aligned (checked by the launcher).
 // sigma is [S, B] (per_element false) or [S, B, N] (per_element true). example_index is
-// nullptr (row b draws as example b) or int64 [B], the counter word of each row.
-template <typename scalar_t, int kVec, bool kGaussian>
+// nullptr (row b draws as example b) or int64 [B], the counter word of each row (mod 2**32).
+template <typename scalar_t, int kVec, NoiseKind kKind>
 __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __restrict__ sigma,
                                bool per_element, const int64_t* __restrict__ example_index,
                                scalar_t* __restrict__ out, int64_t batch, int64_t levels,
@@ -56,7 +59,7 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
     }
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      z[v] = draw<kGaussian>(j0 + v, static_cast<uint32_t>(start + i), example, k0, k1);
+      z[v] = draw<kKind>(j0 + v, static_cast<uint32_t>(start + i), example, k0, k1);
     }
     for (int64_t s = 0; s < levels; ++s) {
       float sd[kVec];
@@ -88,7 +91,7 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
 template <typename scalar_t, int kVec>
 void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t* index,
                     at::Tensor& out, int64_t batch, int64_t levels, int64_t n, uint64_t seed,
-                    int64_t start, int64_t count, bool gaussian) {
+                    int64_t start, int64_t count, NoiseKind kind) {
   const int64_t rows = count * batch;
   const int64_t packs = (n + kVec - 1) / kVec;
   const dim3 grid(static_cast<unsigned>((packs + kThreads - 1) / kThreads),
@@ -99,25 +102,28 @@ void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t*
   const float* sd = sigma.const_data_ptr<float>();
   const bool per_element = sigma.dim() == 3;
   scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-  if (gaussian) {
-    perturb_kernel<scalar_t, kVec, true><<<grid, kThreads, 0, stream>>>(
-        src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
-  } else {
-    perturb_kernel<scalar_t, kVec, false><<<grid, kThreads, 0, stream>>>(
-        src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
+  switch (kind) {
+    case NoiseKind::kGaussian:
+      perturb_kernel<scalar_t, kVec, NoiseKind::kGaussian><<<grid, kThreads, 0, stream>>>(
+          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
+      break;
+    case NoiseKind::kUniform:
+      perturb_kernel<scalar_t, kVec, NoiseKind::kUniform><<<grid, kThreads, 0, stream>>>(
+          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
+      break;
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
-                        int64_t count, std::string_view noise,
+                        int64_t count, int64_t noise,
                         const std::optional<at::Tensor>& example_index) {
   TORCH_CHECK(x.is_cuda() && sigma.device() == x.device(),
               "perturb: x and sigma must be on the same CUDA device");
   TORCH_CHECK(!example_index.has_value() || example_index->device() == x.device(),
               "perturb: example_index must be on x's CUDA device");
-  check_perturb_args(x, sigma, start, count, noise);
-  check_example_index(example_index, x.size(0));
+  const NoiseKind kind = check_perturb_args(x, sigma, start, count, noise);
+  check_example_index(example_index, x.size(0));  // layout only: no synchronisation
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t batch = x.size(0), levels = sigma.size(0), n = x.numel() / batch;
   const at::Tensor xc = x.contiguous(), sc = sigma.contiguous();
@@ -125,7 +131,6 @@ at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t se
   shape[0] = count * levels * batch;
   at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  const bool gaussian = noise == "gaussian";
   const at::Tensor ic = example_index.has_value() ? example_index->contiguous() : at::Tensor();
   const int64_t* index = ic.defined() ? ic.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cuda", [&] {
@@ -134,10 +139,10 @@ at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t se
                            is_aligned(out.const_data_ptr(), kVectorBytes);
     if (vector_ok) {
       launch_perturb<scalar_t, kVec>(xc, sc, index, out, batch, levels, n, seed, start, count,
-                                     gaussian);
+                                     kind);
     } else {
       launch_perturb<scalar_t, 1>(xc, sc, index, out, batch, levels, n, seed, start, count,
-                                  gaussian);
+                                  kind);
     }
   });
   return out;

@@ -1,7 +1,9 @@
 """Loads the compiled ops (``smoothkern._C``, ``smoothkern._C_cuda``) when they were built.
 
 Never fails at import: a missing or broken extension only makes the cpp/cuda backends report
-why they are unavailable. ``SMOOTHKERN_SKIP_EXT=1`` also skips loading a built extension.
+why they are unavailable. ``SMOOTHKERN_SKIP_EXT=1`` also skips loading a built extension. The
+ops' fake kernels (for ``torch.compile``) are registered beside each op's wrapper
+(:mod:`smoothkern.ops.perturb`, :mod:`smoothkern.ops.accumulate`) once the schemas are loaded.
 """
 
 from __future__ import annotations
@@ -35,9 +37,6 @@ _CUDA_REASON = _CPU_REASON if _CPU_REASON is not None else _load("_C_cuda")
 if _CUDA_REASON is not None and _CPU_REASON is None and "not built" in _CUDA_REASON:
     _CUDA_REASON = ("CUDA op not built (needs a CUDA build of torch and nvcc at install time; "
                     "see docs/kernels.md)")
-
-if _CPU_REASON is None:
-    from . import _fake  # noqa: F401  (fake kernels so torch.compile can trace the ops)
 
 
 def has_ops() -> bool:

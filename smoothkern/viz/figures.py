@@ -12,11 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from ..api import smooth_grad
+from ..noise.kinds import NOISE_KIND_NAMES
 from .grid import attribution_grid, save_figure
 
 NOISE_LEVELS = (0.0, 0.05, 0.10, 0.20, 0.30, 0.50)  # the SmoothGrad paper's Figure 3
 SAMPLE_COUNTS = (3, 5, 10, 20, 50)
-NOISE_KINDS = ("gaussian", "uniform")
+NOISE_KINDS = NOISE_KIND_NAMES  # every input noise kind, side by side
 AGGREGATES = ("mean", "abs", "sq", "var", "geomean")
 AGGREGATE_TITLES = {"mean": "SmoothGrad", "abs": "mean |g|", "sq": "SmoothGrad²",
                     "var": "VarGrad", "geomean": "geomean |g|"}

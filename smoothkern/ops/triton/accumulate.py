@@ -12,14 +12,18 @@ Rounding as the C++ and CUDA kernels: ``1 / (r + 1)`` correctly rounded (``div_r
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..stats import StreamingStats
+from ..accumulate import check_accumulate_args
 from .launch import accumulate_grid, interpreted, on_device_of
+
+if TYPE_CHECKING:
+    from ...core.stats import StreamingStats
 
 # GPU: 512 elements (4 per thread at 4 warps): keeps the k-row loop's loads in flight while
 # leaving more programs for small states; benchmarks/gpu.py reports the achieved bandwidth.
@@ -88,15 +92,7 @@ def accumulate(state: StreamingStats, chunk: Tensor) -> None:
         state: float32 or float64 running statistics, element shape [N], on the chunk's device.
         chunk (Tensor[k, N]): attributions, fp32/fp16/bf16/fp64.
     """
-    if chunk.dim() != 2 or state.mean.dim() != 1 or chunk.shape[1] != state.mean.numel():
-        raise ValueError(f"chunk must be [k, {state.mean.numel()}] for a flat state, got "
-                         f"{tuple(chunk.shape)}")
-    if not chunk.is_floating_point():
-        raise ValueError(f"chunk must be floating point, got {chunk.dtype}")
-    for t in (state.mean, state.m2, state.abs_sum, state.log_sum):
-        if not t.is_contiguous() or t.device != chunk.device or t.dtype != state.dtype:
-            raise ValueError("state tensors must be contiguous, share one dtype, and sit on "
-                             "the chunk's device")
+    check_accumulate_args(state, chunk)
     k, n = chunk.shape
     if k == 0 or n == 0:
         return

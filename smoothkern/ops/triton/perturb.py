@@ -1,6 +1,6 @@
 """Triton perturb: replicate, draw, scale, add and cast in one pass (and a raw-bits kernel).
 
-Same counters as :func:`smoothkern.noise.perturb_reference`: ``tl.philox(seed, j, i, b, 0)``
+Same counters as :func:`smoothkern.ops.perturb.perturb_reference`: ``tl.philox(seed, j, i, b, 0)``
 (b: ``example_index[b]`` when the caller gives the examples' indices),
 ``uint_to_uniform_float`` and Box-Muller's first output, so the raw integers match the reference
 exactly and the floats to rounding.
@@ -13,7 +13,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..noise import check_perturb_args, check_seed
+from ...noise.kinds import NoiseKind
+from ...noise.philox import check_seed
+from ..perturb import check_perturb_args
 from .launch import interpreted, on_device_of, perturb_grid
 
 # Elements per program. GPU: 1024 with 4 warps (8 per thread in flight; benchmarks/gpu.py
@@ -23,6 +25,7 @@ GPU_BLOCK = 1024
 GPU_WARPS = 4
 INTERPRETER_MAX_BLOCK = 1 << 16
 SQRT3 = tl.constexpr(1.7320508075688772)  # a constexpr: jit code may not read plain globals
+GAUSSIAN = tl.constexpr(NoiseKind.GAUSSIAN.code)  # the NOISE constexpr's values
 
 
 def block_size(n: int) -> int:
@@ -32,8 +35,10 @@ def block_size(n: int) -> int:
 
 
 @triton.jit
-def standard_noise(seed, element, sample, example, GAUSSIAN: tl.constexpr):
+def standard_noise(seed, element, sample, example, NOISE: tl.constexpr):
     """z(seed, b, i, j) in float32 for a block of elements (integer vectors/scalars).
+
+    ``NOISE`` is a :class:`~smoothkern.noise.NoiseKind`'s ``code``.
 
     Box-Muller as ``tl.random.pair_uniform_to_normal``'s first output, but with the correctly
     rounded square root (``sqrt_rn``; ``tl.sqrt`` is ``sqrt.approx`` on NVIDIA GPUs), as the C++
@@ -42,7 +47,7 @@ def standard_noise(seed, element, sample, example, GAUSSIAN: tl.constexpr):
     zero = tl.zeros_like(element).to(tl.uint32)
     r0, r1, _, _ = tl.philox(seed, element.to(tl.uint32), zero + sample, zero + example, zero)
     u1 = tl.random.uint_to_uniform_float(r0)
-    if GAUSSIAN:
+    if NOISE == GAUSSIAN:
         u2 = tl.random.uint_to_uniform_float(r1)
         u1 = tl.maximum(1.0e-7, u1)  # noise.GAUSS_U1_FLOOR; 2 pi below: noise.TWO_PI
         z = tl.sqrt_rn(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
@@ -55,7 +60,7 @@ def standard_noise(seed, element, sample, example, GAUSSIAN: tl.constexpr):
 # (== 1, divisible by 16), which would recompile the kernel when a chunk starts elsewhere.
 @triton.jit(do_not_specialize=["n", "batch", "levels", "rows", "seed", "start"])
 def _perturb_kernel(x_ptr, sigma_ptr, index_ptr, out_ptr, n, batch, levels, rows, seed, start,
-                    BLOCK: tl.constexpr, GAUSSIAN: tl.constexpr, PER_ELEMENT: tl.constexpr,
+                    BLOCK: tl.constexpr, NOISE: tl.constexpr, PER_ELEMENT: tl.constexpr,
                     HAS_INDEX: tl.constexpr):
     # Grid: (element blocks, min(rows, 65535)); rows r = i * batch + b strided along y.
     # All offsets are int64: batch * n and the element index itself can pass 2**31.
@@ -74,7 +79,7 @@ def _perturb_kernel(x_ptr, sigma_ptr, index_ptr, out_ptr, n, batch, levels, rows
             example = tl.load(index_ptr + b).to(tl.uint32)
         else:
             example = b.to(tl.uint32)
-        z = standard_noise(seed, offs, (start + i).to(tl.uint32), example, GAUSSIAN)
+        z = standard_noise(seed, offs, (start + i).to(tl.uint32), example, NOISE)
         out_row = out_ptr + (i * levels * batch64 + b) * n64 + offs
         for s in range(levels):
             if PER_ELEMENT:  # sigma[s, b, j]
@@ -102,8 +107,9 @@ def _philox_bits_kernel(example_ptr, sample_ptr, element_ptr, out_ptr, total, se
 
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-            noise: str = "gaussian", *, example_index: Tensor | None = None) -> Tensor:
-    """Noisy copies; the contract of :func:`smoothkern.noise.perturb_reference`.
+            noise: NoiseKind | str = NoiseKind.GAUSSIAN, *,
+            example_index: Tensor | None = None) -> Tensor:
+    """Noisy copies; the contract of :mod:`smoothkern.ops.perturb`.
 
     Args:
         x (Tensor[B, ...]): clean inputs, N elements per example.
@@ -111,13 +117,13 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
             (cast to float32), on x's device.
         seed, start, count, noise: as the reference; ``start + count <= 2**32``.
         example_index (Tensor[B] int64 or None): the examples' indices in the caller's data
-            (counter word 2 of row b; values in ``0 .. 2**32 - 1``), on x's device. None: the
-            position in the batch.
+            (counter word 2 of row b, taken modulo 2**32; values not checked here), on x's
+            device. None: the position in the batch.
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
     """
-    check_perturb_args(x, sigma, start, count, noise, example_index)
+    kind = check_perturb_args(x, sigma, start, count, noise, example_index)
     seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
@@ -135,7 +141,7 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
     with on_device_of(x):
         # No fused multiply-add: float(x) + sigma * z rounds like the reference.
         _perturb_kernel[grid](x, sigma, index, out, n, batch, levels, count * batch, seed, start,
-                              BLOCK=block, GAUSSIAN=noise == "gaussian",
+                              BLOCK=block, NOISE=kind.code,
                               PER_ELEMENT=sigma.dim() == 3, HAS_INDEX=has_index,
                               num_warps=GPU_WARPS, enable_fp_fusion=False)
     return out
