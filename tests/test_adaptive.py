@@ -72,3 +72,22 @@ def test_sem_and_count_against_the_loop_reference(model):
 def test_bad_tolerance_is_refused(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         sk.smooth_grad(model, X, n_samples=4, **kwargs)
+
+
+def test_the_convergence_test_is_batched_over_examples(model, monkeypatch):
+    # One finalize per pass for all active examples (one host read), and one per distinct count
+    # at the end: not one per example and pass, each a device sync on a GPU.
+    calls = []
+    original = sk.StreamingStats.finalize
+
+    def counting(self, aggregates=sk.AGGREGATES):
+        calls.append(self.shape)
+        return original(self, aggregates)
+
+    monkeypatch.setattr(sk.StreamingStats, "finalize", counting)
+    batch = torch.rand(6, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    got = sk.smooth_grad(model, batch, n_samples=40, tolerance=0.3, samples_per_pass=4,
+                         aggregate=("mean", "count"))
+    passes = (got["count"].max().item() + 3) // 4
+    assert len(calls) <= passes + len(got["count"].unique())
+    assert all(shape[1] > 1 or len(batch) == 1 for shape in calls[:1])

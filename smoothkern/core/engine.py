@@ -24,7 +24,8 @@ from ..methods import AttributionMethod
 from ..model_io import ModelCall
 from .precision import autocast
 from ..noise.sources import Chunk, NoiseSource
-from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats, direct_statistics
+from .reducer import Reducer
+from .stats import PER_EXAMPLE_AGGREGATES, direct_statistics
 
 PASS_STRATEGIES = ("batched", "vmap", "loop")
 # A tap sees every chunk's attributions, Tensor[count, S, B, *attr], after they are accumulated.
@@ -85,7 +86,7 @@ def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Te
 def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Tensor]]:
     source, method, target = job.source, job.method, job.target
     levels = source.levels
-    reducer = _Reducer(job, levels, source.batch)
+    reducer = Reducer(job, levels, source.batch)
     active = torch.arange(source.batch)           # examples (positions) still drawing samples
     per_pass = job.samples_per_pass
     bar = _progress_bar(job.n_samples, progress)
@@ -161,61 +162,6 @@ def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chu
         else:
             out = method.attribute(model, chunk.rows, rows_target, **chunk.extras)
     return out if job.compute_dtype is None else out.float()
-
-
-class _Reducer:
-    """Streaming statistics of a job, created at the first chunk (its attribution shape): one
-    state for the batch, or one per example when examples may stop at different counts."""
-
-    def __init__(self, job: Job, levels: int, batch: int) -> None:
-        self.job, self.levels, self.batch = job, levels, batch
-        self.per_example = job.tolerance is not None
-        self.states: list[StreamingStats] = []
-        self.counts = torch.zeros(batch, dtype=torch.int64)
-        self.names = tuple(n for n in job.aggregates if n not in PER_EXAMPLE_AGGREGATES)
-
-    def add(self, chunk: Chunk, attributions: Tensor, active: Tensor) -> None:
-        """attributions (Tensor[count·S·B_active, ...]) of the examples in ``active``."""
-        shaped = attributions.reshape(chunk.count, self.levels, len(active),
-                                      *attributions.shape[1:])
-        if not self.states:
-            shape = shaped.shape[1:2] + shaped.shape[3:] if self.per_example else shaped.shape[1:]
-            self.states = [StreamingStats.empty(shape, device=attributions.device,
-                                                dtype=self.job.accumulator_dtype,
-                                                eps=self.job.eps)
-                           for _ in range(self.batch if self.per_example else 1)]
-        if self.per_example:
-            for position, example in enumerate(active.tolist()):
-                self.states[example].update(shaped[:, :, position],
-                                            accumulate=self.job.accumulate)
-        else:
-            self.states[0].update(shaped, accumulate=self.job.accumulate)
-        self.counts[active] += chunk.count
-        for tap in self.job.taps:
-            tap(chunk, shaped)
-
-    def converged(self, active: Tensor, tolerance: float) -> Tensor:
-        """BoolTensor[len(active)]: ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ (over levels and
-        elements)."""
-        done = []
-        for example in active.tolist():
-            stats = self.states[example].finalize(("mean", "sem"))
-            sem, mean = stats["sem"].norm(), stats["mean"].norm()
-            done.append(bool(sem <= tolerance * mean))
-        return torch.tensor(done, dtype=torch.bool)
-
-    def finalize(self) -> dict[str, Tensor]:
-        assert self.states, "finalize before any chunk"
-        if not self.names:                    # only "count" was asked for
-            out = {}
-        elif self.per_example:
-            parts = [state.finalize(self.names) for state in self.states]
-            out = {name: torch.stack([p[name] for p in parts], dim=1) for name in self.names}
-        else:
-            out = self.states[0].finalize(self.names)
-        if "count" in self.job.aggregates:
-            out["count"] = self.counts.clone()
-        return out
 
 
 def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
