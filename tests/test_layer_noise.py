@@ -362,3 +362,41 @@ def test_noise_tunnel_refuses_what_it_cannot_do(model, algorithm, options, error
         skc.Saliency(model)
     with pytest.raises(error, match=match):
         skc.NoiseTunnel(wrapped).attribute(IDS, target=0, nt_samples=2, **options)
+
+
+class _InplaceAfterLayer(nn.Module):
+    """torchvision's VGG/ResNet habit: the noised layer's output is next modified in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("layer", ["conv", "bn"])
+@pytest.mark.parametrize("method", ["gradient", "input_x_gradient"])
+def test_noise_at_a_layer_modified_in_place_next_equals_the_loop(layer, method):
+    torch.manual_seed(0)
+    model = _InplaceAfterLayer().eval()
+    x = torch.rand(2, 3, 5, 5)
+    kw = dict(noise_at=layer, n_samples=4, method=method, aggregate=("mean", "var"), seed=3)
+    got = sk.smooth_grad(model, x, 1, **kw)
+    want = sk.smooth_grad(model, x, 1, backend="loop", **kw)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7)
+    # the recorded clean activation is the layer's output, before the in-place ReLU
+    with torch.no_grad():
+        before = model.bn(model.conv(x)) if layer == "bn" else model.conv(x)
+    torch.testing.assert_close(layer_activation(model, layer, x), before)
+
+
+def test_layer_activation_refuses_a_train_mode_model_as_smooth_grad_does():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="eval"):
+        layer_activation(model, "0", torch.rand(2, 4))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..methods import AttributionMethod
 from ..methods.layers import resolve_layer
-from ..core.state import preserved
+from ..core.state import check_eval_mode, preserved
 from ..model_cache.toggles import attention_fast_path_off
 
 __all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
@@ -141,6 +141,7 @@ def layer_activation(model: nn.Module, layer: str | nn.Module, inputs: Tensor) -
     Returns:
         Tensor[B, *layer_out], detached.
     """
+    check_eval_mode(model)      # as smooth_grad: a train-mode Dropout/BatchNorm is refused
     return activation_of(model, resolve_layer(model, layer), inputs)
 
 
