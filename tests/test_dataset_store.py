@@ -147,3 +147,17 @@ def test_a_store_without_repairs_warns_nothing(model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", StoreRepaired)
         assert run(model, path).computed == 0
+
+
+def test_the_command_says_what_it_repaired_in_one_line(tmp_path, capsys):
+    job = ["attribute", "--model", "digits", "--data", "digits", "--limit", "6", "--n-samples",
+           "2", "--chunk-size", "3", "--quiet", "--out", str(tmp_path / "s")]
+    assert cli.main(job) == 0
+    Store.open(tmp_path / "s").chunk_file("mean", 0).unlink()
+    capsys.readouterr()
+    assert cli.main([*job, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"smoothkern attribute: note: {tmp_path / 's'}: 1 chunk(s) marked complete had lost "
+        "files ([0]): computed again"]
+    assert "computed 1, kept 1 of 2 chunks" in captured.out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 
 from ..cli.args import fraction, method_option, positive
 
@@ -95,8 +97,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 
     from ..models import load_named_model
     from .distributed import init_distributed
-    from .run import attribute_dataset
     from .sources import default_resize, open_source
+    from .store import StoreRepaired
 
     _check_weights(args)
     device, created = init_distributed()
@@ -112,8 +114,32 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         levels = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
         compute = None if args.compute_dtype == "float32" else getattr(torch, args.compute_dtype)
         target = None if args.target == "predicted" else args.target
-        run = attribute_dataset(
-            model.to(device), source.dataset, args.out, target=target,
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", StoreRepaired)
+            run = _attribute(args, model.to(device), source, spec, resize, workers, levels,
+                             compute, target)
+        for note in notes:  # a repaired store: one line each, before the result
+            print(f"smoothkern attribute: note: {note.message}", file=sys.stderr)
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            done = (f"computed {run.computed} of {run.chunks} chunks" if not run.skipped else
+                    f"computed {run.computed}, kept {run.skipped} of {run.chunks} chunks")
+            rate = f", {run.images_per_second:.3g} images/s" if run.computed else ""
+            print(f"wrote {run.path}: {run.examples} examples ({done}) in {run.seconds:.1f} s"
+                  f"{rate}")
+    finally:
+        if created:
+            dist.destroy_process_group()
+    return 0
+
+
+def _attribute(args, model, source, spec, resize, workers, levels, compute, target):
+    """``attribute_dataset`` with the command's arguments."""
+    import torch
+
+    from .run import attribute_dataset
+
+    return attribute_dataset(
+            model, source.dataset, args.out, target=target,
             batch_size=args.batch_size, chunk_size=args.chunk_size, resume=args.resume,
             overwrite=args.overwrite, store_dtype=getattr(torch, args.store_dtype),
             statistics=None if args.no_statistics else ("mean", "abs", "sq", "var", "geomean",
@@ -127,16 +153,6 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                       "channels": spec.channels, "size": spec.size,
                       "classes": list(source.classes or spec.classes or [])},
             **dict(args.option))
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-            done = (f"computed {run.computed} of {run.chunks} chunks" if not run.skipped else
-                    f"computed {run.computed}, kept {run.skipped} of {run.chunks} chunks")
-            rate = f", {run.images_per_second:.1f} images/s" if run.computed else ""
-            print(f"wrote {run.path}: {run.examples} examples ({done}) in {run.seconds:.1f} s"
-                  f"{rate}")
-    finally:
-        if created:
-            dist.destroy_process_group()
-    return 0
 
 
 def _check_weights(args: argparse.Namespace) -> None:
