@@ -24,6 +24,7 @@ import json, re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from smoothkern.noise import NoiseKind
 from smoothkern.ops.triton import accumulate, perturb
 
 target = GPUTarget("cuda", 90, 32)
@@ -35,10 +36,11 @@ for dtype, gaussian, per_element, has_index in (("fp32", False, False, False),
     sig = {"x_ptr": f"*{dtype}", "sigma_ptr": "*fp32",
            "index_ptr": "*i64" if has_index else "*fp32", "out_ptr": f"*{dtype}", "n": "i32",
            "batch": "i32", "levels": "i32", "rows": "i32", "seed": "u64", "start": "i32",
-           "BLOCK": "constexpr", "GAUSSIAN": "constexpr", "PER_ELEMENT": "constexpr",
+           "BLOCK": "constexpr", "NOISE": "constexpr", "PER_ELEMENT": "constexpr",
            "HAS_INDEX": "constexpr"}
+    noise = (NoiseKind.GAUSSIAN if gaussian else NoiseKind.UNIFORM).code
     src = ASTSource(fn=perturb._perturb_kernel, signature=sig,
-                    constexprs={"BLOCK": 1024, "GAUSSIAN": gaussian, "PER_ELEMENT": per_element,
+                    constexprs={"BLOCK": 1024, "NOISE": noise, "PER_ELEMENT": per_element,
                                 "HAS_INDEX": has_index})
     out[f"perturb_{dtype}_{gaussian}"] = triton.compile(src, target=target,
                                                         options=options).asm["ptx"]
