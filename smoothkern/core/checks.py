@@ -202,11 +202,11 @@ def _keyword_names(cls: type) -> set[str] | None:
     import inspect
 
     try:
-        params = inspect.signature(cls.__init__).parameters.values()
+        params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
         return None
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+    return {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
 
 

@@ -60,7 +60,11 @@ def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
         return ()
     if isinstance(prepare, str):
         prepare = (prepare,)
-    names = tuple(prepare)
+    try:
+        names = tuple(prepare)
+    except TypeError:
+        raise TypeError(f"prepare must be True, False or preparation names from "
+                        f"{PREPARATIONS}, got {prepare!r}") from None
     for name in names:
         if name not in PREPARATIONS:
             raise ValueError(f"unknown preparation {name!r}; choose from {PREPARATIONS} (or "
