@@ -30,6 +30,7 @@ from .model_io import OutputSpec, adapt
 from .noise.layer import check_layer_strategy
 from .noise.sigma import DEFAULT_NOISE_LEVEL, plan_sigma
 from .ops.backends import Backend
+from .ops.backends import PassStrategy
 
 __all__ = ["smooth_grad"]
 
@@ -206,6 +207,6 @@ def check_cuda_graphs(cuda_graphs: Any, inputs: Tensor, noise_at: Any, passes: s
     if noise_at is not None:
         raise ValueError("cuda_graphs=True does not take noise_at= (its passes hook the layer "
                          "anew each time)")
-    if passes != "batched":
+    if PassStrategy(passes) is not PassStrategy.BATCHED:
         raise ValueError(f"cuda_graphs=True captures batched passes; backend strategy "
                          f"{passes!r} has none")

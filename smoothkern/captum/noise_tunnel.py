@@ -34,6 +34,7 @@ from .generic import CaptumAlgorithm
 from .inputs import format_stdevs, format_target
 from .layer_noise import LayerNoiseRun
 from .replay import CaptumReplay, CaptumSums, captum_chunks
+from ..ops.backends import PassStrategy
 
 CAPTUM_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # nt_type → smoothkern aggregate; "abs" and "geomean" are smoothkern's extras
@@ -182,7 +183,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
         check_strategy(choice.passes, run.method)
 
         if rng == "captum":
-            if choice.passes != "batched":
+            if choice.passes is not PassStrategy.BATCHED:
                 raise CaptumArgumentError("rng='captum' replays Captum's chunks in batched "
                                           "passes; backend 'loop' and 'vmap' are not available")
             chunks = captum_chunks(nt_samples, batch_size)

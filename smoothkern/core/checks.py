@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .stats import ACCUMULATOR_DTYPES
+from ..ops.backends import PassStrategy
 
 __all__ = ["check_accumulator_dtype", "check_count", "check_eps", "check_flag", "check_inputs",
            "check_memory_limit", "check_model", "check_snapshots", "check_strategy",
@@ -124,7 +125,7 @@ def check_tolerance(tolerance: Any, snapshots: Any, passes: str) -> float | None
     if snapshots is not None:
         raise ValueError("tolerance and snapshots cannot be combined: examples stop at "
                          "different counts")
-    if passes == "loop":
+    if PassStrategy(passes) is PassStrategy.LOOP:
         raise ValueError("tolerance needs batched passes; the 'loop' reference draws every "
                          "sample (compare against it with n_samples = the counts)")
     return float(tolerance)
@@ -132,7 +133,7 @@ def check_tolerance(tolerance: Any, snapshots: Any, passes: str) -> float | None
 
 def check_strategy(passes: str, method: Any) -> None:
     """Refuses a pass strategy the method cannot run under."""
-    if passes == "vmap" and not method.supports_vmap:
+    if PassStrategy(passes) is PassStrategy.VMAP and not method.supports_vmap:
         raise ValueError(f"method {method.name!r} cannot run under backend 'vmap'; use "
                          "'auto', 'torch' or 'loop'")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..ops.backends import AccumulateFn
+from ..ops.backends import AccumulateFn, PassStrategy
 from ..model_cache.cuda_graphs import GraphedPasses
 from .memory import is_out_of_memory, release_cached_memory
 from ..methods import AttributionMethod
@@ -27,7 +27,6 @@ from ..noise.sources import Chunk, NoiseSource
 from .reducer import Reducer
 from .stats import PER_EXAMPLE_AGGREGATES, direct_statistics
 
-PASS_STRATEGIES = ("batched", "vmap", "loop")
 # A tap sees every chunk's attributions, Tensor[count, S, B, *attr], after they are accumulated.
 Tap = Callable[[Chunk, Tensor], None]
 
@@ -66,7 +65,7 @@ class Job:
     snapshots: tuple[int, ...]
     aggregates: tuple[str, ...]
     accumulate: AccumulateFn
-    passes: str = "batched"
+    passes: PassStrategy = PassStrategy.BATCHED
     samples_per_pass: int = 1
     accumulator_dtype: torch.dtype = torch.float32
     eps: float = 1e-10
@@ -75,10 +74,13 @@ class Job:
     tolerance: float | None = None
     graphs: GraphedPasses | None = None
 
+    def __post_init__(self) -> None:        # a name is accepted ("loop"); unknown names refused
+        object.__setattr__(self, "passes", PassStrategy(self.passes))
+
 
 def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Tensor]]:
     """Runs a job; returns one dict of statistics (each Tensor[S, B, *attr]) per snapshot."""
-    if job.passes == "loop":
+    if job.passes is PassStrategy.LOOP:
         return run_loop_reference(model, job)
     return _run_chunks(model, job, progress)
 
@@ -150,12 +152,12 @@ def _attempt(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk
 
 def _attribute(model: nn.Module, job: Job, method: AttributionMethod, chunk: Chunk,
                rows_target: Tensor) -> Tensor:
-    if job.graphs is not None and job.passes == "batched" and not chunk.extras \
+    if job.graphs is not None and job.passes is PassStrategy.BATCHED and not chunk.extras \
             and method.capturable:
         out = job.graphs.attribute(model, method, chunk.rows, rows_target)
         return out if job.compute_dtype is None else out.float()
     with autocast(chunk.rows.device, job.compute_dtype):
-        if job.passes == "vmap":
+        if job.passes is PassStrategy.VMAP:
             if chunk.extras:
                 raise ValueError(f"passes 'vmap' cannot take per-row {sorted(chunk.extras)}")
             out = method.vmap_attribute(model, chunk.rows, rows_target)
@@ -174,7 +176,7 @@ def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
     samples = []
     for i in range(job.n_samples):
         chunk = source.draw(i, 1)
-        out = _attribute(model, dataclasses.replace(job, passes="batched"), job.method, chunk,
+        out = _attribute(model, dataclasses.replace(job, passes=PassStrategy.BATCHED), job.method, chunk,
                          rows_target)
         samples.append(out)
         for tap in job.taps:

@@ -4,14 +4,14 @@ before it, channels_last for convolutional models.
 Input gradients of an eval-mode model do not need the model's own structure, only its function,
 so the engine may run an equivalent, faster module. The caller's model is never changed: the
 copy has its own containers and shares every parameter and buffer it does not change. The
-tensors it does change (folded weights, channels_last weights) are derived from the caller's
-current tensors at the start of every call (:meth:`Prepared.refresh`), so writes through
-``.data`` are seen; the structure is cached per model and input shape while the model's
-fingerprint without values is unchanged.
+tensors it does change (folded weights, channels_last weights) are written afresh from the
+caller's current tensors at the start of every call (:meth:`Prepared.refresh`; its cost is in
+benchmarks/RESULTS.md), so writes through ``.data`` are seen; the structure is cached per model
+and input shape while the model's fingerprint without values is unchanged.
 
 The copy is an optimisation, never a risk. Each preparation set is a candidate: if building or
 checking it raises, or its output differs from the caller's model on the clean inputs (beyond
-float32 rounding, also after a refresh changed its weights), the next candidate is tried
+float32 rounding), the next candidate is tried
 (fewer preparations, then the caller's model). The outcome is remembered for the model and said
 once on the "smoothkern" logger at INFO. With process-wide module hooks registered
 (``torch.nn.modules.module.register_module_forward_hook`` ...) the caller's model runs: those
@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from ..core.memory import is_out_of_memory
 from .cache import entry, say_once
 from .fingerprint import fingerprint, global_hooks, without_values
-from .fold import foldable_pairs, folded_values
+from .fold import fold_into, foldable_pairs, folded_values
+from ..ops.backends import PassStrategy
 
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
@@ -75,18 +76,18 @@ def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
 def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str, ...]:
     """The preparations a pass strategy can run: vmap cannot make a channels_last copy of its
     per-row inputs (torch.func refuses it)."""
-    if passes == "vmap":      # torch.compile of vmap(grad(...)) also takes minutes: not offered
+    if PassStrategy(passes) is PassStrategy.VMAP:      # torch.compile of vmap(grad(...)) also takes minutes: not offered
         return tuple(p for p in preparations if p not in ("channels_last", "compile"))
     return preparations
 
 
 class Prepared:
     """One cached outcome: the copy (None: the caller's model runs), the preparations it has,
-    and the tensors it derives from the caller's model as ``(owner, values)``: ``values()``
-    gives ``{parameter name: current value}`` for the copy's module ``owner``."""
+    and the tensors it derives from the caller's model as ``(owner, write)``: ``write(params)``
+    writes the current values into the parameters of the copy's module ``owner``."""
 
     def __init__(self, structure: tuple, module: nn.Module | None, used: tuple[str, ...],
-                 derived: list[tuple[nn.Module, Callable[[], dict[str, Tensor]]]]) -> None:
+                 derived: list[tuple[nn.Module, Callable[[dict], None]]]) -> None:
         self.structure, self.module, self.used, self.derived = structure, module, used, derived
         self.flags = None if module is None else _flags(module)
 
@@ -95,18 +96,13 @@ class Prepared:
         return self.structure == structure and (
             self.module is None or self.flags == _flags(self.module))
 
-    def refresh(self) -> bool:
-        """Copies the current values of the derived tensors into the copy; True if any
-        changed since the last call."""
-        changed = False
+    def refresh(self) -> None:
+        """Writes the derived tensors afresh from the caller's current tensors. (Not checked
+        again: a fold is exact algebra on a pair whose structure was checked; values change
+        only its float32 rounding.)"""
         with torch.no_grad():
-            for owner, values in self.derived:
-                for name, value in values().items():
-                    target = owner._parameters[name]
-                    if not torch.equal(target, value):
-                        target.copy_(value)
-                        changed = True
-        return changed
+            for owner, write in self.derived:
+                write(owner._parameters)
 
 
 def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
@@ -138,14 +134,12 @@ def prepared_model(model: nn.Module, x: Tensor, logits: Tensor | None,
         if record.module is None:
             return model
         try:
-            if not record.refresh() or _agrees(record.module, model, x, logits, run):
-                return record.module
-            reason = "it differs from the model after the model's weights changed"
+            record.refresh()
+            return record.module
         except Exception as err:  # noqa: BLE001 - any failure of the copy: not used
             if is_out_of_memory(err):
                 return model
-            reason = _describe(err)
-        _said(model, record.used, reason)
+            _said(model, record.used, _describe(err))
         record = _choose(model, x, logits, preparations, run, failed=record.used)
     else:
         record = _choose(model, x, logits, preparations, run)
@@ -222,8 +216,8 @@ def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...], run: Run
                     folded._parameters = {
                         name: nn.Parameter(value, requires_grad=False)
                         for name, value in folded_values(layer, norm).items()}
-                    derived.append((folded, lambda layer=layer, norm=norm:
-                                    folded_values(layer, norm)))
+                    derived.append((folded, lambda out, layer=layer, norm=norm:
+                                    fold_into(layer, norm, out)))
                     _replace(result, layer_name, folded)
                     identity = nn.Identity()
                     identity.training = norm.training            # new modules keep the flags
@@ -238,7 +232,8 @@ def _build(model: nn.Module, x: Tensor, preparations: tuple[str, ...], run: Run
                     conv = copy.copy(conv)
                     conv._parameters = dict(conv._parameters)
                     source = model.get_submodule(name)
-                    derived.append((conv, lambda source=source: {"weight": source.weight}))
+                    derived.append((conv, lambda out, source=source:
+                                    out["weight"].copy_(source.weight)))
                     _replace(result, name, conv)
                 conv._parameters["weight"] = nn.Parameter(
                     conv.weight.detach().contiguous(memory_format=torch.channels_last),

@@ -24,6 +24,7 @@ from ..methods import AttributionMethod
 from ..methods.layers import resolve_layer
 from ..core.state import check_eval_mode, preserved
 from ..model_cache.toggles import attention_fast_path_off
+from ..ops.backends import PassStrategy
 
 __all__ = ["AtLayer", "LayerInjection", "activation_of", "check_layer_method",
            "check_layer_strategy", "clean_forward_at_layer", "layer_activation", "resolve_layer"]
@@ -47,7 +48,7 @@ def check_layer_method(method: AttributionMethod) -> None:
 def check_layer_strategy(passes: str) -> None:
     """Layer noise runs batched passes or the loop reference: under ``torch.func.vmap`` each
     call sees one row and cannot tell which example's inputs the model should run on."""
-    if passes == "vmap":
+    if PassStrategy(passes) is PassStrategy.VMAP:
         raise ValueError("noise_at= cannot run under backend 'vmap'; use 'auto', a kernel set "
                          "('torch', 'cpp', ...) or 'loop'")
 
