@@ -167,14 +167,16 @@ class Store:
             dtype = spec["dtype"]
             fill = -1 if dtype.startswith("int") else float("nan")
             group.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype,
-                               fill_value=fill, config=KEEP_EVERY_CHUNK)
+                               fill_value=fill, config=KEEP_EVERY_CHUNK,
+                               compressors=MAP_COMPRESSORS)
         for name in BASE_ARRAYS:
             group.create_array(name, shape=(n,), chunks=(chunk,), dtype="int64", fill_value=-1,
                                config=KEEP_EVERY_CHUNK)
         if layout.get("input_shape") is not None:
             shape = tuple(layout["input_shape"])
             group.create_array("input", shape=(n, *shape), chunks=(chunk, *shape),
-                               dtype="float32", fill_value=float("nan"), config=KEEP_EVERY_CHUNK)
+                               dtype="float32", fill_value=float("nan"), config=KEEP_EVERY_CHUNK,
+                               compressors=MAP_COMPRESSORS)
         _create_complete(group, -(-n // chunk))
         group.attrs[ATTRS] = plain({"format": FORMAT, "job": dict(job), "layout": dict(layout),
                                     "finished": False, **info})
@@ -334,6 +336,10 @@ class Store:
         return bool(self.record.get("finished"))
 
 
+# Maps and inputs are stored raw: zarr's default zstd kept 92 % of 224² gradient-like maps'
+# bytes and made writing them 2.6x (float32) to 15x (float16) slower, reading 2.4-3x
+# (benchmarks/RESULTS.md, "Data sets at ImageNet scale"); the write is on the job's path.
+MAP_COMPRESSORS = None
 # zarr skips writing a chunk that holds only the fill value; here every chunk file is kept, so
 # that a chunk's files tell whether it was written.
 KEEP_EVERY_CHUNK = {"write_empty_chunks": True}
