@@ -36,7 +36,7 @@ from .noise.sigma import plan_sigma
 from .noise.sources.weights import WeightNoiseSource
 from .noise.weights.draws import WEIGHT_NOISE_KINDS, WeightDraws
 from .noise.weights.method import OnDrawnWeights
-from .noise.weights.planning import choose_attributions_per_pass
+from .noise.weights.planning import batch_draws_on, choose_attributions_per_pass
 from .ops.backends import Backend
 
 # smooth_grad keywords that have no meaning here, with the reason given when one is passed.
@@ -183,7 +183,8 @@ def noise_grad(
         rows_per_attribution = sigma.shape[0] * x.shape[0] * max(1, method_obj.rows_per_sample)
         per_pass = options.samples_per_pass or choose_attributions_per_pass(
             rows_per_attribution, n_models, n_samples, row_bytes, draws.bytes_per_draw,
-            x.device, options.memory_limit, batch_models=wrapped.vmap_draws)
+            x.device, options.memory_limit,
+            batch_models=wrapped.vmap_draws and batch_draws_on(x.device))
         job = build_job(options, method=wrapped,
                         source=WeightNoiseSource(options.input_noise(x, sigma), n_samples),
                         target=target, samples_per_pass=per_pass, per_snapshot=n_samples)

@@ -370,7 +370,6 @@ def test_out_of_memory_halves_the_draws_of_a_pass(resnet, images):
 
 def test_passes_count_the_drawn_weights_against_the_budget(monkeypatch):
     cpu, mib = torch.device("cpu"), 1024**2
-    monkeypatch.setattr(weight_planning, "BATCH_DRAWS_ON_CPU", True)
     # ResNet18-like: 45 MiB of weights a draw, 1 MiB a row; 192 MiB budget: 4 draws a pass,
     # balanced over 10 draws as 4, 4, 2
     assert choose_attributions_per_pass(1, 10, 1, mib, 45 * mib, cpu) == 4
@@ -381,8 +380,9 @@ def test_passes_count_the_drawn_weights_against_the_budget(monkeypatch):
     assert choose_attributions_per_pass(1, 10, 10, mib, 45 * mib, cpu, 50 * mib) == 5
     # methods that run one draw at a time never batch draws
     assert choose_attributions_per_pass(1, 10, 2, mib, mib, cpu, batch_models=False) == 2
-    monkeypatch.setattr(weight_planning, "BATCH_DRAWS_ON_CPU", False)     # the CPU default
-    assert choose_attributions_per_pass(1, 10, 2, mib, mib, cpu) == 2
+    # on a CPU noise_grad asks for one draw a pass
+    assert not weight_planning.batch_draws_on(cpu)
+    assert weight_planning.batch_draws_on(torch.device("cuda"))
 
 
 def test_bfloat16_passes_stay_close_to_float32(resnet, images):

@@ -129,7 +129,7 @@ def test_gpu_budget_counts_cached_but_free_memory(monkeypatch):
 
 
 def test_saved_bytes_are_measured_once_per_model_tree_and_shape(monkeypatch):
-    import smoothkern.api as api
+    import smoothkern.model_cache.cache as api
 
     calls = []
     measure = api.forward_measuring_saved_bytes

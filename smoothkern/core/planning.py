@@ -21,21 +21,19 @@ from .memory import graph_pool_bytes
 if TYPE_CHECKING:
     from ..methods import AttributionMethod
 
-# Measurements behind each constant: benchmarks/RESULTS.md, section "Planning constants".
+# Why each constant has its value: benchmarks/RESULTS.md, section "Planning constants".
 # Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).
 GPU_MEMORY_FRACTION = 0.5
 # CPU rows per pass: larger batches fall out of cache and run slower (SMOOTHKERN_CPU_ROWS).
 CPU_ROWS = 48
-# Saved activations per CPU pass: binds only for large rows (ResNet18 at 224²: 21 MiB a row, 9
-# rows a pass, below Captum's nt_samples_batch_size=10 peak at the same speed; RESULTS.md).
+# Saved activations per CPU pass: binds only for large rows (ImageNet-sized inputs).
 CPU_MEMORY_BUDGET = 192 * 1024**2
 # Small CPU jobs run in this many passes: the same time as one pass, a fraction of its memory.
 CPU_MIN_PASSES = 4
-# ...of at least this many rows each: below about 12 rows the time per row grows.
+# ...of at least this many rows each: below it the time per row grows.
 CPU_MIN_ROWS = 12
-# ...and of at least this many saved bytes each: below it the memory saved is a few MiB while
-# each extra pass costs its fixed Python work (small CNNs at B = 1: two passes of 25 rows ran
-# 1.17-1.24x faster than four of 13).
+# ...and of at least this many saved bytes each: below it a pass's fixed work outweighs the
+# memory the split saves.
 CPU_MIN_PASS_BYTES = 16 * 1024**2
 
 

@@ -336,9 +336,8 @@ class Store:
         return bool(self.record.get("finished"))
 
 
-# Maps and inputs are stored raw: zarr's default zstd kept 92 % of 224² gradient-like maps'
-# bytes and made writing them 2.6x (float32) to 15x (float16) slower, reading 2.4-3x
-# (benchmarks/RESULTS.md, "Data sets at ImageNet scale"); the write is on the job's path.
+# Maps and inputs are stored raw: compression kept most of the bytes of gradient-like maps and
+# slowed the job's writes (benchmarks/RESULTS.md, "Data sets at ImageNet scale").
 MAP_COMPRESSORS = None
 # zarr skips writing a chunk that holds only the fill value; here every chunk file is kept, so
 # that a chunk's files tell whether it was written.

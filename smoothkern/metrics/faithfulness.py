@@ -32,9 +32,8 @@ from ..core.state import check_eval_mode
 MODES = ("deletion", "insertion")
 BASELINES = ("black", "white", "mean", "blur")
 SCORES = ("softmax", "logit")
-# Forward-only rows per CPU pass: on the 2-core CPU the digits CNN ran fastest per row at 256-512
-# rows (interleaved runs on a shared machine, docs/metrics_faithfulness.md); 256 holds half the
-# memory. Fewer than ~100 rows ran 1.5-3x slower per row.
+# Forward-only rows per CPU pass: the fastest per row with half the memory of the next size
+# (docs/metrics_faithfulness.md, "Speed").
 CPU_FORWARD_ROWS = 256
 # Blur baseline: Gaussian σ as a fraction of the larger image side (RISE blurs 224² images with
 # σ = 5 px, about 2.5 %); never below one pixel.

@@ -14,10 +14,13 @@ import torch
 
 from ...core.planning import memory_budget, rows_in_budget
 
-# Several draws in one CPU pass (vmap: grouped convolutions) ran no faster than one draw after
-# another on the 2-core CPU (CIFAR ResNet18, 1 and 10 rows a draw, 2 and 4 draws: 0.92-1.0x)
-# and hold a weight copy per draw; so on a CPU a pass holds one draw's rows.
-BATCH_DRAWS_ON_CPU = False
+
+
+def batch_draws_on(device: torch.device) -> bool:
+    """Whether a pass may hold several weight draws on this device: not on a CPU, where they
+    ran no faster than one draw after another and hold a weight copy each (benchmarks/
+    RESULTS.md, "NoiseGrad")."""
+    return device.type != "cpu"
 
 
 def choose_attributions_per_pass(rows_per_attribution: int, n_models: int, n_samples: int,
@@ -32,8 +35,9 @@ def choose_attributions_per_pass(rows_per_attribution: int, n_models: int, n_sam
         row_bytes: activations autograd saves per model row.
         draw_bytes: bytes of one draw of the noised weights (0 without weight noise).
         memory_limit: the caller's cap on the bytes a pass holds.
-        batch_models: whether the method can run several draws in one pass (vmap over
-            draws); False, or a CPU (``BATCH_DRAWS_ON_CPU``), keeps each pass within one draw.
+        batch_models: whether a pass may run several draws (vmap over draws; the caller
+            asks :func:`batch_draws_on` for the device); False keeps each pass within one
+            draw.
 
     Returns:
         k · n_samples with k draws per pass (balanced: 10 draws at most 4 a pass run as 4, 4,
@@ -44,7 +48,7 @@ def choose_attributions_per_pass(rows_per_attribution: int, n_models: int, n_sam
                                                                      memory_limit)
     model_rows = n_samples * rows_per_attribution
     model_bytes = draw_bytes + model_rows * row_bytes
-    if batch_models and (device.type != "cpu" or BATCH_DRAWS_ON_CPU):
+    if batch_models:
         models = min(n_models, rows // model_rows, budget // max(1, model_bytes))
         if models >= 1:
             passes = math.ceil(n_models / models)
