@@ -101,3 +101,65 @@ def test_a_run_killed_part_way_resumes_to_the_uninterrupted_store(tmp_path):
     for name in ("mean", "target", "complete", "stats/mean/mean", "stats/mean/class_var"):
         np.testing.assert_allclose(resumed[name][:], whole[name][:], rtol=1e-6, atol=1e-8)
     assert resumed.attrs["smoothkern"]["finished"]
+
+
+FAILING_RANK = """
+    import sys
+    import torch
+    import torch.distributed as dist
+    from helpers import tiny_resnet
+    from torch.utils.data import TensorDataset
+    import smoothkern as sk
+    import smoothkern.dataset.run as run_module
+    from smoothkern.dataset import distributed
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+
+    def with_control_group(group=None):  # as under NCCL: control messages on a gloo group
+        r = distributed.current_ranks(group)
+        return distributed.Ranks(r.rank, r.world, r.group, r.device,
+                                 distributed._control_group(group))
+
+    run_module.current_ranks = with_control_group
+    compute = run_module._compute_chunk
+
+    def compute_or_fail(plan, store, chunk, *args):
+        if rank == 1 and chunk == 3:  # rank 1's second chunk
+            raise RuntimeError("rank 1 lost its GPU")
+        return compute(plan, store, chunk, *args)
+
+    run_module._compute_chunk = compute_or_fail
+    x = torch.rand(17, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    try:
+        sk.attribute_dataset(tiny_resnet(in_channels=1, classes=4), TensorDataset(x),
+                             sys.argv[1], n_samples=2, batch_size=2, chunk_size=2,
+                             progress=False)
+    except Exception as err:
+        print(f"rank {rank}: {type(err).__name__}: {err}", flush=True)
+    dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_stops_the_other_over_the_control_group(tmp_path):
+    from helpers import tiny_resnet
+    from torch.utils.data import TensorDataset
+
+    script = tmp_path / "failing_rank.py"
+    script.write_text(textwrap.dedent(FAILING_RANK))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), str(tmp_path / "s")], env=_environment(), capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1: RuntimeError: rank 1 lost its GPU" in done.stdout
+    assert "rank 0: RankFailed: rank(s) [1] failed" in done.stdout
+    store = open_store(tmp_path / "s")
+    assert store["complete"][:].tolist()[:3] == [1, 1, 1]   # round 1 done, then both stopped
+    assert not store.attrs["smoothkern"]["finished"]
+    x = torch.rand(17, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    run = sk.attribute_dataset(tiny_resnet(in_channels=1, classes=4), TensorDataset(x),
+                               tmp_path / "s", n_samples=2, batch_size=2, progress=False)
+    assert run.computed + run.skipped == 9 and open_store(tmp_path / "s").attrs[
+        "smoothkern"]["finished"]

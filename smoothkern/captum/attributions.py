@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .. import methods
 from ..methods import AttributionMethod
 from ..core.state import check_eval_mode
-from .inputs import FlatModel, Layout, as_extra_args, as_tuple, format_baselines
+from .arguments import FlatModel, Layout, as_extra_args, as_tuple, format_baselines
 
 
 @dataclass

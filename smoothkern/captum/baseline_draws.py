@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..noise.philox import philox4x32
 from .errors import CaptumArgumentError
-from .inputs import Layout
+from .arguments import Layout
 
 BASELINE_STREAM = 1  # last Philox counter word of the baseline draws (the noise uses 0)
 

@@ -24,7 +24,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from torch import Tensor, nn
 
 from ..methods import AttributionMethod
-from .inputs import Layout
+from .arguments import Layout
 
 
 class CaptumAlgorithm(AttributionMethod):

@@ -28,7 +28,7 @@ from ..noise.sigma import plan_sigma
 from ..core.planning import choose_samples_per_pass
 from .attributions import Problem
 from .errors import CaptumArgumentError
-from .inputs import format_baselines, format_stdevs, format_target
+from .arguments import format_baselines, format_stdevs, format_target
 
 # Captum class name -> the ``attribute`` options it takes under noise_at (besides the call's)
 LAYER_OPTIONS: dict[str, tuple[str, ...]] = {

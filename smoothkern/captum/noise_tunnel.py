@@ -31,7 +31,7 @@ from .attributions import Problem, build_problem, input_shaped, native_method, n
 from .baseline_draws import BaselineDraws
 from .errors import CaptumArgumentError
 from .generic import CaptumAlgorithm
-from .inputs import format_stdevs, format_target
+from .arguments import format_stdevs, format_target
 from .layer_noise import LayerNoiseRun
 from .replay import CaptumReplay, CaptumSums, captum_chunks
 from ..ops.backends import PassStrategy

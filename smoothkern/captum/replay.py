@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..noise.sources import Chunk, NoiseSource
-from .inputs import Layout
+from .arguments import Layout
 
 
 def captum_chunks(nt_samples: int, batch_size: int | None) -> list[int]:
