@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import Chunk, CounterNoise, NoiseSource
+from .base import Chunk, NoiseSource
+from .counter import CounterNoise
 
 
 class WeightNoiseSource(NoiseSource):
