@@ -15,8 +15,8 @@ import torch
 
 import smoothkern as sk
 from smoothkern import cli
-from smoothkern.dataset import open_store
 from smoothkern.core.stats import direct_statistics
+from smoothkern.dataset import open_store
 
 pytest.importorskip("zarr")
 
