@@ -247,7 +247,7 @@ def _store_statistics(ranks: Ranks, store: Store, plan: Plan) -> None:
         shape = store.record["layout"]["arrays"][name]["shape"]
 
         def accumulate(name=name, shape=shape) -> ClassStats:
-            local = ClassStats(classes, shape, plan.options["eps"])
+            local = ClassStats(classes, shape, plan.options["eps"], plan.device)
             for c in my_chunks:
                 local.update(_read(store, name, c), targets[c])
             return local

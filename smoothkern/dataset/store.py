@@ -312,7 +312,7 @@ class Store:
         ``stats/class_count``, from merged :class:`~smoothkern.dataset.statistics.ClassStats`.
         """
         for stat, value in stats.finalize_total(names).items():
-            data = value.to(torch.float32).numpy()
+            data = value.to("cpu", torch.float32).numpy()
             self.group.create_array(f"stats/{name}/{stat}", shape=data.shape, dtype="float32",
                                     chunks=data.shape or None, overwrite=True)[...] = data
         shape = tuple(stats.shape)
@@ -321,7 +321,7 @@ class Store:
             chunks=(1, *shape), fill_value=float("nan"), overwrite=True) for stat in names}
         for c, values in stats.class_rows(names):
             for stat, value in values.items():
-                arrays[stat][c] = value.to(torch.float32).numpy()
+                arrays[stat][c] = value.to("cpu", torch.float32).numpy()
         counts = stats.counts().numpy()
         self.group.create_array("stats/class_count", shape=counts.shape, dtype="int64",
                                 overwrite=True)[...] = counts
