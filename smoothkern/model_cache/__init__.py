@@ -16,9 +16,9 @@ depends on structure only, the fingerprint without values) equals the one it was
 a replaced parameter or buffer, a swapped module, a changed flag, a rebound plain attribute, a
 module hook or a process-wide module hook added or removed all make a new entry. Values are
 never cached: what is derived from them (the prepared copy's folded and channels_last weights)
-is derived afresh from the caller's current tensors at the start of every call and checked
-against the model again when it changed, so writes no fingerprint can see (``p.data.mul_``,
-EMA updates, ``running_mean.data.zero_()``) are followed too. CUDA graphs read tensors by
+is written afresh from the caller's current tensors at the start of every call, so writes no
+fingerprint can see (``p.data.mul_``, EMA updates, ``running_mean.data.zero_()``) are followed
+too. CUDA graphs read tensors by
 address, so they see values written in place as they are.
 
 The prepared copy is an optimisation, never a risk: a copy that cannot be built or checked, or

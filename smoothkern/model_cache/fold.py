@@ -99,7 +99,21 @@ def folded_values(layer: nn.Module, norm: nn.Module) -> dict[str, Tensor]:
     """The weight and bias of ``norm(layer(x))`` as one layer, from their current tensors
     (eval-mode arithmetic: the running statistics; either module's training flag is ignored,
     a convolution's output does not depend on it)."""
+    scale, bias = _scale_and_bias(layer, norm)
     weight = layer.weight
+    return {"weight": (weight * scale).to(weight.dtype), "bias": bias.to(weight.dtype)}
+
+
+def fold_into(layer: nn.Module, norm: nn.Module, out: dict[str, Tensor]) -> None:
+    """:func:`folded_values` written into ``out["weight"]`` and ``out["bias"]`` in place (their
+    layout kept: one read of the layer's weight and one write, no new tensor of its size)."""
+    scale, bias = _scale_and_bias(layer, norm)
+    torch.mul(layer.weight, scale.to(out["weight"].dtype), out=out["weight"])
+    out["bias"].copy_(bias)
+
+
+def _scale_and_bias(layer: nn.Module, norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """(per-output scale shaped to broadcast over the weight, folded bias)."""
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
         scale = scale * norm.weight
@@ -107,5 +121,4 @@ def folded_values(layer: nn.Module, norm: nn.Module) -> dict[str, Tensor]:
     if norm.bias is not None:
         shift = shift + norm.bias
     bias = shift if layer.bias is None else layer.bias * scale + shift
-    scale = scale.reshape((-1,) + (1,) * (weight.dim() - 1))
-    return {"weight": (weight * scale).to(weight.dtype), "bias": bias.to(weight.dtype)}
+    return scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)), bias
