@@ -47,8 +47,8 @@ class BatchAugMix:
         gray = x.shape[1] == 3 and bool((x[:, :1] == x[:, 1:]).all())
         source = x[:, :1] if gray else x
         pixels = (source.detach() * 255).round_().clamp_(0, 255).to(torch.uint8)
-        # One thread: the ops are tiny, and thread hand-offs cost more than they save (measured
-        # 5 ms per 28×28 image on one thread, several times that on two busy cores).
+        # One thread: the ops are tiny, and thread hand-offs cost more than they save
+        # (benchmarks/RESULTS.md, the out-of-distribution study).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
