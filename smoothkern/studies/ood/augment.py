@@ -40,7 +40,7 @@ class BatchAugMix:
         """x (Tensor[B, C, H, W]) in [0, 1] → an augmented copy, Tensor[B, C, H, W] in [0, 1].
 
         Gray images replicated to three channels are augmented once and replicated again (the
-        operations act on every channel alike, so the result is the same, three times faster).
+        operations act on every channel alike, so the result is the same, for a third of the work).
         """
         if x.dim() != 4:
             raise ValueError(f"expected images [B, C, H, W], got {tuple(x.shape)}")
