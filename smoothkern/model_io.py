@@ -205,6 +205,10 @@ class ModelCall(nn.Module):
 
     def forward(self, rows: Tensor) -> Tensor:
         """rows (Tensor[R, ...]), R a multiple of ``batch`` → logits (Tensor[R, classes])."""
+        if not any(map(self._batched, (*self.args, *self.kwargs.values()))):
+            # nothing to repeat per row (also under vmap, where a call sees one row)
+            return logits_of(self.model(rows, *self.args, **self.kwargs), self.output,
+                             rows.shape[0])
         copies = self._copies(rows.shape[0])
         args = tuple(self._repeat(a, copies) for a in self.args)
         kwargs = {k: self._repeat(v, copies) for k, v in self.kwargs.items()}
