@@ -9,8 +9,11 @@ several passes: the same time, a fraction of the peak memory.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,8 +51,19 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
     Returns:
         (logits detached, saved bytes per row)
     """
-    # Count each storage once (a conv's output saved by the next BatchNorm and ReLU is one
-    # buffer) and leave out parameters: they do not grow with the batch.
+    with counting_saved_bytes(model) as saved, torch.enable_grad():
+        out = model(x.detach().requires_grad_(True))
+    per_row = saved() // x.shape[0]
+    out = out.detach() if isinstance(out, Tensor) else out  # the caller checks the type
+    return out, max(per_row, x[0].numel() * x.element_size())
+
+
+@contextlib.contextmanager
+def counting_saved_bytes(model: nn.Module) -> Iterator[Callable[[], int]]:
+    """Counts the bytes autograd saves for backward while inside; yields a function giving the
+    total so far. Each storage counts once (a conv's output saved by the next BatchNorm and
+    ReLU is one buffer) and the model's parameters not at all: they do not grow with the
+    batch."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -59,11 +73,8 @@ def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, 
             seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x.detach().requires_grad_(True))
-    per_row = sum(seen.values()) // x.shape[0]
-    out = out.detach() if isinstance(out, Tensor) else out  # the caller checks the type
-    return out, max(per_row, x[0].numel() * x.element_size())
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield lambda: sum(seen.values())
 
 
 def rows_in_budget(row_bytes: int, device: torch.device, memory_limit: int | None = None

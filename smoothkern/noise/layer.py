@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..methods import AttributionMethod
 from ..methods.layers import resolve_layer
+from ..core.planning import counting_saved_bytes
 from ..core.state import check_eval_mode, preserved
 from ..model_cache.toggles import attention_fast_path_off
 from ..ops.backends import PassStrategy
@@ -112,21 +113,12 @@ def clean_forward_at_layer(model: nn.Module, layer: nn.Module, inputs: Tensor
         seen.append(leaf)
         return leaf.clone()      # the model may modify the output in place (ReLU(inplace))
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:      # each storage once, parameters left out (as planning)
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
     with preserved(model), torch.enable_grad(), _hooked(layer, record), \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            counting_saved_bytes(model) as saved:
         out = model(inputs.detach())
     _ran_once(calls)
     activation = seen[0].detach().contiguous()
-    per_row = max(sum(saved.values()) // batch, activation[0].numel() * activation.element_size())
+    per_row = max(saved() // batch, activation[0].numel() * activation.element_size())
     return (out.detach() if isinstance(out, Tensor) else out), activation, per_row
 
 
