@@ -16,8 +16,10 @@ this process and in alternating order:
 - the in-memory reference: the same images, decoded beforehand, through `smooth_grad` in
   batches of the same size with the same targets and `example_index` (the same maps).
 
-The ratio of the medians is the data path's efficiency. A second pair of runs without the
-statistics separates their cost.
+The ratio of the medians is the data path's efficiency. A third run without the statistics
+separates their cost. On a shared machine the wall-clock rates follow the share of the cores
+each run got; the CPU seconds per image (this process and its DataLoader workers) are printed
+beside them and their ratio is the efficiency in work.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import contextlib
 import io
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -62,9 +65,16 @@ def make_tree(root: Path, count: int, classes: int = 4) -> Path:
     return root
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_command(args, data: Path, weights: Path, out: Path, statistics_on: bool
                 ) -> tuple[float, float]:
-    """(the command's reported images/s, images over the command's wall time)."""
+    """(the command's reported images/s, CPU seconds per image of the whole command)."""
     from smoothkern import cli
 
     command = ["attribute", "--model", args.model, "--weights", str(weights), "--data",
@@ -74,27 +84,28 @@ def run_command(args, data: Path, weights: Path, out: Path, statistics_on: bool
     if not statistics_on:
         command.append("--no-statistics")
     buffer = io.StringIO()
-    start = time.perf_counter()
+    cpu = cpu_seconds()
     with contextlib.redirect_stdout(buffer):
         status = cli.main(command)
-    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     match = RATE.search(buffer.getvalue())
     if status != 0 or match is None:
         raise RuntimeError(f"smoothkern {' '.join(command)} failed: {buffer.getvalue()}")
-    return float(match.group(1)), args.images / wall
+    return float(match.group(1)), cpu / args.images
 
 
-def run_in_memory(args, model, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """Images/s of smooth_grad over the decoded tensors, batch by batch."""
+def run_in_memory(args, model, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(images/s, CPU seconds per image) of smooth_grad over the decoded tensors, batch by
+    batch."""
     import smoothkern as sk
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for first in range(0, len(x), args.batch_size):
         rows = slice(first, first + args.batch_size)
         index = list(range(len(x)))[rows]
         sk.smooth_grad(model, x[rows], labels[rows], n_samples=args.samples,
                        example_index=index)
-    return len(x) / (time.perf_counter() - start)
+    return len(x) / (time.perf_counter() - start), (cpu_seconds() - cpu) / len(x)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,32 +133,32 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(str(data), spec, resize=default_resize(args.model, spec))
         x = torch.stack([source.dataset[i][0] for i in range(args.images)])
         labels = torch.tensor([source.dataset.items[i][1] for i in range(args.images)])
-        rows: dict[str, list[float]] = {"in memory": [], "attribute": [], "attribute, wall": [],
-                                        "attribute --no-statistics": []}
+        names = ("in memory", "attribute", "attribute --no-statistics")
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        work: dict[str, list[float]] = {name: [] for name in names}
         for repeat in range(args.repeats):
             order = [0, 1, 2] if repeat % 2 == 0 else [2, 1, 0]
             for step in order:
                 if step == 0:
-                    rows["in memory"].append(run_in_memory(args, model, x, labels))
-                elif step == 1:
-                    rate, wall = run_command(args, data, weights, root / "s", True)
-                    rows["attribute"].append(rate)
-                    rows["attribute, wall"].append(wall)
+                    rate, cpu = run_in_memory(args, model, x, labels)
                 else:
-                    rate, _ = run_command(args, data, weights, root / "s", False)
-                    rows["attribute --no-statistics"].append(rate)
-    base = statistics.median(rows["in memory"])
+                    rate, cpu = run_command(args, data, weights, root / "s", step == 1)
+                rates[names[step]].append(rate)
+                work[names[step]].append(cpu)
+    base = statistics.median(rates["in memory"])
+    base_work = statistics.median(work["in memory"])
     load = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
     print(f"{args.model} at {spec.size}², {args.images} JPEGs, m = {args.samples}, batch "
           f"{args.batch_size}, {args.workers} workers; medians of {args.repeats}; load average "
           f"{load}")
     print(machine())
-    print("| run | images/s | vs in memory | runs |")
-    print("|---|---|---|---|")
-    for name, values in rows.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.3f} | {median / base:.3f} | "
-              f"{', '.join(f'{v:.3f}' for v in values)} |")
+    print("| run | images/s | vs in memory | CPU s per image | in memory's CPU s / this | "
+          "images/s runs |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        median, cpu = statistics.median(rates[name]), statistics.median(work[name])
+        print(f"| {name} | {median:.3f} | {median / base:.3f} | {cpu:.2f} | "
+              f"{base_work / cpu:.3f} | {', '.join(f'{v:.3f}' for v in rates[name])} |")
     return 0
 
 
