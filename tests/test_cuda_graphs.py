@@ -375,3 +375,22 @@ def test_a_forward_that_syncs_is_found_before_capture():
         graphs.attribute(HostSync().cuda(), Gradient(), rows, target)
     assert graphs.captures == 0 and "synchroniz" in graphs.disabled
     assert torch.cuda.get_sync_debug_mode() == 0
+
+
+def test_an_abandoned_capture_resets_its_graph_and_ends_the_pool_routing(monkeypatch):
+    """The CPU half of the failed-capture fix: both steps run, and neither's refusal (torch
+    versions differ in which one is needed) escapes."""
+    calls = []
+
+    class FailedGraph:
+        def reset(self):
+            calls.append("reset")
+            raise RuntimeError("reset of a graph whose capture never ended")
+
+    def end(device, pool):
+        calls.append(("end", device, pool))
+        raise RuntimeError("endAllocatePool: not currently recording to mempool_id")
+
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", end, raising=False)
+    cuda_graphs.abandon_capture(FailedGraph(), torch.device("cuda", 1), (0, 7))
+    assert calls == ["reset", ("end", 1, (0, 7))]
