@@ -296,3 +296,25 @@ def test_timm_levit_leaves_its_token_norms_alone():
     got = sk.smooth_grad(model, x, 1, n_samples=2)
     want = sk.smooth_grad(model, x, 1, n_samples=2, prepare=False)
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6)
+
+
+def test_the_probe_runs_a_model_that_takes_whole_batches_only():
+    """Integrated gradients' memory probe on a model called with per-example forward_kwargs
+    (one row alone is refused by the call's adapter): measured on the whole batch instead."""
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x, mask):
+            return self.fc(x * mask)
+
+    torch.manual_seed(5)
+    model = Masked().eval()
+    x, mask = torch.rand(2, 6), torch.tensor([[1.0] * 6, [1.0] * 3 + [0.0] * 3])
+    kw = dict(n_samples=2, method="integrated_gradients", n_steps=3,
+              forward_kwargs={"mask": mask})
+    got = sk.smooth_grad(model, x, [0, 1], internal_batch_size="auto", **kw)
+    want = sk.smooth_grad(model, x, [0, 1], **kw)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)

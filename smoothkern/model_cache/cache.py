@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model_io import logits_of
+from ..core.memory import is_out_of_memory
 from ..core.planning import forward_measuring_saved_bytes
 from ..core.state import module_parameters
 from .fingerprint import fingerprint, without_values
@@ -182,12 +183,19 @@ def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
 
 
 def saved_bytes_per_row(model: nn.Module, x: Tensor) -> int:
-    """Bytes autograd saves per row of ``model`` at ``x``'s row shape: measured on one row,
-    once per model tree and row shape (integrated gradients sizes its steps with it)."""
+    """Bytes autograd saves per row of ``model`` at ``x``'s row shape: measured on one row
+    (on all of ``x`` for a model that takes whole batches only, such as one called with
+    per-example ``forward_kwargs``), once per model tree and row shape (integrated gradients
+    sizes its steps with it)."""
     key, tree = _shape_key(x), _tree(model)
     probes = entry(model).probes
     cached = probes.get(key)
     if cached is None or cached[0] != tree:
-        _, row_bytes = forward_measuring_saved_bytes(model, x[:1])
+        try:
+            _, row_bytes = forward_measuring_saved_bytes(model, x[:1])
+        except Exception as err:  # noqa: BLE001 - retried on the whole batch, else raised
+            if is_out_of_memory(err) or x.shape[0] == 1:
+                raise
+            _, row_bytes = forward_measuring_saved_bytes(model, x)
         cached = probes[key] = (tree, row_bytes)
     return cached[1]
