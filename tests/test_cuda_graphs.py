@@ -19,9 +19,9 @@ from torch import nn
 
 import smoothkern as sk
 from smoothkern import api
+from smoothkern.methods import Gradient, InputXGradient, IntegratedGradients, Saliency
 from smoothkern.model_cache import cache, cuda_graphs
 from smoothkern.model_cache.cuda_graphs import GraphedPasses, method_key
-from smoothkern.methods import Gradient, InputXGradient, IntegratedGradients, Saliency
 
 
 def test_cpu_rows_are_refused():

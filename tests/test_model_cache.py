@@ -19,11 +19,11 @@ from helpers import tiny_resnet
 from torch import nn
 
 import smoothkern as sk
+from smoothkern.metrics import deletion_curve
 from smoothkern.model_cache import cache, prepared_model
 from smoothkern.model_cache import prepare as prepare_module
 from smoothkern.model_cache.fold import foldable_pairs
 from smoothkern.model_cache.prepare import call_module
-from smoothkern.metrics import deletion_curve
 
 X = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
 KW = {"n_samples": 3, "seed": 4}

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import smoothkern as sk
-from smoothkern.models import cifar10_resnet18
 from smoothkern.model_cache import PREPARATIONS, prepared_model
+from smoothkern.models import cifar10_resnet18
 
 
 def resnet():
@@ -188,7 +188,7 @@ def test_compile_equals_eager_and_is_cached(caplog):
 @pytest.mark.cuda
 @pytest.mark.parametrize("prepare", [("fold_batchnorm",), ("channels_last",), True])
 def test_preparations_on_the_gpu(prepare):
-    from smoothkern.model_cache.prepare import exact_float32
+    from smoothkern.model_cache.toggles import exact_float32
 
     model = resnet().cuda()
     x = X.cuda()
@@ -210,7 +210,7 @@ def test_bad_prepare_and_compile_are_refused_also_in_the_drop_in():
 
 
 def test_the_fold_check_turns_tf32_off_and_restores_it():
-    from smoothkern.model_cache.prepare import exact_float32
+    from smoothkern.model_cache.toggles import exact_float32
 
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     saved = matmul.fp32_precision, conv.fp32_precision

@@ -125,3 +125,22 @@ def test_overlapping_users_of_the_fast_path_switch_restore_it_once():
         states.append(torch.backends.mha.get_fastpath_enabled())
     assert states == [False, False]        # neither restored it while the other was inside
     assert torch.backends.mha.get_fastpath_enabled() == saved
+
+
+def test_overlapping_exact_float32_sections_restore_tf32_once():
+    from smoothkern.model_cache.toggles import exact_float32
+
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        first = exact_float32(torch.device("cuda"))
+        second = exact_float32(torch.device("cuda"))
+        first.__enter__()
+        second.__enter__()              # a second thread's check overlaps the first's
+        first.__exit__(None, None, None)
+        assert matmul.fp32_precision == "ieee"       # still inside the second
+        second.__exit__(None, None, None)
+        assert matmul.fp32_precision == "tf32"
+    finally:
+        matmul.fp32_precision = saved

@@ -51,6 +51,7 @@ from .prepare import (
     usable_preparations,
 )
 
-__all__ = ["DEFAULT_PREPARATIONS", "PREPARATIONS", "check_preparations",
-           "clean_forward", "clear_caches", "fingerprint", "known_row_facts", "model_lock",
-           "prepared_model", "returns_tensor", "saved_bytes_per_row", "usable_preparations", "without_values"]
+__all__ = ["DEFAULT_PREPARATIONS", "PREPARATIONS", "check_preparations", "clean_forward",
+           "clear_caches", "fingerprint", "known_row_facts", "model_lock", "prepared_model",
+           "returns_tensor", "saved_bytes_per_row", "serialised", "usable_preparations",
+           "without_values"]

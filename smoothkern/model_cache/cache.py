@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..model_io import logits_of
 from ..core.memory import is_out_of_memory
 from ..core.planning import forward_measuring_saved_bytes
 from ..core.state import module_parameters
+from ..model_io import logits_of
 from .fingerprint import fingerprint, without_values
 
 LOGGER = logging.getLogger("smoothkern")

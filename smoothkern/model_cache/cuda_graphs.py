@@ -26,7 +26,7 @@ autocast. A call never evicts a graph it used itself (a call with more pass shap
 kept, and the planner counts their pools as used memory).
 
 A failed capture leaves the process as it was: a forward that synchronises with the host is
-found in the warm-up (under ``torch.cuda.set_sync_debug_mode("error")``) before any capture
+found in the warm-up (torch's sync debug mode, :func:`no_host_sync`) before any capture
 starts, and a capture that fails anyway is reset so that the allocator stops routing to its
 pool and the pool is released.
 """
@@ -47,6 +47,7 @@ from ..core.memory import hold_graph_pools, is_out_of_memory
 from ..core.precision import autocast
 from .cache import entry
 from .fingerprint import fingerprint, without_values
+from .toggles import counted
 
 if TYPE_CHECKING:
     from ..methods import AttributionMethod
@@ -228,14 +229,23 @@ class CaptureFailed(RuntimeError):
 
 @contextlib.contextmanager
 def no_host_sync() -> Iterator[None]:
-    """Inside, an operation that synchronises the GPU with the host raises (a capture would
-    fail on it): torch's sync debug mode, process-wide, restored after."""
-    saved = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    """Inside, an operation that synchronises the GPU with the host raises
+    :class:`HostSync` at the end (a capture would fail on it). torch's sync debug mode is
+    process-wide: it is set to "warn", not "error", so that another thread's passes are not
+    failed by it, counted across overlapping users, and this thread's warnings are read."""
+    with counted("sync_debug_mode", torch.cuda.get_sync_debug_mode,
+                 torch.cuda.set_sync_debug_mode, "warn"), \
+            warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         yield
-    finally:
-        torch.cuda.set_sync_debug_mode(saved)
+    synced = [w for w in seen if "synchroniz" in str(w.message)]
+    if synced:
+        raise HostSync(str(synced[0].message))
+
+
+class HostSync(RuntimeError):
+    """The pass synchronised the GPU with the host (``.item()``, a host copy, a data-dependent
+    shape)."""
 
 
 def abandon_capture(graph: Any, device: torch.device, pool: Any) -> None:

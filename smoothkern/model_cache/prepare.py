@@ -26,21 +26,21 @@ declare ``uses_model_structure`` and always run the caller's model.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..core.memory import is_out_of_memory
+from ..ops.backends import PassStrategy
 from .cache import entry, say_once
 from .fingerprint import fingerprint, global_hooks, without_values
 from .fold import fold_into, foldable_pairs, folded_values
-from ..ops.backends import PassStrategy
+from .toggles import exact_float32
 
 PREPARATIONS = ("fold_batchnorm", "channels_last", "compile")
 # prepare=True: both measured faster on every CPU row (benchmarks/RESULTS.md, "Prepared copy")
@@ -76,7 +76,8 @@ def check_preparations(prepare: bool | Iterable[str]) -> tuple[str, ...]:
 def usable_preparations(preparations: tuple[str, ...], passes: str) -> tuple[str, ...]:
     """The preparations a pass strategy can run: vmap cannot make a channels_last copy of its
     per-row inputs (torch.func refuses it)."""
-    if PassStrategy(passes) is PassStrategy.VMAP:      # torch.compile of vmap(grad(...)) also takes minutes: not offered
+    # torch.compile of vmap(grad(...)) also takes minutes: not offered
+    if PassStrategy(passes) is PassStrategy.VMAP:
         return tuple(p for p in preparations if p not in ("channels_last", "compile"))
     return preparations
 
@@ -280,30 +281,6 @@ def _agrees(candidate: nn.Module, model: nn.Module, x: Tensor, logits: Tensor | 
         return False
     scale = logits.abs().amax().clamp_min(1e-12)
     return bool(((out.float() - logits.float()).abs().amax() / scale) <= 1e-4)
-
-
-@contextlib.contextmanager
-def exact_float32(device: torch.device) -> Iterator[None]:
-    """TF32 off for CUDA convolutions and matmuls inside (the settings are restored after).
-
-    Through ``fp32_precision`` where torch has it: once a user set TF32 that way, reading the
-    legacy ``allow_tf32`` flags raises."""
-    if device.type != "cuda":
-        yield
-        return
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    new_api = hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv")
-    targets = ((matmul, "fp32_precision"), (cudnn.conv, "fp32_precision")) if new_api else \
-        ((matmul, "allow_tf32"), (cudnn, "allow_tf32"))
-    exact = "ieee" if new_api else False
-    saved = [getattr(owner, name) for owner, name in targets]
-    for owner, name in targets:
-        setattr(owner, name, exact)
-    try:
-        yield
-    finally:
-        for (owner, name), value in zip(targets, saved):
-            setattr(owner, name, value)
 
 
 class Compiled(nn.Module):
