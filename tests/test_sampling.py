@@ -110,7 +110,8 @@ def test_draws_are_pure_in_the_counters(sampling, kind):
 def test_marginal_is_exactly_the_requested_distribution(sampling, kind):
     """Across independent elements, the draw at a fixed sample index has the exact law."""
     j = _t(range(6000))
-    cdf = stats.norm.cdf if kind == "gaussian" else stats.uniform(-math.sqrt(3), 2 * math.sqrt(3)).cdf
+    half = math.sqrt(3)
+    cdf = stats.norm.cdf if kind == "gaussian" else stats.uniform(-half, 2 * half).cdf
     for i in (0, 1, 6, 37):
         z = smp.sampled_noise(3, _t(1), _t(i), j, kind, sampling).double()
         assert abs(float(z.mean())) < 4 / math.sqrt(6000)
@@ -138,7 +139,8 @@ def test_cross_element_dependence_like_iid_unlike_van_der_corput():
     for k in range(6):
         bits |= ((torch.arange(m) >> k) & 1) << (5 - k)
     flips = torch.randint(0, 64, (1, n), generator=torch.Generator().manual_seed(0))
-    vdc = torch.special.ndtri(((bits.view(-1, 1) ^ flips) + torch.rand(m, n, dtype=torch.float64)) / m)
+    jitter = torch.rand(m, n, dtype=torch.float64)
+    vdc = torch.special.ndtri(((bits.view(-1, 1) ^ flips) + jitter) / m)
     assert strat < 1.15 * iid
     assert _mean_abs_correlation(vdc) > 3 * iid
 
