@@ -110,7 +110,8 @@ class LayerNoiseRun:
         return [tuple(self.activation.shape[1:])]
 
     def samples_per_pass(self, nt_samples: int) -> int:
-        return choose_samples_per_pass(self.method, self.activation, self.row_bytes, 1,
+        return choose_samples_per_pass(self.method.rows_per_sample, self.activation,
+                                       self.row_bytes, 1,
                                        nt_samples)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:

@@ -277,7 +277,7 @@ class _NativeRun:
                                     problem.model.output_shape).to(problem.x.device)
 
     def runner(self, passes: str) -> nn.Module:
-        """The prepared copy of the wrapped model the passes run (see smoothkern.model_cache.prepare)."""
+        """The prepared copy of the wrapped model the passes run (smoothkern.model_cache)."""
         if self.method.uses_model_structure:
             return self.problem.model
         return prepared_model(self.problem.model, self.problem.x, self.logits,
@@ -289,7 +289,8 @@ class _NativeRun:
         return [self.method.output_shape(self.problem.model, self.problem.x[:1])]
 
     def samples_per_pass(self, nt_samples: int) -> int:
-        return choose_samples_per_pass(self.method, self.problem.x, self.row_bytes, 1, nt_samples)
+        return choose_samples_per_pass(self.method.rows_per_sample, self.problem.x,
+                                       self.row_bytes, 1, nt_samples)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:
         if input_shaped(self.name):
@@ -335,7 +336,8 @@ class _GenericRun:
 
     def samples_per_pass(self, nt_samples: int) -> int:
         _, row_bytes = forward_measuring_saved_bytes(self.problem.model, self.problem.x)
-        return choose_samples_per_pass(self.method, self.problem.x, row_bytes, 1, nt_samples)
+        return choose_samples_per_pass(self.method.rows_per_sample, self.problem.x,
+                                       row_bytes, 1, nt_samples)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:
         return self.method.split_result(flat)

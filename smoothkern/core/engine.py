@@ -11,71 +11,24 @@ them and computes the statistics directly. Argument checks live with the public 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..ops.backends import AccumulateFn, PassStrategy
-from ..model_cache.cuda_graphs import GraphedPasses
+from ..ops.backends import PassStrategy
 from .memory import is_out_of_memory, release_cached_memory
 from ..methods import AttributionMethod
 from ..model_io import ModelCall
 from .precision import autocast
-from ..noise.sources import Chunk, NoiseSource
+from ..noise.sources import Chunk
+from .job import Job
 from .reducer import Reducer
 from .stats import PER_EXAMPLE_AGGREGATES, direct_statistics
 
-# A tap sees every chunk's attributions, Tensor[count, S, B, *attr], after they are accumulated.
-Tap = Callable[[Chunk, Tensor], None]
 
 
-@dataclass(frozen=True)
-class Job:
-    """One checked call of the engine.
-
-    Attributes:
-        method: the base attribution method.
-        source: draws the noisy rows (its ``levels`` S and ``batch`` B shape the results).
-        target (LongTensor[B]): the output explained per example.
-        n_samples: m.
-        snapshots: sample counts at which results are taken, ascending, the last one m.
-        aggregates: statistics to finalize ("mean", "abs", "sq", "var", "geomean").
-        accumulate: the kernel set's accumulate op.
-        passes: "batched", "vmap" or "loop" (the reference).
-        samples_per_pass: samples per model pass (the source may fix its own chunks).
-        accumulator_dtype: float32 or float64 running statistics.
-        eps: floor inside the geometric mean's log.
-        taps: callables that see each chunk's attributions.
-        compute_dtype: None (float32 model passes) or bfloat16/float16: the method runs under
-            autocast; its attributions are taken back to float32 before the statistics.
-        tolerance: adaptive sample counts: after each pass, an example whose standard error
-            satisfies ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ stops drawing and leaves later passes
-            (the source and method follow it through ``subset``); None: every example draws
-            ``n_samples``.
-        graphs: CUDA graphs of the batched passes (captured once per method and pass shape,
-            replayed after; passes with per-row extras run eagerly); None: eager passes.
-    """
-
-    method: AttributionMethod
-    source: NoiseSource
-    target: Tensor
-    n_samples: int
-    snapshots: tuple[int, ...]
-    aggregates: tuple[str, ...]
-    accumulate: AccumulateFn
-    passes: PassStrategy = PassStrategy.BATCHED
-    samples_per_pass: int = 1
-    accumulator_dtype: torch.dtype = torch.float32
-    eps: float = 1e-10
-    taps: tuple[Tap, ...] = ()
-    compute_dtype: torch.dtype | None = None
-    tolerance: float | None = None
-    graphs: GraphedPasses | None = None
-
-    def __post_init__(self) -> None:        # a name is accepted ("loop"); unknown names refused
-        object.__setattr__(self, "passes", PassStrategy(self.passes))
+__all__ = ["Job", "run", "run_loop_reference", "shape_results"]
 
 
 def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Tensor]]:
@@ -176,8 +129,8 @@ def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
     samples = []
     for i in range(job.n_samples):
         chunk = source.draw(i, 1)
-        out = _attribute(model, dataclasses.replace(job, passes=PassStrategy.BATCHED), job.method, chunk,
-                         rows_target)
+        out = _attribute(model, dataclasses.replace(job, passes=PassStrategy.BATCHED),
+                         job.method, chunk, rows_target)
         samples.append(out)
         for tap in job.taps:
             tap(chunk, out.reshape(1, source.levels, source.batch, *out.shape[1:]))

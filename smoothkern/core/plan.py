@@ -87,7 +87,8 @@ def plan_input_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
     target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
                           classes, x.device)
     per_pass = options.samples_per_pass or choose_samples_per_pass(
-        method, x, row_bytes, sigma.shape[0], options.n_samples, options.memory_limit)
+        method.rows_per_sample, x, row_bytes, sigma.shape[0], options.n_samples,
+        options.memory_limit)
     return Plan(method, options.input_noise(x, sigma), target, per_pass, call, x, logits, state)
 
 
@@ -106,7 +107,8 @@ def plan_layer_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
     target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
                           logits.shape[1], x.device)
     per_pass = options.samples_per_pass or choose_samples_per_pass(
-        wrapped, activation, row_bytes, sigma.shape[0], options.n_samples, options.memory_limit)
+        wrapped.rows_per_sample, activation, row_bytes, sigma.shape[0], options.n_samples,
+        options.memory_limit)
     plan = Plan(wrapped, options.input_noise(activation, sigma), target, per_pass, call, x,
                 logits, None)
     return plan, sweep

@@ -14,15 +14,12 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .memory import graph_pool_bytes
 
-if TYPE_CHECKING:
-    from ..methods import AttributionMethod
 
 # Why each constant has its value: benchmarks/RESULTS.md, section "Planning constants".
 # Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).
@@ -116,7 +113,7 @@ def gpu_free_bytes(device: torch.device) -> int:
     return free + max(0, cached - graph_pool_bytes(device))
 
 
-def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int,
+def choose_samples_per_pass(rows_per_sample: int, x: Tensor, row_bytes: int,
                             levels: int, n_samples: int, memory_limit: int | None = None) -> int:
     """Sample indices per pass: fills the memory budget; on a CPU, also splits a small job.
 
@@ -131,7 +128,7 @@ def choose_samples_per_pass(method: AttributionMethod, x: Tensor, row_bytes: int
         levels: noise levels S in the sweep.
         memory_limit: the caller's cap on saved bytes per pass (``smooth_grad(memory_limit=)``).
     """
-    model_rows_per_sample = levels * x.shape[0] * max(1, method.rows_per_sample)
+    model_rows_per_sample = levels * x.shape[0] * max(1, rows_per_sample)
     rows = rows_in_budget(row_bytes, x.device, memory_limit)
     if x.device.type == "cpu":
         job_rows = n_samples * model_rows_per_sample

@@ -4,16 +4,13 @@ updated together, and examples that stopped keep their state."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from ..noise.sources import Chunk
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats
 
-if TYPE_CHECKING:
-    from .engine import Job
+from .job import Job
 
 
 class Reducer:

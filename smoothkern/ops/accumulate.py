@@ -25,18 +25,34 @@ Implementations, each tested against :func:`accumulate_reference`:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from . import extension
 
-if TYPE_CHECKING:
-    from ..core.stats import StreamingStats
 
 
-def accumulate_reference(state: StreamingStats, chunk: Tensor) -> None:
+class AccumulatorState(Protocol):
+    """What the op updates: :class:`smoothkern.core.stats.StreamingStats` of element shape
+    ``[N]`` (the op layer does not import it: the statistics sit above the ops)."""
+
+    mean: Tensor
+    m2: Tensor
+    abs_sum: Tensor
+    log_sum: Tensor
+    count: int
+    eps: float
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def _merge_moments(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None: ...
+
+
+
+def accumulate_reference(state: AccumulatorState, chunk: Tensor) -> None:
     """Adds a chunk of attributions to ``state`` in place (pure torch, several reads).
 
     Args:
@@ -53,7 +69,7 @@ def accumulate_reference(state: StreamingStats, chunk: Tensor) -> None:
     state._merge_moments(k, chunk_mean, chunk_m2)
 
 
-def check_accumulate_args(state: StreamingStats, chunk: Tensor) -> None:
+def check_accumulate_args(state: AccumulatorState, chunk: Tensor) -> None:
     """The launchers' checks: a floating chunk[k, N], a flat contiguous state on its device.
 
     Raises:
@@ -77,7 +93,7 @@ if extension.has_ops():
         torch._check(chunk.dim() == 2 and chunk.shape[1] == mean.shape[0])
 
 
-def accumulate(state: StreamingStats, chunk: Tensor) -> None:
+def accumulate(state: AccumulatorState, chunk: Tensor) -> None:
     """Adds chunk[k, N] to ``state`` (element shape [N]) in place with the compiled op.
 
     Call only when :func:`smoothkern.ops.extension.has_ops` is true. The op checks its

@@ -4,7 +4,7 @@ A kernel set (:class:`Backend`) supplies the two ops that are not the model:
 
     perturb(x[B, ...], sigma[S, B] or [S, B, N], seed, start, count, noise, *,
             example_index=None) -> Tensor[count*S*B, ...]           (:mod:`.perturb`)
-    accumulate(state: StreamingStats (element shape [N]), chunk[k, N]) -> None   (in place,
+    accumulate(state: AccumulatorState (element shape [N]), chunk[k, N]) -> None   (in place,
                                                                                  :mod:`.accumulate`)
 
 How the model passes run is a separate choice, the pass strategy (:class:`PassStrategy`):
@@ -24,21 +24,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..noise.kinds import NoiseKind
 from . import extension
-from .accumulate import accumulate, accumulate_reference
+from .accumulate import AccumulatorState, accumulate, accumulate_reference
 from .perturb import perturb, perturb_reference
 
-if TYPE_CHECKING:
-    from ..core.stats import StreamingStats
 
 PerturbFn = Callable[[Tensor, Tensor, int, int, int, NoiseKind | str], Tensor]
-AccumulateFn = Callable[["StreamingStats", Tensor], None]
+AccumulateFn = Callable[[AccumulatorState, Tensor], None]
 
 
 class PassStrategy(str, enum.Enum):
@@ -135,7 +132,7 @@ def _triton_perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
                                       example_index=example_index)
 
 
-def _triton_accumulate(state: StreamingStats, chunk: Tensor) -> None:
+def _triton_accumulate(state: AccumulatorState, chunk: Tensor) -> None:
     _triton("accumulate").accumulate(state, chunk)
 
 

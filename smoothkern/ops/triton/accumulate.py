@@ -12,18 +12,15 @@ Rounding as the C++ and CUDA kernels: ``1 / (r + 1)`` correctly rounded (``div_r
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..accumulate import check_accumulate_args
+from ..accumulate import AccumulatorState, check_accumulate_args
 from .launch import accumulate_grid, interpreted, on_device_of
 
-if TYPE_CHECKING:
-    from ...core.stats import StreamingStats
 
 # GPU: 512 elements (4 per thread at 4 warps): keeps the k-row loop's loads in flight while
 # leaving more programs for small states; benchmarks/gpu.py reports the achieved bandwidth.
@@ -85,7 +82,7 @@ def eps_bits(eps: float, acc64: bool) -> int:
     return struct.unpack("<i", struct.pack("<f", eps))[0]
 
 
-def accumulate(state: StreamingStats, chunk: Tensor) -> None:
+def accumulate(state: AccumulatorState, chunk: Tensor) -> None:
     """Adds chunk[k, N] to ``state`` (element shape [N], contiguous) in place; count += k.
 
     Args:
