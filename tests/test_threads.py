@@ -13,6 +13,7 @@ from helpers import tiny_resnet
 from torch import nn
 
 import smoothkern as sk
+from smoothkern.metrics import deletion_curve
 from smoothkern.model_cache.toggles import attention_fast_path_off
 
 X = torch.rand(2, 3, 10, 9, generator=torch.Generator().manual_seed(8))
@@ -51,7 +52,8 @@ def assert_intact(model, before):
                                 layer="conv2"),
     lambda m, t: sk.smooth_grad(m, X, [t, 1], n_samples=4, seed=t, noise_at="conv1"),
     lambda m, t: sk.noise_grad(m, X, [t, 1], n_models=3, seed=t),
-], ids=["smooth_grad", "layer_method", "noise_at", "noise_grad"])
+    lambda m, t: deletion_curve(m, X, X.flip(-1) + t, [t, 1], steps=4).scores,
+], ids=["smooth_grad", "layer_method", "noise_at", "noise_grad", "deletion_curve"])
 def test_two_threads_on_one_model_get_the_sequential_results(call):
     model = tiny_resnet()
     before = snapshot(model)
