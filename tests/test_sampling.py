@@ -156,3 +156,38 @@ def test_stratified_mean_of_a_smooth_function_has_less_variance(kind):
         spread[sampling] = float((torch.tanh(z) + 0.3 * z * z).mean(0).var())
     assert spread["stratified"] < 0.3 * spread["iid"]
     assert spread["antithetic"] < spread["iid"]
+
+
+@pytest.mark.parametrize("sampling", ["iid", "antithetic", "stratified"])
+def test_perturb_reference_draws_the_design(sampling):
+    from smoothkern.ops.perturb import perturb_reference
+
+    x = torch.randn(3, 2, 5)
+    sigma = torch.tensor([[0.5, 1.0, 2.0], [0.1, 0.1, 0.1]])
+    index = _t([4, 0, 2**32 - 1])
+    rows = perturb_reference(x, sigma, 9, 5, 7, "uniform", example_index=index,
+                             sampling=sampling).view(7, 2, 3, 10)
+    z = smp.sampled_noise(9, index.view(1, -1, 1), _t(range(5, 12)).view(-1, 1, 1),
+                          _t(range(10)).view(1, 1, -1), "uniform", sampling)
+    want = x.view(1, 1, 3, 10) + sigma.view(1, 2, 3, 1) * z.unsqueeze(1)
+    assert torch.equal(rows, want)
+    if sampling == "iid":
+        assert torch.equal(rows, perturb_reference(x, sigma, 9, 5, 7, "uniform",
+                                                   example_index=index).view(7, 2, 3, 10))
+    with pytest.raises(ValueError, match="unknown sampling"):
+        perturb_reference(x, sigma, 9, 5, 7, sampling="sobol")
+
+
+def test_counter_noise_keeps_the_design_across_chunks_and_subsets():
+    from smoothkern.noise.sources.counter import CounterNoise
+    from smoothkern.ops.perturb import perturb_reference
+
+    x = torch.randn(4, 6)
+    sigma = torch.rand(1, 4)
+    source = CounterNoise(x, sigma, 3, "gaussian", perturb_reference, sampling="stratified")
+    whole = source.draw(0, 9).rows.view(9, 4, 6)
+    parts = torch.cat([source.draw(s, c).rows.view(c, 4, 6) for s, c in [(0, 4), (4, 5)]])
+    assert torch.equal(whole, parts)
+    sub = source.subset(torch.tensor([2, 0]))
+    assert sub.sampling is smp.Sampling.STRATIFIED
+    assert torch.equal(sub.draw(0, 9).rows.view(9, 2, 6), whole[:, [2, 0]])

@@ -44,13 +44,15 @@ import torch
 from torch import Tensor
 
 from ..noise.kinds import NoiseKind, parse_noise_kind
-from ..noise.philox import MASK32, MAX_COUNTER, check_seed, standard_noise
+from ..noise.philox import MASK32, MAX_COUNTER, check_seed
+from ..noise.sampling import Sampling, parse_sampling, sampled_noise
 from . import extension
 
 
 def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
                       noise: NoiseKind | str = NoiseKind.GAUSSIAN, *,
-                      example_index: Tensor | None = None) -> Tensor:
+                      example_index: Tensor | None = None,
+                      sampling: Sampling | str = Sampling.IID) -> Tensor:
     """Noisy copies of ``x`` for samples ``start .. start+count-1``, pure torch.
 
     Args:
@@ -66,6 +68,8 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
             x's device, each in ``0 .. 2**32 - 1`` (not checked here: see
             :func:`check_example_index`): row b draws the noise of example
             ``example_index[b]`` (counter word 2). None: the position b in the batch.
+        sampling: a :class:`~smoothkern.noise.sampling.Sampling` or its name: "iid" (the
+            draws above), "antithetic" or "stratified" (:mod:`smoothkern.noise.sampling`).
 
     Returns:
         Tensor[k * S * B, ...] in ``x.dtype``, sample-major: row ``(i * S + s) * B + b``.
@@ -75,6 +79,7 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
             ``example_index`` of the wrong dtype, shape or device.
     """
     kind = check_perturb_args(x, sigma, start, count, noise, example_index)
+    sampling = parse_sampling(sampling)
     seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
@@ -87,7 +92,7 @@ def perturb_reference(x: Tensor, sigma: Tensor, seed: int, start: int, count: in
     else:  # the uint32 counter word, as the kernels' cast
         example = (example_index & MASK32).view(1, batch, 1)
     element = torch.arange(n, dtype=torch.int64, device=dev).view(1, 1, n)
-    z = standard_noise(seed, example, sample, element, kind)             # [k, B, N] float32
+    z = sampled_noise(seed, example, sample, element, kind, sampling)    # [k, B, N] float32
     scale = sigma.float().view(1, levels, batch, n if sigma.dim() == 3 else 1)
     noisy = flat.float().view(1, 1, batch, n) + scale * z.unsqueeze(1)   # [k, S, B, N]
     return noisy.to(x.dtype).reshape(count * levels * batch, *x.shape[1:])

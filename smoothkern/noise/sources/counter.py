@@ -6,6 +6,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...ops.backends import PerturbFn
+from ...ops.perturb import perturb_reference
+from ..sampling import Sampling, parse_sampling
 from .base import Chunk, NoiseSource
 
 
@@ -22,16 +24,26 @@ class CounterNoise(NoiseSource):
         perturb: the kernel set's perturb op (``Backend.perturb``).
         example_index (LongTensor[B] or None): the examples' indices in the noise stream (None:
             their positions 0..B-1).
+        sampling: how each element's draws spread over the samples
+            (:class:`~smoothkern.noise.sampling.Sampling` or its name: "iid", "antithetic",
+            "stratified"). "iid" draws with ``perturb``; the others draw with the pure-torch
+            :func:`~smoothkern.ops.perturb.perturb_reference` on x's device until the fused
+            kernels take the design (the values are the contract's either way).
     """
 
     def __init__(self, x: Tensor, sigma: Tensor, seed: int, noise: str,
-                 perturb: PerturbFn, example_index: Tensor | None = None) -> None:
+                 perturb: PerturbFn, example_index: Tensor | None = None, *,
+                 sampling: Sampling | str = Sampling.IID) -> None:
         self.x, self.sigma, self.seed, self.noise, self.perturb = x, sigma, seed, noise, perturb
         self.example_index = example_index
+        self.sampling = parse_sampling(sampling)
         self.levels, self.batch = sigma.shape[0], x.shape[0]
 
     def draw(self, start: int, count: int) -> Chunk:
-        if self.example_index is None:      # kernel sets of users may not take the keyword
+        if self.sampling is not Sampling.IID:
+            rows = perturb_reference(self.x, self.sigma, self.seed, start, count, self.noise,
+                                     example_index=self.example_index, sampling=self.sampling)
+        elif self.example_index is None:      # kernel sets of users may not take the keyword
             rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
         else:
             rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise,
@@ -42,4 +54,4 @@ class CounterNoise(NoiseSource):
         index = index.to(self.x.device)
         own = index if self.example_index is None else self.example_index[index]
         return CounterNoise(self.x[index], self.sigma[:, index], self.seed, self.noise,
-                            self.perturb, own)
+                            self.perturb, own, sampling=self.sampling)
