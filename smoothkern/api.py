@@ -45,6 +45,7 @@ def smooth_grad(
     noise_level: float | Sequence[float] | None = None,
     stdevs: float | Sequence[float] | Tensor | None = None,
     noise: str = "gaussian",
+    sampling: str = "iid",
     aggregate: str | Sequence[str] = "mean",
     method: str | AttributionMethod = "gradient",
     samples_per_pass: int | None = None,
@@ -83,6 +84,12 @@ def smooth_grad(
             gains a leading dim S).
         stdevs: absolute σ instead: float, Tensor[B], sequence (sweep) or Tensor[S, B].
         noise: "gaussian" or "uniform" (same standard deviation, half-width √3·σ).
+        sampling: how each element's draws spread over the samples: "iid" (independent draws,
+            the paper's), "antithetic" (sample 2k+1 is the negation of sample 2k) or
+            "stratified" (a nested Latin hypercube: every prefix of 2**k samples hits each of
+            2**k strata of every element once, pairings across elements drawn at random). Each
+            element's marginal is the requested distribution either way
+            (:mod:`smoothkern.noise.sampling`).
         aggregate: one of "mean", "abs", "sq", "var", "geomean" (returns a Tensor) or a tuple of
             them (returns a dict); all from the same samples.
         method: a name ("gradient", ...) or an :class:`AttributionMethod`; keyword options of the
@@ -153,7 +160,8 @@ def smooth_grad(
     check_unknown_options(method_options, _KEYWORDS, method, "smooth_grad")
     options = check_options(
         inputs, n_samples=n_samples, snapshots=snapshots, aggregate=aggregate, seed=seed,
-        noise=noise, eps=eps, backend=backend, accumulator_dtype=accumulator_dtype,
+        noise=noise, sampling=sampling, eps=eps, backend=backend,
+        accumulator_dtype=accumulator_dtype,
         compute_dtype=compute_dtype, memory_limit=memory_limit,
         samples_per_pass=samples_per_pass, tolerance=tolerance, example_index=example_index,
         progress=progress)

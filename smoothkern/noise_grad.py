@@ -60,6 +60,7 @@ def noise_grad(
     noise_level: float | Sequence[float] | None = 0.0,
     stdevs: float | Sequence[float] | Tensor | None = None,
     noise: str = "gaussian",
+    sampling: str = "iid",
     aggregate: str | Sequence[str] = "mean",
     method: str | AttributionMethod = "gradient",
     samples_per_pass: int | None = None,
@@ -104,6 +105,9 @@ def noise_grad(
             the weight draws and the input draws).
         stdevs: absolute input σ instead: float, Tensor[B], sequence (sweep) or Tensor[S, B].
         noise: the input noise, "gaussian" or "uniform" (the weight noise is Gaussian).
+        sampling: how the input noise's draws spread over the samples, as in
+            :func:`smoothkern.smooth_grad` ("iid", "antithetic", "stratified"); the weight
+            draws are i.i.d.
         aggregate: "mean" (NoiseGrad/FusionGrad), "abs", "sq", "var", "geomean", "sem",
             "count" (LongTensor[B], n_models · n_samples), or a tuple of them (returns a dict).
         method: "gradient", "saliency", "input_x_gradient", "integrated_gradients",
@@ -150,7 +154,8 @@ def noise_grad(
     n_samples = check_count(n_samples, "n_samples")
     options = check_options(
         inputs, n_samples=n_models, snapshots=snapshots, aggregate=aggregate, seed=seed,
-        noise=noise, eps=eps, backend=backend, accumulator_dtype=accumulator_dtype,
+        noise=noise, sampling=sampling, eps=eps, backend=backend,
+        accumulator_dtype=accumulator_dtype,
         compute_dtype=compute_dtype, memory_limit=memory_limit,
         samples_per_pass=samples_per_pass, example_index=example_index, progress=progress,
         count_name="n_models")

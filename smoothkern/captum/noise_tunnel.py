@@ -71,6 +71,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
                   nt_samples_batch_size: int | None = None,
                   stdevs: float | tuple[float, ...] | None = None,
                   draw_baseline_from_distrib: bool = False, *, noise: str = "gaussian",
+                  sampling: str = "iid",
                   noise_level: float | tuple[float, ...] | None = None, seed: int | None = None,
                   backend: str = "auto", rng: str = "captum",
                   compute_dtype: torch.dtype | None = None, prepare: bool | Sequence[str] = True,
@@ -93,6 +94,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
                 default rng the draws come from the counter-based stream (``seed``), with
                 rng="captum" from numpy's global generator exactly as Captum draws them.
             noise: "gaussian" or "uniform" (same σ). Not with rng="captum".
+            sampling: how each element's draws spread over the samples, as in
+                ``smooth_grad``: "iid" (the default here, as Captum draws), "antithetic" or
+                "stratified". Not with rng="captum".
             noise_level: σ relative to each example's range (max - min) per input, instead of
                 ``stdevs``; a float or one per input. Not with rng="captum".
             seed: the counter-based stream's seed (default 0). With rng="captum" the noise comes
@@ -135,6 +139,9 @@ class NoiseTunnel(_captum.NoiseTunnel):
             raise CaptumArgumentError(f"rng must be one of {RNG_MODES}, got {rng!r}")
         if rng == "captum":
             _check_captum_mode(noise, noise_level, seed, backend)
+            if sampling != "iid":
+                raise CaptumArgumentError("sampling= spreads the counter noise; rng='captum' "
+                                          "draws Captum's: use the default rng='smoothkern'")
             if noise_at is not None:
                 raise CaptumArgumentError("noise_at= has no Captum counterpart to replay: use "
                                           "the default rng='smoothkern'")
@@ -164,7 +171,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
         checked = check_options(
             problem.x, n_samples=nt_samples, aggregate=tuple(dict.fromkeys(
                 AGGREGATE_OF[t] for t in types)), seed=0 if seed is None else seed,
-            noise=noise, backend=backend, compute_dtype=compute_dtype,
+            noise=noise, sampling=sampling, backend=backend, compute_dtype=compute_dtype,
             example_index=example_index)
         choice = checked.choice
         if noise_at is not None:

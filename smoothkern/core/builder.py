@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..model_cache.cache import model_lock
 from ..noise.kinds import NoiseKind, parse_noise_kind
 from ..noise.philox import check_seed
+from ..noise.sampling import Sampling, parse_sampling
 from ..noise.sources import CounterNoise, NoiseSource
 from ..ops.backends import Backend, Choice, PassStrategy, choose
 from ..ops.perturb import check_example_index
@@ -48,7 +49,8 @@ class Options:
         snapshots: the caller's snapshot counts, ascending (``(n_samples,)`` without any).
         returned_snapshots: how many snapshots the caller asked for (0: only the result).
         aggregates, single: the aggregate names, and whether one name (not a tuple) was given.
-        seed, noise: the noise stream and the draw's distribution.
+        seed, noise, sampling: the noise stream, the draw's distribution, and how each
+            element's draws spread over the sample index (iid, antithetic, stratified).
         eps, accumulator_dtype, compute_dtype, memory_limit, samples_per_pass, tolerance,
         progress: as the public functions document them.
         example_index (LongTensor[B] or None): the examples' indices in the noise stream.
@@ -62,6 +64,7 @@ class Options:
     single: bool
     seed: int
     noise: NoiseKind
+    sampling: Sampling
     eps: float
     accumulator_dtype: torch.dtype
     compute_dtype: torch.dtype | None
@@ -79,12 +82,12 @@ class Options:
     def input_noise(self, x: Tensor, sigma: Tensor) -> CounterNoise:
         """Counter noise on ``x`` (Tensor[B, ...]) with σ ``sigma`` ([S, B] or [S, B, N])."""
         return CounterNoise(x, sigma, self.seed, self.noise, self.choice.kernels.perturb,
-                            self.example_index)
+                            self.example_index, sampling=self.sampling)
 
 
 def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
                   aggregate: str | Sequence[str] = "mean", seed: int = 0,
-                  noise: str = "gaussian", eps: float = 1e-10,
+                  noise: str = "gaussian", sampling: str = "iid", eps: float = 1e-10,
                   backend: str | Backend = "auto",
                   accumulator_dtype: torch.dtype = torch.float32,
                   compute_dtype: torch.dtype | None = None, memory_limit: int | None = None,
@@ -109,7 +112,7 @@ def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
         returned_snapshots=0 if snapshots is None else len(check_snapshots(snapshots,
                                                                             n_samples)),
         aggregates=names, single=single, seed=check_seed(seed), noise=parse_noise_kind(noise),
-        eps=check_eps(eps),
+        sampling=parse_sampling(sampling), eps=check_eps(eps),
         accumulator_dtype=check_accumulator_dtype(accumulator_dtype),
         compute_dtype=check_compute_dtype(compute_dtype),
         memory_limit=check_memory_limit(memory_limit), samples_per_pass=samples_per_pass,
