@@ -161,7 +161,7 @@ if [ "$INSTALL" = 1 ]; then
             fi
         fi
     fi
-    step install-smoothkern 900 "$PYTHON" -m pip install --no-build-isolation -v -e ".[all,test]"
+    step install-smoothkern 1200 "$PYTHON" -m pip install --no-build-isolation -v -e ".[all,test]"
 fi
 
 # ------------------------------------------------------------------------------ the CUDA op
