@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "philox.h"
 
@@ -110,6 +112,15 @@ SMOOTHKERN_HD float word_to_noise(uint32_t word, bool gaussian) {
   const double t = (2.0 * static_cast<double>(low) + 1.0) * 0x1p-33;
   const double mag = gaussian ? -lower_normal_quantile(t) : 1.7320508075688772 * (1.0 - 2.0 * t);
   return static_cast<float>(upper ? mag : -mag);
+}
+
+// The ops' sampling argument as the enum; an unknown code is an error.
+inline Sampling check_sampling(int64_t sampling) {
+  if (sampling < 0 || sampling > 2) {
+    throw std::invalid_argument("perturb: unknown sampling " + std::to_string(sampling) +
+                                " (0 iid, 1 antithetic, 2 stratified: Sampling.code)");
+  }
+  return static_cast<Sampling>(sampling);
 }
 
 // z(seed, b, i, j) under a design; `gaussian` false: uniform.

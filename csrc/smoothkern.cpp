@@ -16,10 +16,11 @@ TORCH_LIBRARY(smoothkern, m) {
   // (i*S + s)*B + b; start + count <= 2**32. noise: the NoiseKind (0 gaussian, 1 uniform).
   // example_index: int64 [B], the examples' indices in the caller's data, used as counter
   // word 2 instead of b; each value is taken modulo 2**32 (not read on the host: no sync), and
-  // keeping them in 0 .. 2**32 - 1 is the caller's part.
+  // keeping them in 0 .. 2**32 - 1 is the caller's part. sampling: the Sampling design
+  // (0 iid, 1 antithetic, 2 stratified; csrc/sampling.h).
   m.def(
       "perturb(Tensor x, Tensor sigma, int seed, int start, int count, int noise, "
-      "Tensor? example_index=None) -> Tensor");
+      "Tensor? example_index=None, int sampling=0) -> Tensor");
   // Welford/Chan update of the running statistics with chunk[k, N]; count = samples seen before.
   m.def(
       "accumulate_(Tensor(a!) mean, Tensor(b!) m2, Tensor(c!) abs_sum, Tensor(d!) log_sum, "

@@ -11,6 +11,7 @@
 
 #include "../checks.h"
 #include "../philox.h"
+#include "../sampling.h"
 #include "vec_math.h"
 
 namespace smoothkern {
@@ -33,8 +34,17 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
                                          scalar_t* out_b, int64_t batch, int64_t n,
                                          int64_t levels, int64_t len, int64_t j0, uint32_t sample,
                                          uint32_t example, uint32_t k0, uint32_t k1,
-                                         NoiseKind kind) {
+                                         NoiseKind kind, Sampling sampling) {
   alignas(64) float z[kBlock], u2[kBlock];
+  if (sampling == Sampling::kStratified) {  // the chain of csrc/sampling.h, element by element
+    for (int64_t j = 0; j < len; ++j) {
+      z[j] = word_to_noise(stratified_word(static_cast<uint32_t>(j0 + j), sample, example, k0, k1),
+                           kind == NoiseKind::kGaussian);
+    }
+  } else {
+  // antithetic: sample 2k + 1 draws sample 2k's i.i.d. z, negated below
+  const bool negate = sampling == Sampling::kAntithetic && (sample & 1u);
+  if (sampling == Sampling::kAntithetic) sample &= ~1u;
   for (int64_t j = 0; j < len; ++j) {
     const PhiloxOut r = philox4x32_10(static_cast<uint32_t>(j0 + j), sample, example, 0, k0, k1);
     z[j] = uint_to_unit(r.r0);
@@ -50,6 +60,10 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
     case NoiseKind::kUniform:
       for (int64_t j = 0; j < len; ++j) z[j] = kSqrt3 * (2.0f * z[j] - 1.0f);
       break;
+  }
+  if (negate) {
+    for (int64_t j = 0; j < len; ++j) z[j] = -z[j];
+  }
   }
   for (int64_t s = 0; s < levels; ++s) {
     const float* sd = sigma_b + s * level_stride;
@@ -74,7 +88,8 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
 template <typename scalar_t>
 void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scalar_t* out,
                   int64_t batch, int64_t levels, int64_t n, uint64_t seed, int64_t start,
-                  int64_t count, NoiseKind kind, const int64_t* example_index) {
+                  int64_t count, NoiseKind kind, const int64_t* example_index,
+                  Sampling sampling) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -91,15 +106,16 @@ void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scala
                     out + ((i * levels) * batch + b) * n + j0, batch, n, levels,
                     std::min(kBlock, n - j0), j0, static_cast<uint32_t>(start + i),
                     static_cast<uint32_t>(example_index ? example_index[b] : b), k0, k1,
-                    kind);
+                    kind, sampling);
     }
   });
 }
 
 at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
                        int64_t count, int64_t noise,
-                       const std::optional<at::Tensor>& example_index) {
+                       const std::optional<at::Tensor>& example_index, int64_t sampling) {
   TORCH_CHECK(x.device().is_cpu() && sigma.device().is_cpu(), "perturb: tensors must be on CPU");
+  const Sampling design = check_sampling(sampling);
   TORCH_CHECK(!example_index.has_value() || example_index->device().is_cpu(),
               "perturb: example_index must be on the CPU, as x");
   const NoiseKind kind = check_perturb_args(x, sigma, start, count, noise);
@@ -118,7 +134,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t see
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "perturb_cpu", [&] {
     perturb_impl<scalar_t>(xc.const_data_ptr<scalar_t>(), sc.const_data_ptr<float>(),
                            sc.dim() == 3, out.mutable_data_ptr<scalar_t>(), batch, levels, n,
-                           static_cast<uint64_t>(seed), start, count, kind, index);
+                           static_cast<uint64_t>(seed), start, count, kind, index, design);
   });
   return out;
 }

@@ -13,6 +13,7 @@
 
 #include "../checks.h"
 #include "../philox.h"
+#include "../sampling.h"
 #include "grid.h"
 #include "vec.cuh"
 
@@ -41,7 +42,7 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
                                bool per_element, const int64_t* __restrict__ example_index,
                                scalar_t* __restrict__ out, int64_t batch, int64_t levels,
                                int64_t n, uint32_t k0, uint32_t k1, int64_t start,
-                               int64_t rows) {
+                               int64_t rows, Sampling sampling) {
   using P = Pack<scalar_t, kVec>;
   const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
   if (j0 >= n) return;
@@ -59,7 +60,11 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
     }
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      z[v] = draw<kKind>(j0 + v, static_cast<uint32_t>(start + i), example, k0, k1);
+      const uint32_t sample = static_cast<uint32_t>(start + i);
+      z[v] = sampling == Sampling::kIid
+                 ? draw<kKind>(j0 + v, sample, example, k0, k1)
+                 : sampled_noise(static_cast<uint32_t>(j0 + v), sample, example, k0, k1,
+                                 kKind == NoiseKind::kGaussian, sampling);
     }
     for (int64_t s = 0; s < levels; ++s) {
       float sd[kVec];
@@ -91,7 +96,7 @@ __global__ void perturb_kernel(const scalar_t* __restrict__ x, const float* __re
 template <typename scalar_t, int kVec>
 void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t* index,
                     at::Tensor& out, int64_t batch, int64_t levels, int64_t n, uint64_t seed,
-                    int64_t start, int64_t count, NoiseKind kind) {
+                    int64_t start, int64_t count, NoiseKind kind, Sampling sampling) {
   const int64_t rows = count * batch;
   const int64_t packs = (n + kVec - 1) / kVec;
   const dim3 grid(static_cast<unsigned>((packs + kThreads - 1) / kThreads),
@@ -105,11 +110,11 @@ void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t*
   switch (kind) {
     case NoiseKind::kGaussian:
       perturb_kernel<scalar_t, kVec, NoiseKind::kGaussian><<<grid, kThreads, 0, stream>>>(
-          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
+          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows, sampling);
       break;
     case NoiseKind::kUniform:
       perturb_kernel<scalar_t, kVec, NoiseKind::kUniform><<<grid, kThreads, 0, stream>>>(
-          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows);
+          src, sd, per_element, index, dst, batch, levels, n, k0, k1, start, rows, sampling);
       break;
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -117,7 +122,8 @@ void launch_perturb(const at::Tensor& x, const at::Tensor& sigma, const int64_t*
 
 at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t start,
                         int64_t count, int64_t noise,
-                        const std::optional<at::Tensor>& example_index) {
+                        const std::optional<at::Tensor>& example_index, int64_t sampling) {
+  const Sampling design = check_sampling(sampling);
   TORCH_CHECK(x.is_cuda() && sigma.device() == x.device(),
               "perturb: x and sigma must be on the same CUDA device");
   TORCH_CHECK(!example_index.has_value() || example_index->device() == x.device(),
@@ -139,10 +145,10 @@ at::Tensor perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_t se
                            is_aligned(out.const_data_ptr(), kVectorBytes);
     if (vector_ok) {
       launch_perturb<scalar_t, kVec>(xc, sc, index, out, batch, levels, n, seed, start, count,
-                                     kind);
+                                     kind, design);
     } else {
       launch_perturb<scalar_t, 1>(xc, sc, index, out, batch, levels, n, seed, start, count,
-                                  kind);
+                                  kind, design);
     }
   });
   return out;

@@ -235,7 +235,8 @@ def check_example_index(index: Any, batch: int, device: torch.device) -> Tensor 
 if extension.has_ops():
     @torch.library.register_fake("smoothkern::perturb")
     def _perturb_fake(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
-                      noise: int, example_index: Tensor | None = None) -> Tensor:
+                      noise: int, example_index: Tensor | None = None,
+                      sampling: int = 0) -> Tensor:
         torch._check(sigma.dim() in (2, 3) and sigma.shape[1] == x.shape[0])
         if example_index is not None:
             torch._check(example_index.dim() == 1 and example_index.shape[0] == x.shape[0])
@@ -256,7 +257,8 @@ def signed_seed(seed: int) -> int:
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
             noise: NoiseKind | str = NoiseKind.GAUSSIAN, *,
-            example_index: Tensor | None = None) -> Tensor:
+            example_index: Tensor | None = None,
+            sampling: Sampling | str = Sampling.IID) -> Tensor:
     """Noisy copies, the compiled op (C++ on the CPU, CUDA on a GPU); the module's contract.
 
     Call only when :func:`smoothkern.ops.extension.has_ops` is true.
@@ -268,6 +270,7 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         seed, start, count, noise: as :func:`perturb_reference`; ``start + count <= 2**32``.
         example_index (Tensor[B] int64 or None): the examples' indices in the caller's data
             (counter word 2 of row b), on x's device. None: the position in the batch.
+        sampling: the design, as :func:`perturb_reference` (the op takes ``Sampling.code``).
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
@@ -277,8 +280,9 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
             ``torch.ops`` calls, which take the noise kind as ``NoiseKind.code``.
     """
     kind = check_perturb_args(x, sigma, start, count, noise, example_index)
+    design = parse_sampling(sampling)
     return torch.ops.smoothkern.perturb(x, sigma.to(torch.float32), signed_seed(seed), start,
-                                        count, kind.code, example_index)
+                                        count, kind.code, example_index, design.code)
 
 
 def philox_bits(seed: int, example: Tensor, sample: Tensor, element: Tensor) -> Tensor:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...ops import perturb as perturb_op
 from ...ops.backends import PerturbFn
 from ...ops.perturb import perturb_reference
 from ..sampling import Sampling, parse_sampling
 from .base import Chunk, NoiseSource
+
+# The perturbs that take ``sampling=`` (the others draw non-i.i.d. designs with the reference).
+_TAKE_SAMPLING = (perturb_reference, perturb_op.perturb)
 
 
 class CounterNoise(NoiseSource):
@@ -26,9 +30,10 @@ class CounterNoise(NoiseSource):
             their positions 0..B-1).
         sampling: how each element's draws spread over the samples
             (:class:`~smoothkern.noise.sampling.Sampling` or its name: "iid", "antithetic",
-            "stratified"). "iid" draws with ``perturb``; the others draw with the pure-torch
-            :func:`~smoothkern.ops.perturb.perturb_reference` on x's device until the fused
-            kernels take the design (the values are the contract's either way).
+            "stratified"). "iid" draws with ``perturb``; the others too when ``perturb`` is
+            the reference or the compiled op (C++, CUDA), else with the pure-torch
+            :func:`~smoothkern.ops.perturb.perturb_reference` on x's device (the Triton kernel
+            does not take the design yet; the values are the contract's either way).
     """
 
     def __init__(self, x: Tensor, sigma: Tensor, seed: int, noise: str,
@@ -41,8 +46,9 @@ class CounterNoise(NoiseSource):
 
     def draw(self, start: int, count: int) -> Chunk:
         if self.sampling is not Sampling.IID:
-            rows = perturb_reference(self.x, self.sigma, self.seed, start, count, self.noise,
-                                     example_index=self.example_index, sampling=self.sampling)
+            draw = self.perturb if self.perturb in _TAKE_SAMPLING else perturb_reference
+            rows = draw(self.x, self.sigma, self.seed, start, count, self.noise,
+                        example_index=self.example_index, sampling=self.sampling)
         elif self.example_index is None:      # kernel sets of users may not take the keyword
             rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
         else:
