@@ -82,3 +82,35 @@ def test_the_drop_in_takes_the_design_and_keeps_captums_draws_apart(model, sampl
 def test_an_unknown_design_is_refused(model, bad, error):
     with pytest.raises(error, match="sampling"):
         sk.smooth_grad(model, X, 1, n_samples=2, sampling=bad)
+
+
+@pytest.mark.parametrize("sampling", ("antithetic", "stratified"))
+def test_sem_is_the_designs_and_the_streaming_path_equals_the_loop(model, sampling):
+    kw = dict(n_samples=8, sampling=sampling, aggregate=("mean", "sem"), seed=5)
+    got = sk.smooth_grad(model, X, 1, samples_per_pass=3, **kw)
+    close(got, sk.smooth_grad(model, X, 1, backend="loop", **kw))
+    naive = sk.smooth_grad(model, X, 1, samples_per_pass=3, **{**kw, "aggregate": "var"})
+    assert not torch.allclose(got["sem"], (naive * 8 / 7 / 8).sqrt())   # not the iid formula
+
+
+def test_the_reported_error_matches_the_seed_to_seed_spread_better_than_the_iid_formula(model):
+    # Stratified draws: the plain sample variance overstates the error of the mean; the
+    # design's error follows the spread of the means over seeds (RMS over the map).
+    m, seeds = 16, range(12)
+    runs = [sk.smooth_grad(model, X[:1], 1, n_samples=m, sampling="stratified", seed=s,
+                           aggregate=("mean", "sem", "var")) for s in seeds]
+    means = torch.stack([r["mean"] for r in runs])
+    observed = means.std(0).square().mean().sqrt()
+    design = torch.stack([r["sem"] for r in runs]).square().mean().sqrt()
+    naive = (torch.stack([r["var"] for r in runs]) / (m - 1)).mean().sqrt()
+    assert abs(design / observed - 1) < abs(naive / observed - 1)
+    assert 0.5 < design / observed < 2.0
+
+
+def test_tolerance_stops_on_the_designs_error_and_each_map_equals_a_fixed_run(model):
+    got = sk.smooth_grad(model, X, 1, n_samples=32, tolerance=0.2, samples_per_pass=4,
+                         sampling="antithetic", aggregate=("mean", "count"))
+    for b, count in enumerate(got["count"].tolist()):
+        fixed = sk.smooth_grad(model, X, 1, n_samples=count, samples_per_pass=4,
+                               sampling="antithetic")
+        torch.testing.assert_close(got["mean"][b], fixed[b], rtol=1e-5, atol=1e-7)

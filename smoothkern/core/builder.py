@@ -145,7 +145,8 @@ def build_job(options: Options, *, method: Any, source: NoiseSource, target: Ten
         aggregates=options.aggregates, accumulate=options.choice.kernels.accumulate,
         passes=options.passes, samples_per_pass=samples_per_pass,
         accumulator_dtype=accumulator_dtype or options.accumulator_dtype, eps=options.eps,
-        taps=taps, compute_dtype=options.compute_dtype, tolerance=options.tolerance)
+        taps=taps, compute_dtype=options.compute_dtype, tolerance=options.tolerance,
+        sampling=options.sampling)
 
 
 @contextlib.contextmanager

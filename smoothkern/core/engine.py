@@ -21,6 +21,8 @@ from .memory import is_out_of_memory, release_cached_memory
 from ..methods import AttributionMethod
 from ..model_io import ModelCall
 from .precision import autocast
+from ..noise.sampling import Sampling
+from ..noise.sampling_error import DesignError
 from ..noise.sources import Chunk
 from .job import Job
 from .reducer import Reducer
@@ -141,6 +143,10 @@ def run_loop_reference(model: nn.Module, job: Job) -> list[dict[str, Tensor]]:
     for count in job.snapshots:
         stats = {name: value.to(job.accumulator_dtype) for name, value in
                  direct_statistics(stacked[:count], names, job.eps).items()}
+        if job.sampling is not Sampling.IID and "sem" in names:   # the design's error
+            design = DesignError(job.sampling, stacked.shape[1:], stacked.device)
+            design.update(stacked[:count], 0)
+            stats["sem"] = design.standard_error().to(job.accumulator_dtype)
         if "count" in job.aggregates:
             stats["count"] = torch.full((source.batch,), count, dtype=torch.int64)
         results.append(stats)

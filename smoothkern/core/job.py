@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..methods import AttributionMethod
 from ..model_cache.cuda_graphs import GraphedPasses
+from ..noise.sampling import Sampling
 from ..noise.sources import Chunk, NoiseSource
 from ..ops.backends import AccumulateFn, PassStrategy
 
@@ -41,6 +42,9 @@ class Job:
             satisfies ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ stops drawing and leaves later passes
             (the source and method follow it through ``subset``); None: every example draws
             ``n_samples``.
+        sampling: how the source spread each element's draws over the samples; for a design
+            other than i.i.d. the "sem" aggregate and ``tolerance`` use the design's standard
+            error (:class:`smoothkern.noise.sampling_error.DesignError`).
         graphs: CUDA graphs of the batched passes (captured once per method and pass shape,
             replayed after; passes with per-row extras run eagerly); None: eager passes.
     """
@@ -60,6 +64,8 @@ class Job:
     compute_dtype: torch.dtype | None = None
     tolerance: float | None = None
     graphs: GraphedPasses | None = None
+    sampling: Sampling = Sampling.IID
 
     def __post_init__(self) -> None:        # a name is accepted ("loop"); unknown names refused
         object.__setattr__(self, "passes", PassStrategy(self.passes))
+        object.__setattr__(self, "sampling", Sampling(self.sampling))

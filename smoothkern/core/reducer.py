@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..noise.sampling import Sampling
+from ..noise.sampling_error import DesignError
 from ..noise.sources import Chunk
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats
 
@@ -29,6 +31,12 @@ class Reducer:
         self.state: StreamingStats | None = None
         self.counts = torch.zeros(batch, dtype=torch.int64)    # on the host: no device sync
         self.names = tuple(n for n in job.aggregates if n not in PER_EXAMPLE_AGGREGATES)
+        # Under antithetic or stratified draws the samples are not independent: the standard
+        # error comes from the design (one DesignError for the batch, or one per example when
+        # examples stop at different counts), not from the sample variance.
+        self.design_errors: dict[int, DesignError] | None = None
+        if job.sampling is not Sampling.IID and ("sem" in self.names or job.tolerance):
+            self.design_errors = {}
 
     def add(self, chunk: Chunk, attributions: Tensor, active: Tensor) -> None:
         """attributions (Tensor[count·S·B_active, ...]) of the examples in ``active``
@@ -44,6 +52,8 @@ class Reducer:
             part = self._empty(shaped.shape[1:], attributions.device)
             part.update(shaped, accumulate=self.job.accumulate)
             self._merge_into(active, part)
+        if self.design_errors is not None:
+            self._update_design_errors(chunk.start, shaped, active)
         self.counts[active] += chunk.count
         for tap in self.job.taps:
             tap(chunk, shaped)
@@ -53,8 +63,12 @@ class Reducer:
         elements, for every active example at once."""
         stats = self._slice(active).finalize(("mean", "sem"))
         dims = [0] + list(range(2, stats["mean"].dim()))
-        sem = stats["sem"].square().sum(dims).sqrt()
         mean = stats["mean"].square().sum(dims).sqrt()
+        if self.design_errors is None:
+            sem = stats["sem"].square().sum(dims).sqrt()
+        else:           # the norm over the map: the stratified error has one dof per element
+            sem = torch.stack([self.design_errors[b].standard_error().norm()
+                               for b in active.tolist()]).to(mean)
         return (sem <= tolerance * mean).cpu()
 
     def finalize(self) -> dict[str, Tensor]:
@@ -71,9 +85,33 @@ class Reducer:
                     part = self._slice(index).finalize(self.names)
                     for name in self.names:
                         out[name][:, index.to(out[name].device)] = part[name]
+        if self.design_errors is not None and "sem" in self.names:
+            out["sem"] = self._design_sem().to(out["sem"])
         if "count" in self.job.aggregates:
             out["count"] = self.counts.clone()
         return out
+
+    def _update_design_errors(self, start: int, shaped: Tensor, active: Tensor) -> None:
+        """shaped (Tensor[k, S, B_active, *attr]) of samples start..start+k-1."""
+        errors = self.design_errors
+        if self.job.tolerance is None:          # every example draws every sample
+            if not errors:
+                errors[-1] = DesignError(self.job.sampling, shaped.shape[1:], shaped.device)
+            errors[-1].update(shaped, start)
+            return
+        for position, example in enumerate(active.tolist()):
+            if example not in errors:
+                errors[example] = DesignError(self.job.sampling,
+                                              shaped.shape[1:2] + shaped.shape[3:],
+                                              shaped.device)
+            errors[example].update(shaped[:, :, position], start)
+
+    def _design_sem(self) -> Tensor:
+        """Tensor[S, B, *attr]: the design's standard error of every example's mean."""
+        errors = self.design_errors
+        if -1 in errors:
+            return errors[-1].standard_error()
+        return torch.stack([errors[b].standard_error() for b in range(self.batch)], dim=1)
 
     def _empty(self, shape: tuple[int, ...], device: torch.device) -> StreamingStats:
         return StreamingStats.empty(shape, device=device, dtype=self.job.accumulator_dtype,
