@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torchvision
 
-    from smoothkern.dataset.sources import default_resize, open_source
+    from smoothkern.dataset.named_data import default_resize, open_source
     from smoothkern.models import load_named_model
 
     with tempfile.TemporaryDirectory() as folder:

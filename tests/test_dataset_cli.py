@@ -10,7 +10,7 @@ import smoothkern as sk
 from smoothkern import cli
 from smoothkern.data import DataError, load_digits
 from smoothkern.dataset import open_store
-from smoothkern.dataset.sources import open_source
+from smoothkern.dataset.named_data import open_source
 from smoothkern.models import InputSpec, digits_cnn
 
 pytest.importorskip("zarr")

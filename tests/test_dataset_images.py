@@ -10,7 +10,7 @@ import torch
 import smoothkern as sk
 from smoothkern import cli
 from smoothkern.dataset import open_store
-from smoothkern.dataset.sources import default_resize, open_source
+from smoothkern.dataset.named_data import default_resize, open_source
 from smoothkern.models import InputSpec
 
 pytest.importorskip("zarr")

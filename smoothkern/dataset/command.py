@@ -97,7 +97,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 
     from ..models import load_named_model
     from .distributed import init_distributed
-    from .sources import default_resize, open_source
+    from .named_data import default_resize, open_source
     from .store import StoreRepaired
 
     _check_weights(args)

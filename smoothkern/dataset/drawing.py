@@ -88,7 +88,7 @@ def _images(store: Store, indices: list[int]) -> Tensor:
         raise StoreError("the store holds no images: it was written from Python without "
                          "store_inputs=True, so there is nothing to draw the maps beside")
     from ..models import InputSpec
-    from .sources import open_source
+    from .named_data import open_source
 
     n = store.n_examples
     source = open_source(meta["data"], InputSpec(meta["channels"], meta["size"]), limit=n,
@@ -100,7 +100,7 @@ def _images(store: Store, indices: list[int]) -> Tensor:
 def _check_same_data(store: Store, source, meta: dict) -> None:
     """Refuses a data source that no longer gives the examples the maps were computed from:
     a folder whose files changed, or other first or last examples."""
-    from .inputs import fingerprint, indexed_data
+    from .indexed import data_fingerprint, indexed_data
 
     where = meta["data"]
     remedy = ("the maps would be drawn beside other images; restore the data, or write the "
@@ -113,7 +113,7 @@ def _check_same_data(store: Store, source, meta: dict) -> None:
                          f"added, removed, renamed or rewritten among its first "
                          f"{store.n_examples}): {remedy}")
     stored = store.record["job"]["data"]["fingerprint"]
-    if fingerprint(indexed_data(source.dataset, 1, 0)) != stored:
+    if data_fingerprint(indexed_data(source.dataset, 1, 0)) != stored:
         raise StoreError(f"the data source {where} gives other examples than when the store "
                          f"was written (its first or last example changed): {remedy}")
 

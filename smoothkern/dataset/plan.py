@@ -17,7 +17,7 @@ from ..core.state import check_eval_mode
 from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES, check_aggregates
 from ..model_io import adapt, logits_of
 from ..noise.sigma import plan_sigma
-from .inputs import IndexedData, fingerprint, indexed_data
+from .indexed import IndexedData, data_fingerprint, indexed_data
 from .job import identity, split_options
 
 STORE_DTYPES = (torch.float32, torch.float16)
@@ -101,7 +101,7 @@ def plan_job(model, data, target, batch_size, chunk_size, store_dtype, statistic
               "input_shape": list(x0.shape[1:]) if store_inputs else None,
               "snapshots": sg["snapshots"], "sweep": bool(sweep)}
     job = identity(sg, target, store_dtype,
-                   model, fingerprint(indexed), n)
+                   model, data_fingerprint(indexed), n)
     return Plan(runner, device, indexed, sg, names, leading, target, stdevs, stats,
                  store_inputs, job, layout)
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..api import smooth_grad
 from ..core.stats import AGGREGATES, PER_EXAMPLE_AGGREGATES
 from .distributed import RankFailed, Ranks, current_ranks
-from .inputs import chunk_batches
+from .indexed import chunk_batches
 from .job import run_record
 from .plan import Plan, batch_logits, batch_options, plan_job, targets_for
 from .statistics import ClassStats

@@ -132,7 +132,7 @@ def split_batch(batch: Any, size: int) -> tuple[Tensor, Tensor]:
     return x, labels.to(torch.int64)
 
 
-def fingerprint(data: IndexedData) -> str:
+def data_fingerprint(data: IndexedData) -> str:
     """A short hash of the number of examples and the first and last examples' values: a store
     refuses to continue with other data (random transforms change it too, and should)."""
     digest = hashlib.sha256(str(len(data)).encode())
