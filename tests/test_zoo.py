@@ -25,9 +25,12 @@ torchvision = pytest.importorskip("torchvision")
 pytestmark = pytest.mark.zoo
 
 N_SAMPLES, SEED, BATCH = 4, 3, 2
-# Relative L2 distance to the reference allowed: float32 rounding through a deep network whose
-# BatchNorms are folded and whose layout changed (measured up to ~1e-5 on this list).
-TOLERANCE = 1e-4
+# Relative L2 distance to the reference allowed. Float32 rounding alone is ~1e-6 here, but in a
+# deep ReLU network one of its ~1e5 gates (or a max-pool choice) per noisy sample now and then
+# sits within rounding of its threshold and flips, moving that sample's gradient: measured up to
+# 5.4e-4 (ResNet-34, one example of two; the same call with another σ: 5e-7). A wrong fold or a
+# stale copy is 1e-2 or more.
+TOLERANCE = 1e-3
 
 # Too large for a CPU test: building the random weights alone takes seconds each, and the
 # prepared copy doubles the memory (parameter counts from torchvision's model docs).
@@ -49,17 +52,6 @@ TOO_LARGE = {
     "maxvit_t": "needs 224x224 inputs (7x7 partitions at every stage): too slow on this CPU",
 }
 __doc__ += "".join(f"\n- torchvision ``{k}``: {v}" for k, v in TOO_LARGE.items())
-
-# The prepared copy is further from the model than float32 rounding on these (relative L2 to
-# the loop; the loop itself is 5e-7 from float64, prepare=False batched 5e-8 from the loop):
-# expected to fail until the prepared copy is fixed, then these marks go.
-PREPARED_COPY_DIFFERS = {
-    "densenet121": "1.7e-4 with the default copy, from channels_last alone (the fold: 4e-7)",
-    "densenet169": "as densenet121", "densenet201": "as densenet121",
-    "resnet34": "5.4e-4 with the default copy, from the BatchNorm fold alone "
-                "(channels_last: 1e-6)",
-    "resnet152": "as resnet34",
-}
 
 SIZE = {"alexnet": 64, "inception_v3": 80}     # smallest inputs their pooling stages allow
 OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},
@@ -106,10 +98,8 @@ def image(size: int, channels: int = 3, batch: int = BATCH) -> torch.Tensor:
 
 def torchvision_names() -> list:
     names = torchvision.models.list_models(module=torchvision.models)
-    marks = {**{n: pytest.mark.skip(reason=r) for n, r in TOO_LARGE.items()},
-             **{n: pytest.mark.xfail(reason=f"prepared copy: {r}", strict=False)
-                for n, r in PREPARED_COPY_DIFFERS.items()}}
-    return [pytest.param(n, marks=marks[n]) if n in marks else n for n in names]
+    return [pytest.param(n, marks=pytest.mark.skip(reason=TOO_LARGE[n])) if n in TOO_LARGE
+            else n for n in names]
 
 
 def torchvision_model(name: str) -> nn.Module:
