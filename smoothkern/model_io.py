@@ -20,12 +20,12 @@ Every entry point that runs a model takes the same three options:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-OutputSpec = Union[None, str, int, Callable[[Any], Tensor]]
+OutputSpec = None | str | int | Callable[[Any], Tensor]
 
 
 def check_output_spec(output: Any) -> None:

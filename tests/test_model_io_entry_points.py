@@ -25,7 +25,8 @@ class TwoInputNet(nn.Module):
         self.head = nn.Linear(3 * 36, 5)
 
     def forward(self, x, z, mask=None, scale=1.0):
-        h = torch.relu(self.conv(x) + self.side(z * (1 if mask is None else mask))[:, :, None, None])
+        side = self.side(z * (1 if mask is None else mask))
+        h = torch.relu(self.conv(x) + side[:, :, None, None])
         return {"scores": self.head(h.flatten(1)) * scale, "features": h}
 
 

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from ..core.checks import check_target
 from ..core.memory import is_out_of_memory, release_cached_memory
 from ..core.planning import forward_measuring_saved_bytes, memory_budget
+from ..core.state import check_eval_mode
 from ..model_cache import check_preparations, prepared_model, serialised
 from ..model_io import ModelCall, OutputSpec, adapt, logits_of
-from ..core.state import check_eval_mode
 
 MODES = ("deletion", "insertion")
 BASELINES = ("black", "white", "mean", "blur")

@@ -21,11 +21,10 @@ in both modes, on every device and whatever the global random state (which is le
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
