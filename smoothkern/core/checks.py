@@ -56,12 +56,12 @@ def check_inputs(inputs: Any, integer_ok: bool = False) -> Tensor:
     return inputs
 
 
-def check_count(value: Any, name: str) -> int:
-    """A positive int (``n_samples``, ``n_models``, ``samples_per_pass``)."""
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (``n_samples``, ``n_models``, ``samples_per_pass``; bool refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 

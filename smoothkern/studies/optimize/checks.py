@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ...core.checks import check_count, check_model
 from ...model_io import logits_of
 
-
-def check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
+__all__ = ["as_targets", "check_count", "check_image_shape", "check_images", "check_model",
+           "check_non_negative", "check_pixel_range", "check_positive", "check_target_range",
+           "class_count"]
 
 
 def check_positive(value: Any, name: str) -> float:
@@ -34,15 +33,6 @@ def check_non_negative(value: Any, name: str) -> float:
     if not 0 <= value < math.inf:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
-
-
-def check_count(value: Any, name: str, minimum: int = 1) -> int:
-    """An int >= ``minimum`` (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def check_pixel_range(pixel_range: Any) -> tuple[float, float] | None:
@@ -132,6 +122,6 @@ def check_target_range(targets: Tensor, classes: int) -> None:
                          f"{classes - 1}), got {targets[bad].tolist()}")
 
 
-def check_logits(out: Any, batch: int) -> int:
-    """The model's output must be logits [B, classes]; returns the number of classes."""
+def class_count(out: Any, batch: int) -> int:
+    """The number of classes of the model's output (logits [B, classes], checked)."""
     return int(logits_of(out, None, batch).shape[1])

@@ -22,11 +22,11 @@ from .checks import (
     as_targets,
     check_count,
     check_images,
-    check_logits,
     check_model,
     check_pixel_range,
     check_positive,
     check_target_range,
+    class_count,
 )
 from .scores import scores, scores_and_gradient
 from .space import input_space
@@ -138,7 +138,7 @@ def fooling_images(model: nn.Module, inputs: Tensor, targets: Any, *,
 
     with preserved(model, inputs):
         original_scores = scores(call, inputs.detach(), batch_size)
-        check_target_range(target, check_logits(original_scores, batch))
+        check_target_range(target, class_count(original_scores, batch))
         images = inputs.detach().clone()
         steps = torch.zeros(batch, dtype=torch.int64, device=inputs.device)
         moving = (original_scores.argmax(1) != target).nonzero().flatten()

@@ -32,12 +32,12 @@ from .checks import (
     check_count,
     check_image_shape,
     check_images,
-    check_logits,
     check_model,
     check_non_negative,
     check_pixel_range,
     check_positive,
     check_target_range,
+    class_count,
 )
 from .regularize import gaussian_blur, roll_images
 from .scores import scores, scores_and_gradient
@@ -174,7 +174,7 @@ def class_visualization(model: nn.Module, targets: Any, *,
         else:
             images = space.clamp(init.detach().clone())
         first = scores(call, images, batch_size)
-        check_target_range(target, check_logits(first, batch))
+        check_target_range(target, class_count(first, batch))
         offsets = _jitter_offsets(seed, index, settings["num_steps"],
                                   settings["max_jitter"]).to(device)
         history = []
