@@ -153,3 +153,22 @@ def test_saved_bytes_are_measured_once_per_model_tree_and_shape(monkeypatch):
     model.stem.weight.requires_grad_(False)                            # saved tensors change
     sk.smooth_grad(model, x, n_samples=3)
     assert len(calls) == 4
+
+
+def test_reduced_precision_passes_are_sized_from_the_bytes_a_bf16_row_saves(monkeypatch):
+    # The planner sized bf16 passes from float32 bytes; a bf16 row saves about half.
+    import smoothkern.core.plan as plan
+
+    seen = []
+    original = plan.choose_samples_per_pass
+
+    def recording(rows_per_sample, x, row_bytes, *args, **kwargs):
+        seen.append(row_bytes)
+        return original(rows_per_sample, x, row_bytes, *args, **kwargs)
+
+    monkeypatch.setattr(plan, "choose_samples_per_pass", recording)
+    model, x = tiny_resnet(), torch.rand(2, 3, 8, 8)
+    sk.smooth_grad(model, x, 0, n_samples=3)
+    sk.smooth_grad(model, x, 0, n_samples=3, compute_dtype=torch.bfloat16)
+    fp32, bf16 = seen
+    assert 0.3 * fp32 < bf16 < 0.8 * fp32

@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..methods import AttributionMethod
 from ..model_cache import (
     clean_forward,
+    saved_bytes_per_row,
     fingerprint,
     known_row_facts,
     prepared_model,
@@ -25,6 +27,7 @@ from ..noise.sources import NoiseSource
 from .builder import Options
 from .checks import check_target
 from .planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from .precision import autocast
 
 
 @dataclass
@@ -86,6 +89,8 @@ def plan_input_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
         classes = logits.shape[1]
     target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
                           classes, x.device)
+    if options.compute_dtype is not None and options.samples_per_pass is None:
+        row_bytes = _reduced_precision_row_bytes(call, x, options.compute_dtype)
     per_pass = options.samples_per_pass or choose_samples_per_pass(
         method.rows_per_sample, x, row_bytes, sigma.shape[0], options.n_samples,
         options.memory_limit)
@@ -112,6 +117,13 @@ def plan_layer_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
     plan = Plan(wrapped, options.input_noise(activation, sigma), target, per_pass, call, x,
                 logits, None)
     return plan, sweep
+
+
+def _reduced_precision_row_bytes(call: nn.Module, x: Tensor, dtype: torch.dtype) -> int:
+    """Bytes a row saves when the passes run under autocast in ``dtype`` (about half the
+    float32 bytes for bf16): measured on one row, cached per model, shape and dtype."""
+    with autocast(x.device, dtype):
+        return saved_bytes_per_row(call, x)
 
 
 def _measured(call: nn.Module, x: Tensor) -> tuple[Tensor, int]:

@@ -182,12 +182,20 @@ def clean_forward(model: nn.Module, inputs: Tensor) -> tuple[Tensor, int]:
     return logits, row_bytes
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` now, or None when it is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
 def saved_bytes_per_row(model: nn.Module, x: Tensor) -> int:
     """Bytes autograd saves per row of ``model`` at ``x``'s row shape: measured on one row
     (on all of ``x`` for a model that takes whole batches only, such as one called with
     per-example ``forward_kwargs``), once per model tree and row shape (integrated gradients
     sizes its steps with it)."""
-    key, tree = _shape_key(x), _tree(model)
+    # under autocast a row saves other bytes (bf16 activations): the dtype is part of the key
+    key, tree = (*_shape_key(x), autocast_dtype(x.device)), _tree(model)
     probes = entry(model).probes
     cached = probes.get(key)
     if cached is None or cached[0] != tree:
