@@ -11,7 +11,7 @@ from helpers import tiny_resnet
 from torch.utils.data import TensorDataset
 
 import smoothkern as sk
-from smoothkern.dataset import distributed, inputs, open_store
+from smoothkern.dataset import distributed, indexed, open_store
 from smoothkern.dataset.distributed import Ranks, collective_device
 
 zarr = pytest.importorskip("zarr")
@@ -59,7 +59,7 @@ def test_one_dataloader_reads_every_chunk_of_a_run(monkeypatch, tmp_path):
                                tmp_path / "s", n_samples=2, batch_size=2, chunk_size=3,
                                num_workers=1, progress=False)
     assert run.computed == 3 and len(made) == 1
-    assert made[0]["prefetch_factor"] == inputs.PREFETCH_BATCHES and not made[0]["pin_memory"]
+    assert made[0]["prefetch_factor"] == indexed.PREFETCH_BATCHES and not made[0]["pin_memory"]
 
 
 def _one_rank_group(tmp_path, backend, **kwargs):
