@@ -54,7 +54,7 @@ def test_one_dataloader_reads_every_chunk_of_a_run(monkeypatch, tmp_path):
             made.append(kwargs)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(inputs, "DataLoader", Counted)
+    monkeypatch.setattr(indexed, "DataLoader", Counted)
     run = sk.attribute_dataset(tiny_resnet(in_channels=1, classes=3), TensorDataset(X),
                                tmp_path / "s", n_samples=2, batch_size=2, chunk_size=3,
                                num_workers=1, progress=False)
