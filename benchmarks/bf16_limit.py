@@ -36,8 +36,9 @@ def row(name: str, batch: int, repeats: int) -> dict[str, float]:
     logits, fp32_bytes = clean_forward(model, x)
     prepared = prepared_model(model, x, logits, DEFAULT_PREPARATIONS)
     before = choose_samples_per_pass(1, x, fp32_bytes, 1, M)
-    after_bytes = _reduced_precision_row_bytes(model, x, torch.bfloat16)
-    after = choose_samples_per_pass(1, x, after_bytes, 1, M)
+    after_bytes = _reduced_precision_row_bytes(model, x, torch.bfloat16, None)
+    after = choose_samples_per_pass(1, x, after_bytes, 1, M,
+                                    row_scale=fp32_bytes / after_bytes)
     call = functools.partial(sk.smooth_grad, model, x, target, n_samples=M,
                              compute_dtype=torch.bfloat16)
     variants = {"engine": call, f"engine, fp32-planned ({before}/pass)":

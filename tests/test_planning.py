@@ -172,3 +172,12 @@ def test_reduced_precision_passes_are_sized_from_the_bytes_a_bf16_row_saves(monk
     sk.smooth_grad(model, x, 0, n_samples=3, compute_dtype=torch.bfloat16)
     fp32, bf16 = seen
     assert 0.3 * fp32 < bf16 < 0.8 * fp32
+
+
+def test_the_cpu_row_cap_grows_with_the_reduced_precision_row():
+    # CPU_ROWS is a cache limit in float32 rows; a bf16 row is about half of one.
+    x = torch.rand(8, 3, 8, 8)
+    small = 1 << 16
+    assert choose_samples_per_pass(1, x, small, 1, 50) * 8 <= CPU_ROWS
+    assert choose_samples_per_pass(1, x, small, 1, 50, row_scale=2.0) * 8 > CPU_ROWS
+    assert choose_samples_per_pass(1, x, small, 1, 50, row_scale=2.0) * 8 <= 2 * CPU_ROWS

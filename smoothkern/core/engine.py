@@ -37,7 +37,12 @@ def run(model: nn.Module, job: Job, progress: bool = False) -> list[dict[str, Te
     """Runs a job; returns one dict of statistics (each Tensor[S, B, *attr]) per snapshot."""
     if job.passes is PassStrategy.LOOP:
         return run_loop_reference(model, job)
-    return _run_chunks(model, job, progress)
+    if job.compute_dtype is None or job.graphs is not None:
+        return _run_chunks(model, job, progress)
+    # One autocast region around every pass: its cache of the weights' bf16/fp16 casts then
+    # serves all passes, not one (the noise and the statistics have no autocast ops).
+    with autocast(job.target.device, job.compute_dtype):
+        return _run_chunks(model, job, progress)
 
 
 def _run_chunks(model: nn.Module, job: Job, progress: bool) -> list[dict[str, Tensor]]:

@@ -89,11 +89,13 @@ def plan_input_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
         classes = logits.shape[1]
     target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
                           classes, x.device)
+    row_scale = 1.0
     if options.compute_dtype is not None and options.samples_per_pass is None:
-        row_bytes = _reduced_precision_row_bytes(call, x, options.compute_dtype)
+        reduced = _reduced_precision_row_bytes(call, x, options.compute_dtype, state)
+        row_scale, row_bytes = max(1.0, row_bytes / max(1, reduced)), reduced
     per_pass = options.samples_per_pass or choose_samples_per_pass(
         method.rows_per_sample, x, row_bytes, sigma.shape[0], options.n_samples,
-        options.memory_limit)
+        options.memory_limit, row_scale)
     return Plan(method, options.input_noise(x, sigma), target, per_pass, call, x, logits, state)
 
 
@@ -119,11 +121,16 @@ def plan_layer_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
     return plan, sweep
 
 
-def _reduced_precision_row_bytes(call: nn.Module, x: Tensor, dtype: torch.dtype) -> int:
+def _reduced_precision_row_bytes(call: nn.Module, x: Tensor, dtype: torch.dtype,
+                                 state: tuple | None) -> int:
     """Bytes a row saves when the passes run under autocast in ``dtype`` (about half the
-    float32 bytes for bf16): measured on one row, cached per model, shape and dtype."""
+    float32 bytes for bf16): measured on one row, cached per model, shape and dtype.
+
+    Args:
+        state: the model's fingerprint when taken already (``call`` is then the model).
+    """
     with autocast(x.device, dtype):
-        return saved_bytes_per_row(call, x)
+        return saved_bytes_per_row(call, x, state)
 
 
 def _measured(call: nn.Module, x: Tensor) -> tuple[Tensor, int]:

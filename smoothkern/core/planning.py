@@ -74,8 +74,8 @@ def counting_saved_bytes(model: nn.Module) -> Iterator[Callable[[], int]]:
         yield lambda: sum(seen.values())
 
 
-def rows_in_budget(row_bytes: int, device: torch.device, memory_limit: int | None = None
-                   ) -> int:
+def rows_in_budget(row_bytes: int, device: torch.device, memory_limit: int | None = None,
+                   row_scale: float = 1.0) -> int:
     """Model rows one pass may hold: the memory budget, and on a CPU the cache limit CPU_ROWS.
 
     ``SMOOTHKERN_CPU_ROWS`` overrides CPU_ROWS.
@@ -83,13 +83,15 @@ def rows_in_budget(row_bytes: int, device: torch.device, memory_limit: int | Non
     Args:
         row_bytes: activations autograd saves per model row.
         memory_limit: the caller's cap on saved bytes per pass (below the budget wins).
+        row_scale: how many times smaller a row is than in float32 (bf16 passes: about 2):
+            CPU_ROWS is a cache limit measured in float32 rows, so it grows by this factor.
     """
     budget = memory_budget(device)
     if memory_limit is not None:
         budget = min(budget, memory_limit)
     rows = budget // max(1, row_bytes)
     if device.type == "cpu":
-        rows = min(rows, _environment_number("SMOOTHKERN_CPU_ROWS", CPU_ROWS))
+        rows = min(rows, int(_environment_number("SMOOTHKERN_CPU_ROWS", CPU_ROWS) * row_scale))
     return max(1, rows)
 
 
@@ -114,7 +116,8 @@ def gpu_free_bytes(device: torch.device) -> int:
 
 
 def choose_samples_per_pass(rows_per_sample: int, x: Tensor, row_bytes: int,
-                            levels: int, n_samples: int, memory_limit: int | None = None) -> int:
+                            levels: int, n_samples: int, memory_limit: int | None = None,
+                            row_scale: float = 1.0) -> int:
     """Sample indices per pass: fills the memory budget; on a CPU, also splits a small job.
 
     Chunks are balanced so the last pass is not a sliver: 50 samples at a limit of 48 become
@@ -127,9 +130,11 @@ def choose_samples_per_pass(rows_per_sample: int, x: Tensor, row_bytes: int,
         row_bytes: activations autograd saves per model row (``forward_measuring_saved_bytes``).
         levels: noise levels S in the sweep.
         memory_limit: the caller's cap on saved bytes per pass (``smooth_grad(memory_limit=)``).
+        row_scale: float32 bytes per row over ``row_bytes`` (reduced precision; see
+            :func:`rows_in_budget`).
     """
     model_rows_per_sample = levels * x.shape[0] * max(1, rows_per_sample)
-    rows = rows_in_budget(row_bytes, x.device, memory_limit)
+    rows = rows_in_budget(row_bytes, x.device, memory_limit, row_scale)
     if x.device.type == "cpu":
         job_rows = n_samples * model_rows_per_sample
         split = max(1, min(CPU_MIN_PASSES, job_rows * row_bytes // CPU_MIN_PASS_BYTES))

@@ -189,13 +189,16 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(device.type)
 
 
-def saved_bytes_per_row(model: nn.Module, x: Tensor) -> int:
+def saved_bytes_per_row(model: nn.Module, x: Tensor, state: tuple | None = None) -> int:
     """Bytes autograd saves per row of ``model`` at ``x``'s row shape: measured on one row
     (on all of ``x`` for a model that takes whole batches only, such as one called with
     per-example ``forward_kwargs``), once per model tree and row shape (integrated gradients
-    sizes its steps with it)."""
+    sizes its steps with it).
+
+    Args:
+        state: ``fingerprint(model)`` if the caller has taken it already."""
     # under autocast a row saves other bytes (bf16 activations): the dtype is part of the key
-    key, tree = (*_shape_key(x), autocast_dtype(x.device)), _tree(model)
+    key, tree = (*_shape_key(x), autocast_dtype(x.device)), _tree(model, state)
     probes = entry(model).probes
     cached = probes.get(key)
     if cached is None or cached[0] != tree:
