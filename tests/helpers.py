@@ -80,3 +80,19 @@ def gpu_backend(name: str):
     if reason != "available":
         pytest.skip(f"backend {name!r} on CUDA: {reason}")
     return registry.resolve(name, "cuda")
+
+
+def spy_on_value_reads(monkeypatch) -> list[str]:
+    """Records every read of a tensor's value on the host (``bool()``, ``.item()``, ``int()``,
+    ``operator.index``, ``.tolist()``): each would synchronise with a GPU. Returns the list that
+    fills as they happen; ``monkeypatch.undo()`` ends the spying."""
+    reads: list[str] = []
+    for name in ("__bool__", "item", "__int__", "__index__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return reads

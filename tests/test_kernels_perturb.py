@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import gpu_backend
+from helpers import gpu_backend, spy_on_value_reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -384,15 +384,7 @@ def test_a_perturb_reads_no_example_index_value(kernel, monkeypatch):
     fn = index_perturb_of(kernel)
     x, sigma, idx = torch.randn(3, 5), torch.rand(2, 3), torch.tensor([7, 2**32 - 1, 0])
     want = fn(x, sigma, 3, 1, 2, "uniform", example_index=idx)
-    reads = []
-    for name in ("__bool__", "item", "__int__", "__index__", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def spy(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = spy_on_value_reads(monkeypatch)
     got = fn(x, sigma, 3, 1, 2, "uniform", example_index=idx)
     monkeypatch.undo()
     assert reads == []

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import spy_on_value_reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
@@ -272,15 +273,7 @@ def test_a_pass_never_reads_the_example_indices(monkeypatch):
     # every pass: only check_example_index, once per call, reads them.
     x, sigma, idx = torch.randn(3, 5), torch.rand(2, 3), torch.tensor([7, 2**32 - 1, 0])
     want = perturb_reference(x, sigma, 3, 1, 2, "uniform", example_index=idx)
-    reads = []
-    for name in ("__bool__", "item", "__int__", "__index__", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def spy(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = spy_on_value_reads(monkeypatch)
     got = perturb_reference(x, sigma, 3, 1, 2, "uniform", example_index=idx)
     check_perturb_args(x, sigma, 1, 2, "uniform", idx)
     assert reads == []

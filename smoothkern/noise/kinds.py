@@ -9,18 +9,18 @@ enum or its name; the compiled ops take :attr:`NoiseKind.code`, an int that equa
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
-class NoiseKind(str, enum.Enum):
-    """The distribution of the standard draw. String-valued, so ``kind == "gaussian"`` holds."""
-
-    GAUSSIAN = "gaussian"
-    UNIFORM = "uniform"
+class OpChoice(str, enum.Enum):
+    """A choice the compiled ops take as an int: string-valued (``kind == "gaussian"`` holds,
+    and it prints as its name), with :attr:`code` its position in the enum, which the C++,
+    CUDA and Triton kernels read. Subclasses list their members in code order."""
 
     @property
     def code(self) -> int:
-        """The kind as the ops' integer argument (0 gaussian, 1 uniform)."""
-        return _CODES[self]
+        """The member as the ops' integer argument (its position in the enum)."""
+        return list(type(self)).index(self)
 
     def __str__(self) -> str:
         return self.value
@@ -28,8 +28,31 @@ class NoiseKind(str, enum.Enum):
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
 
+    @classmethod
+    def parse(cls, value: Any, what: str) -> OpChoice:
+        """``value`` as a member: the member itself or its name.
 
-_CODES = {NoiseKind.GAUSSIAN: 0, NoiseKind.UNIFORM: 1}
+        Raises:
+            ValueError: anything else, naming ``what`` and the choices.
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise ValueError(f"unknown {what} {value!r}; choose one of "
+                         f"{tuple(m.value for m in cls)}")
+
+
+class NoiseKind(OpChoice):
+    """The distribution of the standard draw (codes 0 gaussian, 1 uniform)."""
+
+    GAUSSIAN = "gaussian"
+    UNIFORM = "uniform"
+
+
 NOISE_KIND_NAMES = tuple(kind.value for kind in NoiseKind)
 
 
@@ -39,11 +62,4 @@ def parse_noise_kind(noise: NoiseKind | str) -> NoiseKind:
     Raises:
         ValueError: anything else.
     """
-    if isinstance(noise, NoiseKind):
-        return noise
-    if isinstance(noise, str):
-        try:
-            return NoiseKind(noise)
-        except ValueError:
-            pass
-    raise ValueError(f"unknown noise {noise!r}; choose one of {NOISE_KIND_NAMES}")
+    return NoiseKind.parse(noise, "noise")

@@ -35,13 +35,12 @@ the distribution of each position and of pairs within 1 % of uniform (tested).
 
 from __future__ import annotations
 
-import enum
 import math
 
 import torch
 from torch import Tensor
 
-from .kinds import NoiseKind, parse_noise_kind
+from .kinds import NoiseKind, OpChoice, parse_noise_kind
 from .philox import MASK32, philox4x32, standard_noise
 
 # Last Philox counter word of the permutation keys (the noise uses 0, drawn baselines 1).
@@ -55,26 +54,15 @@ MIX_M1 = 0x846CA68B
 SQRT3 = math.sqrt(3.0)
 
 
-class Sampling(str, enum.Enum):
-    """How one element's draws spread over the samples. String-valued like :class:`NoiseKind`."""
+class Sampling(OpChoice):
+    """How one element's draws spread over the samples (codes 0 iid, 1 antithetic,
+    2 stratified)."""
 
     IID = "iid"
     ANTITHETIC = "antithetic"
     STRATIFIED = "stratified"
 
-    @property
-    def code(self) -> int:
-        """The design as the ops' integer argument (0 iid, 1 antithetic, 2 stratified)."""
-        return _CODES[self]
 
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
-
-
-_CODES = {Sampling.IID: 0, Sampling.ANTITHETIC: 1, Sampling.STRATIFIED: 2}
 SAMPLING_NAMES = tuple(s.value for s in Sampling)
 
 
@@ -84,14 +72,7 @@ def parse_sampling(sampling: Sampling | str) -> Sampling:
     Raises:
         ValueError: anything else.
     """
-    if isinstance(sampling, Sampling):
-        return sampling
-    if isinstance(sampling, str):
-        try:
-            return Sampling(sampling)
-        except ValueError:
-            pass
-    raise ValueError(f"unknown sampling {sampling!r}; choose one of {SAMPLING_NAMES}")
+    return Sampling.parse(sampling, "sampling")
 
 
 def mix32(x: Tensor) -> Tensor:
