@@ -96,3 +96,23 @@ def spy_on_value_reads(monkeypatch) -> list[str]:
 
         monkeypatch.setattr(torch.Tensor, name, spy)
     return reads
+
+
+def tiny_text_classifier(kind: str, vocab: int = 50, classes: int = 3) -> nn.Module:
+    """A tiny transformers sequence classifier ("bert", "roberta" or "distilbert"), random
+    weights, eval mode; needs transformers."""
+    import transformers
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, max_position_embeddings=40, num_labels=classes)
+    if kind == "bert":
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(**common))
+    elif kind == "roberta":
+        model = transformers.RobertaForSequenceClassification(
+            transformers.RobertaConfig(**common, pad_token_id=1))
+    else:
+        model = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+            vocab_size=vocab, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+            max_position_embeddings=40, num_labels=classes))
+    return model.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_text_classifier
 
 import smoothkern as sk
 from smoothkern.text import TokenHTML, token_figure, token_html, token_scores
@@ -12,22 +13,6 @@ from smoothkern.text import TokenHTML, token_figure, token_html, token_scores
 transformers = pytest.importorskip("transformers")
 
 VOCAB, CLASSES = 50, 3
-
-
-def tiny_classifier(kind: str):
-    torch.manual_seed(0)
-    common = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=32, max_position_embeddings=40, num_labels=CLASSES)
-    if kind == "bert":
-        model = transformers.BertForSequenceClassification(transformers.BertConfig(**common))
-    elif kind == "roberta":
-        model = transformers.RobertaForSequenceClassification(
-            transformers.RobertaConfig(**common, pad_token_id=1))
-    else:
-        model = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
-            vocab_size=VOCAB, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-            max_position_embeddings=40, num_labels=CLASSES))
-    return model.eval()
 
 
 def padded_batch():
@@ -41,7 +26,7 @@ def padded_batch():
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
 def test_token_attributions_with_an_attention_mask_equal_the_loop(kind):
-    model = tiny_classifier(kind)
+    model = tiny_text_classifier(kind)
     ids, mask = padded_batch()
     options = dict(n_samples=4, noise_at=model.get_input_embeddings(),
                    forward_kwargs={"attention_mask": mask}, seed=2)
@@ -56,7 +41,7 @@ def test_token_attributions_with_an_attention_mask_equal_the_loop(kind):
 
 
 def test_the_model_comes_back_unchanged():
-    model = tiny_classifier("bert")
+    model = tiny_text_classifier("bert")
     ids, mask = padded_batch()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sk.smooth_grad(model, ids, n_samples=2, noise_at=model.get_input_embeddings(),

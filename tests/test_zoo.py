@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_text_classifier
 from torch import nn
 
 import smoothkern as sk
@@ -143,20 +144,8 @@ def test_timm(name):
 
 
 def hf_text(kind: str) -> nn.Module:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    common = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=32, max_position_embeddings=40, num_labels=3)
-    if kind == "bert":
-        model = transformers.BertForSequenceClassification(transformers.BertConfig(**common))
-    elif kind == "roberta":
-        model = transformers.RobertaForSequenceClassification(
-            transformers.RobertaConfig(**common, pad_token_id=1))
-    else:
-        model = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
-            vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-            max_position_embeddings=40, num_labels=3))
-    return model.eval()
+    pytest.importorskip("transformers")
+    return tiny_text_classifier(kind)
 
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
