@@ -11,9 +11,11 @@ from helpers import tiny_mlp, tiny_resnet
 from torch import Tensor, nn
 
 import smoothkern as sk
+from smoothkern.core.builder import check_options
 from smoothkern.core.stats import direct_statistics
 from smoothkern.methods import GradCam, GuidedBackprop, IntegratedGradients
 from smoothkern.noise import standard_noise
+from smoothkern.noise.sources.weights import WeightNoiseSource
 from smoothkern.noise.weights import WeightDraws, drawn_model
 from smoothkern.noise.weights import planning as weight_planning
 from smoothkern.noise.weights.planning import choose_attributions_per_pass
@@ -419,3 +421,34 @@ def test_draws_of_modules_vmap_cannot_batch_run_one_per_pass(kind):
     want = sk.noise_grad(model, x, 0, backend="loop", **kw)
     for name in want:
         torch.testing.assert_close(got[name], want[name].float(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_weight_noise_passes_do_not_synchronise_with_the_gpu(resnet, images):
+    # Which draws a pass holds is read on the host (the source keeps model_draw there); a pass
+    # that read it on the device would synchronise several times (issue: weight noise synced
+    # about five times per pass).
+    import warnings
+
+    model, x = resnet.cuda(), images.cuda()
+    kw = dict(n_models=4, weight_noise=0.2, target=0, samples_per_pass=2, seed=1)
+    sk.noise_grad(model, x, **kw)                                    # warm: probes, caches
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            sk.noise_grad(model, x, **kw)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in seen if "synchroniz" in str(w.message)]
+    # the clean forward's logits and the final statistics may read back; the passes may not
+    assert len(syncs) <= 3, [str(w.message) for w in syncs]
+
+
+def test_the_weight_source_keeps_the_draw_of_each_row_on_the_host():
+    x = torch.rand(2, 3, 4, 4)
+    source = WeightNoiseSource(check_options(x, n_samples=1).input_noise(
+        x, torch.full((1, 2), 0.1)), n_samples=3)
+    chunk = source.draw(2, 4)
+    assert chunk.extras["model_draw"].device.type == "cpu"
+    assert chunk.extras["model_draw"].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]

@@ -23,7 +23,8 @@ class WeightNoiseSource(NoiseSource):
         inputs: the input noise (a :class:`CounterNoise`, σ = 0 for NoiseGrad alone).
         n_samples: input samples per model draw.
 
-    The chunk's extra ``model_draw`` (LongTensor[count·S·B]) is the draw of each row; the
+    The chunk's extra ``model_draw`` (LongTensor[count·S·B], on the host) is the draw of each
+    row; the
     method (:class:`smoothkern.noise.weights.method.OnDrawnWeights`) runs each row on it.
     """
 
@@ -33,7 +34,9 @@ class WeightNoiseSource(NoiseSource):
 
     def draw(self, start: int, count: int) -> Chunk:
         chunk = self.inputs.draw(start, count)
-        samples = torch.arange(start, start + count, dtype=torch.int64, device=chunk.rows.device)
+        # on the host: the method reads which draws a pass holds (min, max, sizes) without a
+        # device synchronisation, and moves the per-row positions to the device itself
+        samples = torch.arange(start, start + count, dtype=torch.int64)
         per_sample = self.levels * self.batch
         model_draw = (samples // self.n_samples).repeat_interleave(per_sample)
         return Chunk(start, count, chunk.rows, {"model_draw": model_draw})

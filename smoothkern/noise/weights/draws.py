@@ -77,6 +77,7 @@ class WeightDraws:
         self.parameters = noised_parameters(model) if weight_noise > 0 else ()
         self._cached: tuple[int, int, dict[str, Tensor]] | None = None
         self._sigma: dict[str, Tensor] = {}       # σ per element, the same for every draw
+        self._index: dict[str, Tensor] = {}       # each parameter's counter word, on its device
 
     @property
     def bytes_per_draw(self) -> int:
@@ -105,6 +106,7 @@ class WeightDraws:
         """Drops the kept draws and scales."""
         self._cached = None
         self._sigma = {}
+        self._index = {}
 
     def _draw(self, param: NoisedParameter, start: int, count: int) -> Tensor:
         w = param.value.detach()
@@ -117,7 +119,10 @@ class WeightDraws:
                 sigma = torch.full((1, 1), self.weight_noise, dtype=torch.float32,
                                    device=w.device)
             self._sigma[param.name] = sigma
-        index = torch.tensor([param.index], dtype=torch.int64, device=w.device)
+        index = self._index.get(param.name)
+        if index is None:          # made once per parameter: not a host-to-device copy per draw
+            index = self._index[param.name] = torch.tensor([param.index], dtype=torch.int64,
+                                                           device=w.device)
         with torch.no_grad():
             rows = self.perturb(flat, sigma, weight_key(self.seed), start, count, "gaussian",
                                 example_index=index)

@@ -74,23 +74,29 @@ class OnDrawnWeights(AttributionMethod):
         ``model_draw[r]`` (LongTensor[R], ascending: the engine's rows are sample-major)."""
         if not self.draws.parameters:                 # no weight noise: the caller's weights
             return self.base.attribute(model, inputs, target)
-        first = int(model_draw.min())
-        count = int(model_draw.max()) - first + 1
+        # model_draw is on the host (the source keeps it there): reading it costs no device
+        # synchronisation; only the per-row positions go to the device
+        host = model_draw.cpu()
+        first = int(host.min())
+        count = int(host.max()) - first + 1
         stacked = self.draws.stacked(first, count)
-        position = (model_draw - first).to(inputs.device)
-        sizes = torch.bincount(position, minlength=count)
+        host_position = host - first
+        sizes = torch.bincount(host_position, minlength=count)
         if self.vmap_draws and bool((sizes == sizes[0]).all()):
-            with self.stacked_model.holding(stacked, position):
+            position = host_position.to(inputs.device, non_blocking=True)
+            with self.stacked_model.holding(stacked, position, host_position):
                 return self.base.attribute(self.stacked_model, inputs, target)
-        return self._one_draw_at_a_time(model, inputs, target, stacked, position, count)
+        return self._one_draw_at_a_time(model, inputs, target, stacked, host_position, count)
 
     def _one_draw_at_a_time(self, model: nn.Module, inputs: Tensor, target: Tensor,
-                            stacked: dict[str, Tensor], position: Tensor, count: int) -> Tensor:
+                            stacked: dict[str, Tensor], host_position: Tensor, count: int
+                            ) -> Tensor:
         out = None
         for d in range(count):
-            rows = (position == d).nonzero().view(-1)
+            rows = (host_position == d).nonzero().view(-1)
             if rows.numel() == 0:
                 continue
+            rows = rows.to(inputs.device, non_blocking=True)
             with swapped_parameters(self.slots, {name: v[d] for name, v in stacked.items()}):
                 part = self.base.attribute(model, inputs[rows], target[rows])
             if out is None:
@@ -118,17 +124,21 @@ class StackedDraws(nn.Module):
         self.slots = slots
         self.stacked: dict[str, Tensor] = {}
         self.position: Tensor | None = None
+        self.host_position: Tensor | None = None
         self.train(False)                             # it only ever runs an eval-mode model
 
     @contextlib.contextmanager
-    def holding(self, stacked: dict[str, Tensor], position: Tensor) -> Iterator[None]:
+    def holding(self, stacked: dict[str, Tensor], position: Tensor,
+                host_position: Tensor | None = None) -> Iterator[None]:
         """Inside: stacked (``{name: Tensor[k, *shape]}``) weights, ``position`` (LongTensor[R])
-        the weight set of each row of the method's batch."""
+        the weight set of each row of the method's batch (``host_position``: the same on the
+        host, read without a device synchronisation; taken from ``position`` if None)."""
         self.stacked, self.position = stacked, position
+        self.host_position = position.cpu() if host_position is None else host_position
         try:
             yield
         finally:
-            self.stacked, self.position = {}, None
+            self.stacked, self.position, self.host_position = {}, None, None
 
     def parameters(self, recurse: bool = True) -> Iterator[Tensor]:
         """The drawn weights: memory probes leave them out of the bytes a row saves."""
@@ -139,15 +149,17 @@ class StackedDraws(nn.Module):
         its rows several times in one batch, integrated gradients once per step)."""
         assert self.position is not None, "StackedDraws runs inside holding()"
         n, k = x.shape[0], next(iter(self.stacked.values())).shape[0]
-        position = self.position.repeat(-(-n // self.position.shape[0]))[:n]
-        sizes = torch.bincount(position, minlength=k)
         if k == 1:
             return self._call({name: v[0] for name, v in self.stacked.items()}, x)
+        copies = -(-n // self.position.shape[0])
+        position = self.position.repeat(copies)[:n]
+        host = self.host_position.repeat(copies)[:n]
+        sizes = torch.bincount(host, minlength=k)
         if bool((sizes == sizes[0]).all()):
             return self._vmapped(x, position, k)
         parts = []
         for d in sizes.nonzero().view(-1).tolist():      # a probe of a few rows
-            rows = (position == d).nonzero().view(-1)
+            rows = (host == d).nonzero().view(-1).to(x.device, non_blocking=True)
             parts.append((rows, self._call({name: v[d] for name, v in self.stacked.items()},
                                            x[rows])))
         order = torch.cat([rows for rows, _ in parts])
