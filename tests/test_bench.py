@@ -182,3 +182,21 @@ def test_command_errors_are_one_line(argv, message, capsys):
     assert status == cli.EXIT_USAGE
     assert err.startswith("smoothkern bench: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_samples_saved_reports_each_design_against_iid():
+    from helpers import tiny_resnet
+
+    from smoothkern.bench.samples_saved import format_savings, samples_saved
+
+    model, x = tiny_resnet(), torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    savings = samples_saved(model, x, 0, n_samples=8, seeds=2)
+    assert [s.sampling for s in savings] == ["iid", "antithetic", "stratified"]
+    iid = savings[0]
+    assert iid.samples_needed == 8 and iid.seconds_saved == 0.0 and iid.error_at_m > 0
+    for s in savings[1:]:
+        assert s.samples_needed is None or 1 <= s.samples_needed <= 8
+        assert s.error_at_m > 0
+    assert "stratified" in format_savings(savings, 8)
+    with pytest.raises(TypeError, match="sets sampling"):
+        samples_saved(model, x, 0, n_samples=4, sampling="iid")

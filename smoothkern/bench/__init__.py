@@ -8,7 +8,8 @@
 One module per concern: :mod:`.machine` (what it ran on), :mod:`.timing` (interleaved
 medians), :mod:`.memory` (peak RSS in a fresh process, or CUDA's peak), :mod:`.variants` (the
 rows' calls), :mod:`.report` (rows, result, table, JSON), :mod:`.run` (:func:`benchmark`) and
-:mod:`.command` (``python -m smoothkern.bench``). :mod:`.names` holds the row names without
+:mod:`.command` (``python -m smoothkern.bench``), :mod:`.samples_saved` (the samples each
+sampling design needs for i.i.d.'s error). :mod:`.names` holds the row names without
 torch, for the command line's ``--help``.
 
 Names load on first use, so that building the command-line parser stays light.
@@ -31,7 +32,8 @@ _EXPORTS = {
     "MAX_REPEATS": "run", "MIN_REPEATS": "run", "benchmark": "run",
     "main": "command", "named_inputs": "command",
 }
-_MODULES = ("command", "machine", "memory", "names", "report", "run", "timing", "variants")
+_MODULES = ("command", "machine", "memory", "names", "report", "run", "samples_saved", "timing",
+            "variants")
 
 __all__ = sorted(_EXPORTS)
 
