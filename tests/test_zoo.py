@@ -32,6 +32,9 @@ N_SAMPLES, SEED, BATCH = 4, 3, 2
 # 5.4e-4 (ResNet-34, one example of two; the same call with another σ: 5e-7). A wrong fold or a
 # stale copy is 1e-2 or more.
 TOLERANCE = 1e-3
+# The float64 runs (see check): the noise is drawn in float32 by every kernel set, and the
+# compiled op's log/cos round differently from the loop's torch kernels (up to 1.7e-7 measured).
+TOLERANCE_FLOAT64 = 1e-5
 
 # Too large for a CPU test: building the random weights alone takes seconds each, and the
 # prepared copy doubles the memory (parameter counts from torchvision's model docs).
@@ -78,14 +81,22 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def check(model: nn.Module, x: torch.Tensor, target, **options) -> None:
-    """The default call equals the loop reference, and the model comes back unchanged."""
+    """The default call equals the loop reference, and the model comes back unchanged.
+
+    Convolutional models run in float64: with random weights and randomised norms a deep net
+    (ResNet-152, the DenseNets) amplifies float32 rounding of the fold until one ReLU or
+    max-pool decision flips (relative errors up to 5e-3 on one backend), while a wrong or stale
+    fold is off by 1e-2 or more at any precision."""
+    tolerance = TOLERANCE
+    if x.is_floating_point() and x.dim() == 4 and not options:
+        model, x, tolerance = model.double(), x.double(), TOLERANCE_FLOAT64
     before = {k: v.clone() for k, v in model.state_dict().items()}
     got = sk.smooth_grad(model, x, target, n_samples=N_SAMPLES, seed=SEED, **options)
     want = sk.smooth_grad(model, x, target, n_samples=N_SAMPLES, seed=SEED, backend="loop",
                           prepare=False, **options)
     assert got.shape == want.shape and torch.isfinite(got).all()
     assert want.abs().sum() > 0
-    assert relative_error(got, want) < TOLERANCE, relative_error(got, want)
+    assert relative_error(got, want) < tolerance, relative_error(got, want)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
