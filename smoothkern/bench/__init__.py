@@ -17,7 +17,7 @@ Names load on first use, so that building the command-line parser stays light.
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "CAPTUM_CHUNK": "names", "DEFAULT_SAMPLES": "names", "LABELS": "names", "VARIANTS": "names",
@@ -38,15 +38,4 @@ _MODULES = ("command", "machine", "memory", "names", "report", "run", "samples_s
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__ + list(_MODULES))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, _MODULES)

@@ -6,7 +6,7 @@ Names load on first use, so that building the command-line parser stays light.
 
 from __future__ import annotations
 
-import importlib
+from ...lazy import lazy_exports
 
 _EXPORTS = {
     "BatchAugMix": "augment", "augmix_jsd_loss": "augment", "jensen_shannon": "augment",
@@ -22,13 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
