@@ -1,17 +1,18 @@
 """The one job builder: every entry point turns its arguments into an engine job here.
 
-An entry point (``smooth_grad``, ``noise_grad``, the Captum drop-in, the fused metrics, data
-sets) checks the options all of them share with :func:`check_options` (one validator per
-concept, :mod:`.checks`), builds its noise source with :meth:`Options.input_noise` and its job
-with :func:`build_job`, runs it with :func:`execute` (the model lock, the caller's state kept,
-the method's hooks) and shapes the results with :func:`finish`. A new option that every entry
-point should take (a sampling design, an output adapter) is added to :class:`Options` once.
+An entry point (``smooth_grad``, ``noise_grad``, the Captum drop-in; the metrics, data sets and
+figures call ``smooth_grad``) checks the options all of them share with :func:`check_options`
+(one validator per concept, :mod:`.checks`), builds its noise source with
+:meth:`Options.input_noise` and its job with :func:`build_job`, runs it with
+:func:`.engine.run` inside :func:`model_session` (the model lock, the caller's state kept, the
+method's hooks) and shapes the results with :func:`finish`. A new option that every entry point
+should take (a sampling design, an output adapter) is added to :class:`Options` once.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +108,10 @@ def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
         samples_per_pass = check_count(samples_per_pass, "samples_per_pass")
     names, single = check_aggregates(aggregate)
     choice = choose(backend, inputs.device)
+    counts = check_snapshots(snapshots, n_samples)
     return Options(
-        n_samples=n_samples, snapshots=check_snapshots(snapshots, n_samples),
-        returned_snapshots=0 if snapshots is None else len(check_snapshots(snapshots,
-                                                                            n_samples)),
+        n_samples=n_samples, snapshots=counts,
+        returned_snapshots=0 if snapshots is None else len(counts),
         aggregates=names, single=single, seed=check_seed(seed), noise=parse_noise_kind(noise),
         sampling=parse_sampling(sampling), eps=check_eps(eps),
         accumulator_dtype=check_accumulator_dtype(accumulator_dtype),
@@ -158,14 +159,6 @@ def model_session(model: nn.Module, method: Any, *tensors: Tensor,
     with model_lock(model), preserved(model, *tensors, freeze_parameters=freeze_parameters), \
             method.session(model):
         yield
-
-
-def execute(model: nn.Module, runner: nn.Module | Callable[[], nn.Module], job: engine.Job,
-            progress: bool = False) -> list[dict[str, Tensor]]:
-    """Runs a job on ``runner`` (the model the passes call, or a function that makes it inside
-    the session); the caller holds :func:`model_session`."""
-    return engine.run(runner() if callable(runner) and not isinstance(runner, nn.Module)
-                      else runner, job, progress)
 
 
 def finish(results: list[dict[str, Tensor]], options: Options, sweep: bool
