@@ -46,10 +46,10 @@ def row(name: str, batch: int, repeats: int) -> dict[str, float]:
     variants |= {f"limit@{k}": functools.partial(bf16_passes, prepared, x, target, k)
                  for k in limit_candidates(M, batch)}
     times = interleaved_medians(variants, repeats)
-    limit = min(t for k, t in times.items() if k.startswith("limit@"))
+    limit, best = min((t, k) for k, t in times.items() if k.startswith("limit@"))
     print(f"{name} B={batch}: bytes/row fp32 {fp32_bytes / 2**20:.2f} MiB, bf16 "
           f"{after_bytes / 2**20:.2f} MiB; samples/pass fp32-planned {before}, bf16-planned "
-          f"{after}; best limit {min((t, k) for k, t in times.items() if k.startswith('limit@'))[1]}")
+          f"{after}; best {best}")
     for k, t in times.items():
         if not k.startswith("limit@"):
             print(f"  {k}: {t * 1e3:.1f} ms, {limit / t:.2f} of the bf16 limit "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .api import smooth_grad
-from .ops.backends import status as _backend_status
+from .core import precision
+from .core.stats import AGGREGATES, StreamingStats
 from .dataset import attribute_dataset
-from .noise.layer import layer_activation
 from .methods import (
     METHODS,
     AttributionMethod,
@@ -17,11 +17,11 @@ from .methods import (
     IntegratedGradients,
     Saliency,
 )
-from .ops.perturb import perturb_reference
 from .model_cache import clear_caches
+from .noise.layer import layer_activation
 from .noise_grad import noise_grad
-from .core import precision
-from .core.stats import AGGREGATES, StreamingStats
+from .ops.backends import status as _backend_status
+from .ops.perturb import perturb_reference
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ def backend_status(device: str = "cpu") -> dict[str, str]:
 
 
 __all__ = ["AGGREGATES", "METHODS", "AttributionMethod", "StreamingStats", "backend_status",
+           "precision",
            "clear_caches",
            "GradCam", "Gradient", "GuidedBackprop", "GuidedGradCam", "InputXGradient",
            "IntegratedGradients", "Saliency", "attribute_dataset", "layer_activation", "noise_grad",

@@ -29,8 +29,7 @@ from .model_cache.cuda_graphs import graphed_passes, model_state
 from .model_io import OutputSpec, adapt
 from .noise.layer import check_layer_strategy
 from .noise.sigma import DEFAULT_NOISE_LEVEL, plan_sigma
-from .ops.backends import Backend
-from .ops.backends import PassStrategy
+from .ops.backends import Backend, PassStrategy
 
 __all__ = ["smooth_grad"]
 
@@ -134,7 +133,8 @@ def smooth_grad(
             (seed, example, sample, element of the layer output). Runs the caller's model (no
             prepared copy); not with backend "vmap".
         cuda_graphs: on CUDA inputs, capture each batched pass shape once as a CUDA graph and
-            replay it for the later passes and calls (:mod:`smoothkern.model_cache.cuda_graphs`): for
+            replay it for the later passes and calls
+            (:mod:`smoothkern.model_cache.cuda_graphs`): for
             small models, whose passes are bound by kernel launches. The graphs are kept with
             the model while it is unchanged (``smoothkern.clear_caches()`` frees
             them). Results equal the eager passes'; a model that cannot be captured runs

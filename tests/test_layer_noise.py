@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 import smoothkern as sk
 from smoothkern import captum as skc
-from smoothkern.noise.layer import layer_activation
 from smoothkern.noise import standard_noise
+from smoothkern.noise.layer import layer_activation
 
 VOCAB, DIM, CLASSES = 17, 8, 3
 AGGREGATES = ("mean", "abs", "sq", "var", "geomean")

@@ -17,6 +17,7 @@ from torch import nn
 import smoothkern as sk
 import smoothkern.captum as skc
 import smoothkern.captum.metrics as drop_in
+from smoothkern.core.planning import forward_measuring_saved_bytes
 from smoothkern.metrics import sensitivity as sensitivity_module
 from smoothkern.metrics import sensitivity_fused
 from smoothkern.metrics.robustness import (
@@ -26,7 +27,6 @@ from smoothkern.metrics.robustness import (
     infidelity_perturb_func_decorator,
     sensitivity_max,
 )
-from smoothkern.core.planning import forward_measuring_saved_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor")   # Captum's requires_grad note
 

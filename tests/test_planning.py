@@ -42,22 +42,22 @@ def test_auto_chunking_is_balanced():
 
 def test_cpu_planning_splits_small_jobs_but_keeps_passes_efficient():
     row_bytes = 4 << 20
-    gradient = sk.methods.Gradient()
+    rows = sk.methods.Gradient().rows_per_sample
     one, eight = torch.rand(1, 3, 8, 8), torch.rand(8, 3, 8, 8)
     # 50 rows of 4 MiB: four passes of 13 rather than two of 25 (peak memory follows the pass)
-    assert choose_samples_per_pass(gradient.rows_per_sample, one, row_bytes, 1, 50) == 13
+    assert choose_samples_per_pass(rows, one, row_bytes, 1, 50) == 13
     assert math.ceil(50 / 13) == CPU_MIN_PASSES
     # ...but no pass below CPU_MIN_PASS_BYTES: 50 rows of 1 MiB in three passes, of 0.25 MiB in
     # as few as CPU_ROWS allows (two of 25)
-    assert choose_samples_per_pass(gradient.rows_per_sample, one, 1 << 20, 1, 50) == 17
+    assert choose_samples_per_pass(rows, one, 1 << 20, 1, 50) == 17
     assert 17 * (1 << 20) >= CPU_MIN_PASS_BYTES
-    assert choose_samples_per_pass(gradient.rows_per_sample, one, 1 << 18, 1, 50) == 25
+    assert choose_samples_per_pass(rows, one, 1 << 18, 1, 50) == 25
     # a job below the row floor stays one pass; a bigger one fills CPU_ROWS
-    assert choose_samples_per_pass(gradient.rows_per_sample, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, row_bytes, 1, 50) == 6
+    assert choose_samples_per_pass(rows, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
+    assert choose_samples_per_pass(rows, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
+    assert choose_samples_per_pass(rows, eight, row_bytes, 1, 50) == 6
     # the memory budget still wins for huge rows
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, 1 << 40, 1, 50) == 1
+    assert choose_samples_per_pass(rows, eight, 1 << 40, 1, 50) == 1
 
 
 def test_defaults_without_overrides():
@@ -67,17 +67,17 @@ def test_defaults_without_overrides():
 
 
 def test_cpu_rows_variable_is_honoured(monkeypatch):
-    gradient, eight = sk.methods.Gradient(), torch.rand(8, 3, 8, 8)
+    rows, eight = sk.methods.Gradient().rows_per_sample, torch.rand(8, 3, 8, 8)
     monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "16")
     assert rows_in_budget(1 << 20, CPU) == 16
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, 1 << 20, 1, 50) == 2  # 16 rows / 8 examples
+    assert choose_samples_per_pass(rows, eight, 1 << 20, 1, 50) == 2  # 16 rows / 8 examples
     monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "200")          # rows small enough for the budget
     assert rows_in_budget(1 << 16, CPU) == 200
     # 400 rows of 64 KiB (25 MiB): too small a job to split; 200 rows a pass, two of 25
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, 1 << 16, 1, 50) == 25
+    assert choose_samples_per_pass(rows, eight, 1 << 16, 1, 50) == 25
     # 400 rows of 1 MiB are split: at most 100 rows (12 samples) a pass, 5 passes of 10
     monkeypatch.setenv("SMOOTHKERN_MEMORY_BUDGET", str(1 << 30))
-    assert choose_samples_per_pass(gradient.rows_per_sample, eight, 1 << 20, 1, 50) == 10
+    assert choose_samples_per_pass(rows, eight, 1 << 20, 1, 50) == 10
     monkeypatch.setenv("SMOOTHKERN_CPU_ROWS", "")  # empty: the default
     assert rows_in_budget(1 << 20, CPU) == CPU_ROWS
 

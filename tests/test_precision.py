@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import smoothkern as sk
+from smoothkern.core.precision import fast_reduced_precision
 from smoothkern.data.digits import digit_examples
 from smoothkern.models import cifar10_resnet18, digits_cnn
-from smoothkern.core.precision import fast_reduced_precision
 
 DTYPES = [torch.bfloat16, torch.float16]
 

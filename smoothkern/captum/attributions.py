@@ -22,8 +22,8 @@ from captum._utils.gradient import compute_gradients
 from torch import Tensor, nn
 
 from .. import methods
-from ..methods import AttributionMethod
 from ..core.state import check_eval_mode
+from ..methods import AttributionMethod
 from .arguments import FlatModel, Layout, as_extra_args, as_tuple, format_baselines
 
 

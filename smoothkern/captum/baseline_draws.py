@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from ..noise.philox import philox4x32
-from .errors import CaptumArgumentError
 from .arguments import Layout
+from .errors import CaptumArgumentError
 
 BASELINE_STREAM = 1  # last Philox counter word of the baseline draws (the noise uses 0)
 

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from .. import methods
-from ..noise.layer import AtLayer, activation_of, clean_forward_at_layer
-from ..methods import AttributionMethod
-from ..noise.sigma import plan_sigma
 from ..core.planning import choose_samples_per_pass
+from ..methods import AttributionMethod
+from ..noise.layer import AtLayer, activation_of, clean_forward_at_layer
+from ..noise.sigma import plan_sigma
+from .arguments import format_baselines, format_stdevs, format_target
 from .attributions import Problem
 from .errors import CaptumArgumentError
-from .arguments import format_baselines, format_stdevs, format_target
 
 # Captum class name -> the ``attribute`` options it takes under noise_at (besides the call's)
 LAYER_OPTIONS: dict[str, tuple[str, ...]] = {

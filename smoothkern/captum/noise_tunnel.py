@@ -27,14 +27,14 @@ from ..model_cache import (
 )
 from ..noise.layer import check_layer_strategy
 from ..noise.sources import DrawnBaselines, NoiseSource
+from ..ops.backends import PassStrategy
+from .arguments import format_stdevs, format_target
 from .attributions import Problem, build_problem, input_shaped, native_method, native_name
 from .baseline_draws import BaselineDraws
 from .errors import CaptumArgumentError
 from .generic import CaptumAlgorithm
-from .arguments import format_stdevs, format_target
 from .layer_noise import LayerNoiseRun
 from .replay import CaptumReplay, CaptumSums, captum_chunks
-from ..ops.backends import PassStrategy
 
 CAPTUM_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # nt_type → smoothkern aggregate; "abs" and "geomean" are smoothkern's extras

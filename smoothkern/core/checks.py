@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .stats import ACCUMULATOR_DTYPES
 from ..ops.backends import PassStrategy
+from .stats import ACCUMULATOR_DTYPES
 
 __all__ = ["check_accumulator_dtype", "check_count", "check_eps", "check_flag", "check_inputs",
            "check_memory_limit", "check_model", "check_snapshots", "check_strategy",

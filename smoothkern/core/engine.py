@@ -16,19 +16,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..ops.backends import PassStrategy
-from .memory import is_out_of_memory, release_cached_memory
 from ..methods import AttributionMethod
 from ..model_io import ModelCall
-from .precision import autocast
 from ..noise.sampling import Sampling
 from ..noise.sampling_error import DesignError
 from ..noise.sources import Chunk
+from ..ops.backends import PassStrategy
 from .job import Job
+from .memory import is_out_of_memory, release_cached_memory
+from .precision import autocast
 from .reducer import Reducer
 from .stats import PER_EXAMPLE_AGGREGATES, direct_statistics
-
-
 
 __all__ = ["Job", "run", "run_loop_reference", "shape_results"]
 

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 from ..methods import AttributionMethod
 from ..model_cache import (
     clean_forward,
-    saved_bytes_per_row,
     fingerprint,
     known_row_facts,
     prepared_model,
     returns_tensor,
+    saved_bytes_per_row,
     usable_preparations,
 )
 from ..model_io import ModelCall, inner_model, logits_of
@@ -60,15 +60,25 @@ class Plan:
         adapter) unless the method hooks the caller's modules; call inside the model session."""
         if self.method.uses_model_structure or not preparations:
             return self.call
-        model = inner_model(self.call)
-        if isinstance(self.call, ModelCall):
-            adapter = self.call
-            prepared = prepared_model(model, self.x, self.logits,
-                                      usable_preparations(preparations, passes), self.state,
-                                      run=lambda module, x: adapter.around(module)(x))
-            return self.call if prepared is model else self.call.around(prepared)
-        return prepared_model(model, self.x, self.logits,
-                              usable_preparations(preparations, passes), self.state)
+        return prepared_call(self.call, self.x, self.logits,
+                             usable_preparations(preparations, passes), self.state)
+
+
+def prepared_call(call: nn.Module, x: Tensor, logits: Tensor | None,
+                  preparations: tuple[str, ...], state: tuple | None = None) -> nn.Module:
+    """A prepared copy of the caller's model, inside ``call``'s adapter when there is one
+    (:class:`~smoothkern.model_io.ModelCall`: the copy's checks run with its other inputs).
+
+    Args:
+        x (Tensor[B, ...]): the clean inputs; logits (Tensor[B, classes] or None): their output.
+        state: the model's fingerprint when taken already.
+    """
+    model = inner_model(call)
+    if not isinstance(call, ModelCall):
+        return prepared_model(model, x, logits, preparations, state)
+    prepared = prepared_model(model, x, logits, preparations, state,
+                              run=lambda module, rows: call.around(module)(rows))
+    return call if prepared is model else call.around(prepared)
 
 
 def plan_input_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
@@ -140,4 +150,4 @@ def _measured(call: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     return out.detach(), row_bytes
 
 
-__all__ = ["Plan", "plan_input_noise", "plan_layer_noise"]
+__all__ = ["Plan", "plan_input_noise", "plan_layer_noise", "prepared_call"]

@@ -10,7 +10,6 @@ several passes: the same time, a fraction of the peak memory.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from .memory import graph_pool_bytes
-
 
 # Why each constant has its value: benchmarks/RESULTS.md, section "Planning constants".
 # Half of free GPU memory: the rest is headroom for the backward's temporaries (not measured).

@@ -10,9 +10,8 @@ from torch import Tensor
 from ..noise.sampling import Sampling
 from ..noise.sampling_error import DesignError
 from ..noise.sources import Chunk
-from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats
-
 from .job import Job
+from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats
 
 
 class Reducer:

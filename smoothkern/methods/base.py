@@ -27,13 +27,15 @@ class AttributionMethod:
             the engine uses it to size passes.
         supports_vmap: whether :meth:`vmap_attribute` is implemented.
         uses_model_structure: the method hooks modules of the caller's model (by name or
-            object), so the engine never swaps in a prepared copy (:mod:`smoothkern.model_cache.prepare`).
+            object), so the engine never swaps in a prepared copy
+            (:mod:`smoothkern.model_cache.prepare`).
         supports_layer_noise: the method attributes to whatever its ``inputs`` are, so under
             ``noise_at=`` it can take a layer's noisy output in their place
             (:mod:`smoothkern.noise.layer`).
         capturable: one :meth:`attribute` call can be recorded as a CUDA graph and replayed
             (no host synchronisation, no Python state changed per pass); otherwise
-            ``cuda_graphs=True`` runs its passes eagerly (:mod:`smoothkern.model_cache.cuda_graphs`).
+            ``cuda_graphs=True`` runs its passes eagerly
+            (:mod:`smoothkern.model_cache.cuda_graphs`).
         shares_graphs: set by a class (not inherited) whose public attributes are its whole
             configuration: two equal ones run the same kernels, so CUDA graphs captured for
             one serve the other in later calls. Other methods' graphs serve their own call.

@@ -23,9 +23,10 @@ from torch import Tensor, nn
 
 from ..core.checks import check_target
 from ..core.memory import is_out_of_memory, release_cached_memory
+from ..core.plan import prepared_call
 from ..core.planning import forward_measuring_saved_bytes, memory_budget
 from ..core.state import check_eval_mode
-from ..model_cache import check_preparations, prepared_model, serialised
+from ..model_cache import check_preparations, serialised
 from ..model_io import ModelCall, OutputSpec, adapt, logits_of
 from .removal import baseline_values, removal_units, step_counts
 
@@ -177,7 +178,7 @@ def perturbation_curve(model: nn.Module, inputs: Tensor, attributions: Tensor,
                 call = ModelCall(model, batch=inputs.shape[0])
             logits = logits_of(logits, None, inputs.shape[0])
         target = _check_target(target, logits)
-        runner = _prepared(call, model, inputs, logits, preparations)
+        runner = prepared_call(call, inputs, logits, preparations)
         if skip_unchanged:
             needed = _changing_steps(inputs, base, element_rank, order.shape, counts)  # [B, T+1]
         else:
@@ -233,16 +234,6 @@ def _check_positive(value: int | None, name: str) -> None:
 
 def _logits(model: nn.Module, inputs: Tensor) -> Tensor:
     return logits_of(model(inputs), None, inputs.shape[0])
-
-
-def _prepared(call: nn.Module, model: nn.Module, inputs: Tensor, logits: Tensor,
-              preparations: tuple[str, ...]) -> nn.Module:
-    """The module the passes run: a prepared copy of ``model``, inside ``call``'s adapter."""
-    if not isinstance(call, ModelCall):
-        return prepared_model(model, inputs, logits, preparations)
-    prepared = prepared_model(model, inputs, logits, preparations,
-                              run=lambda module, x: call.around(module)(x))
-    return call if prepared is model else call.around(prepared)
 
 
 def _check_target(target: Any, logits: Tensor) -> Tensor:

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..methods import AttributionMethod
-from ..methods.layers import resolve_layer
 from ..core.planning import counting_saved_bytes
 from ..core.state import check_eval_mode, preserved
+from ..methods import AttributionMethod
+from ..methods.layers import resolve_layer
 from ..model_cache.toggles import attention_fast_path_off
 from ..ops.backends import PassStrategy
 

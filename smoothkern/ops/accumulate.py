@@ -33,7 +33,6 @@ from torch import Tensor
 from . import extension
 
 
-
 class AccumulatorState(Protocol):
     """What the op updates: :class:`smoothkern.core.stats.StreamingStats` of element shape
     ``[N]`` (the op layer does not import it: the statistics sit above the ops)."""

@@ -33,7 +33,6 @@ from . import extension
 from .accumulate import AccumulatorState, accumulate, accumulate_reference
 from .perturb import perturb, perturb_reference
 
-
 PerturbFn = Callable[[Tensor, Tensor, int, int, int, NoiseKind | str], Tensor]
 AccumulateFn = Callable[[AccumulatorState, Tensor], None]
 

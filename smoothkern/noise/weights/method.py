@@ -28,7 +28,6 @@ from ...methods import AttributionMethod
 from .draws import WeightDraws
 from .swap import parameter_slots, swapped_parameters
 
-
 # Modules torch.func.vmap cannot batch over draws: recurrent layers have no batching rule, and
 # attention takes torch's fused fast path inside vmap. Their draws run one per pass.
 UNBATCHABLE = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer,

@@ -15,7 +15,6 @@ import torch
 from ...core.planning import memory_budget, rows_in_budget
 
 
-
 def batch_draws_on(device: torch.device) -> bool:
     """Whether a pass may hold several weight draws on this device: not on a CPU, where they
     ran no faster than one draw after another and hold a weight copy each (benchmarks/

@@ -21,7 +21,6 @@ from torch import Tensor
 from ..accumulate import AccumulatorState, check_accumulate_args
 from .launch import accumulate_grid, interpreted, on_device_of
 
-
 # GPU: 512 elements (4 per thread at 4 warps): keeps the k-row loop's loads in flight while
 # leaving more programs for small states; benchmarks/gpu.py reports the achieved bandwidth.
 GPU_BLOCK = 512
