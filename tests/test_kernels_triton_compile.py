@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -25,25 +26,31 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from smoothkern.noise import NoiseKind
-from smoothkern.ops.triton import accumulate, perturb
+from smoothkern.noise.sampling import Sampling
+from smoothkern.ops.triton import accumulate, perturb, sampling as strata
 
 target = GPUTarget("cuda", 90, 32)
 options = {"num_warps": 4, "enable_fp_fusion": False}
 out = {}
-for dtype, gaussian, per_element, has_index in (("fp32", False, False, False),
-                                                ("bf16", True, True, True),
-                                                ("fp16", True, False, False)):
+for dtype, gaussian, per_element, has_index, sampling in (
+        ("fp32", False, False, False, Sampling.IID), ("bf16", True, True, True, Sampling.IID),
+        ("fp16", True, False, False, Sampling.IID),
+        ("fp32", True, False, True, Sampling.ANTITHETIC),
+        ("fp32", True, True, True, Sampling.STRATIFIED),
+        ("bf16", False, False, False, Sampling.STRATIFIED)):
     sig = {"x_ptr": f"*{dtype}", "sigma_ptr": "*fp32",
            "index_ptr": "*i64" if has_index else "*fp32", "out_ptr": f"*{dtype}", "n": "i32",
            "batch": "i32", "levels": "i32", "rows": "i32", "seed": "u64", "start": "i32",
            "BLOCK": "constexpr", "NOISE": "constexpr", "PER_ELEMENT": "constexpr",
-           "HAS_INDEX": "constexpr"}
+           "HAS_INDEX": "constexpr", "SAMPLING": "constexpr"}
     noise = (NoiseKind.GAUSSIAN if gaussian else NoiseKind.UNIFORM).code
     src = ASTSource(fn=perturb._perturb_kernel, signature=sig,
                     constexprs={"BLOCK": 1024, "NOISE": noise, "PER_ELEMENT": per_element,
-                                "HAS_INDEX": has_index})
-    out[f"perturb_{dtype}_{gaussian}"] = triton.compile(src, target=target,
-                                                        options=options).asm["ptx"]
+                                "HAS_INDEX": has_index, "SAMPLING": sampling.code})
+    name = f"perturb_{dtype}_{gaussian}"
+    if sampling is not Sampling.IID:
+        name += f"_{sampling.value}"
+    out[name] = triton.compile(src, target=target, options=options).asm["ptx"]
 for acc, chunk in (("fp32", "fp16"), ("fp64", "fp64"), ("fp64", "fp32")):
     sig = {"chunk_ptr": f"*{chunk}", "mean_ptr": f"*{acc}", "m2_ptr": f"*{acc}",
            "abs_ptr": f"*{acc}", "log_ptr": f"*{acc}", "k": "i32", "n": "i32", "seen": "i64",
@@ -57,6 +64,10 @@ sig = {"example_ptr": "*i64", "sample_ptr": "*i64", "element_ptr": "*i64", "out_
        "total": "i32", "seed": "u64", "BLOCK": "constexpr"}
 src = ASTSource(fn=perturb._philox_bits_kernel, signature=sig, constexprs={"BLOCK": 1024})
 out["philox_bits"] = triton.compile(src, target=target, options=options).asm["ptx"]
+sig = {"example_ptr": "*i64", "sample_ptr": "*i64", "element_ptr": "*i64", "out_ptr": "*i64",
+       "total": "i32", "seed": "u64", "steps": "i32", "BLOCK": "constexpr"}
+src = ASTSource(fn=strata._stratified_words_kernel, signature=sig, constexprs={"BLOCK": 256})
+out["stratified_words"] = triton.compile(src, target=target, options=options).asm["ptx"]
 print(json.dumps(out))
 '''
 
@@ -71,7 +82,7 @@ def ptx() -> dict[str, str]:
 
 
 def test_triton_kernels_compile_for_sm90(ptx):
-    assert len(ptx) == 7 and all(".entry" in text for text in ptx.values())
+    assert len(ptx) == 11 and all(".entry" in text for text in ptx.values())
 
 
 def test_perturb_does_not_fuse_or_approximate(ptx):
@@ -80,6 +91,45 @@ def test_perturb_does_not_fuse_or_approximate(ptx):
     assert "fma.rn" not in ptx["perturb_fp32_False"]
     for name in ("perturb_bf16_True", "perturb_fp16_True"):
         assert "sqrt.approx" not in ptx[name] and "sqrt.rn.f32" in ptx[name]
+
+
+def test_perturb_draws_the_designs_without_fusing_or_approximating(ptx):
+    # Antithetic: the i.i.d. Box-Muller path (correctly rounded square root), one negation.
+    antithetic = ptx["perturb_fp32_True_antithetic"]
+    assert "sqrt.approx" not in antithetic and "sqrt.rn.f32" in antithetic
+    assert "fma.rn.f32" not in antithetic
+    for name in ("perturb_fp32_True_stratified", "perturb_bf16_False_stratified"):
+        text = ptx[name]
+        assert "fma.rn.f32" not in text                   # x + sigma * z, rounded twice
+        assert "mul.hi.u32" in text                       # swap-or-not's 64-bit product
+        # No float32 value enters the float64 math (cvt.f64.f32 would widen one); z is
+        # rounded to float32 once, at the end.
+        assert "cvt.f64.f32" not in text and "cvt.rn.f32.f64" in text
+    # The Gaussian: the float64 square root correctly rounded, the float64 log the accurate
+    # libdevice one (no float32 lg2.approx), Acklam's coefficients exact float64 immediates
+    # (a coefficient rounded to float32 would show other bits), multiplied and added unfused
+    # in Horner's order as csrc/sampling.h.
+    gauss = ptx["perturb_fp32_True_stratified"]
+    assert "sqrt.rn.f64" in gauss and "sqrt.approx" not in gauss and "lg2.approx" not in gauss
+    assert "div.rn.f64" in gauss
+    assert _f64_hex(0.02425) in gauss                     # the branch point
+    from smoothkern.ops.triton import sampling as strata
+
+    polynomials = [p.value for p in (strata.TAIL_P, strata.TAIL_R, strata.MID_A, strata.MID_B)]
+    for position, value in ((k, c) for poly in polynomials for k, c in enumerate(poly)):
+        if value == 1.0:                                  # exact in float32 too; libdevice's
+            continue
+        lines = [line.split() for line in gauss.splitlines() if _f64_hex(value) in line]
+        want = "mul.rn.f64" if position == 0 else "add.rn.f64"
+        assert lines and all(line[0] == want for line in lines), (value, lines)
+    uniform = ptx["perturb_bf16_False_stratified"]
+    assert _f64_hex(1.7320508075688772) in uniform        # sqrt(3) in float64
+    assert "sqrt" not in uniform and "lg2" not in uniform
+
+
+def _f64_hex(value: float) -> str:
+    """A float64 immediate as PTX writes it."""
+    return "0d" + struct.pack(">d", value).hex().upper()
 
 
 def test_float64_state_never_rounds_to_float32(ptx):

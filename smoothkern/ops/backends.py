@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..noise.kinds import NoiseKind
+from ..noise.sampling import Sampling
 from . import extension
 from .accumulate import AccumulatorState, accumulate, accumulate_reference
 from .perturb import perturb, perturb_reference
@@ -126,9 +127,10 @@ def _triton(op: str) -> ModuleType:
 
 def _triton_perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
                     noise: NoiseKind | str = NoiseKind.GAUSSIAN, *,
-                    example_index: Tensor | None = None) -> Tensor:
+                    example_index: Tensor | None = None,
+                    sampling: Sampling | str = Sampling.IID) -> Tensor:
     return _triton("perturb").perturb(x, sigma, seed, start, count, noise,
-                                      example_index=example_index)
+                                      example_index=example_index, sampling=sampling)
 
 
 def _triton_accumulate(state: AccumulatorState, chunk: Tensor) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ...ops import perturb as perturb_op
-from ...ops.backends import PerturbFn
+from ...ops.backends import KERNEL_SETS, PerturbFn
 from ...ops.perturb import perturb_reference
 from ..sampling import Sampling, parse_sampling
 from .base import Chunk, NoiseSource
 
-# The perturbs that take ``sampling=`` (the others draw non-i.i.d. designs with the reference).
-_TAKE_SAMPLING = (perturb_reference, perturb_op.perturb)
+# The perturbs that take ``sampling=``: every built-in kernel set's (torch, C++, Triton, CUDA);
+# a user's own kernel set draws non-i.i.d. designs with the reference.
+_TAKE_SAMPLING = tuple(backend.perturb for backend in KERNEL_SETS)
 
 
 class CounterNoise(NoiseSource):
@@ -31,9 +31,10 @@ class CounterNoise(NoiseSource):
         sampling: how each element's draws spread over the samples
             (:class:`~smoothkern.noise.sampling.Sampling` or its name: "iid", "antithetic",
             "stratified"). "iid" draws with ``perturb``; the others too when ``perturb`` is
-            the reference or the compiled op (C++, CUDA), else with the pure-torch
-            :func:`~smoothkern.ops.perturb.perturb_reference` on x's device (the Triton kernel
-            does not take the design yet; the values are the contract's either way).
+            a built-in kernel set's (torch, C++, Triton, CUDA: each draws the designs
+            itself), else with the pure-torch
+            :func:`~smoothkern.ops.perturb.perturb_reference` on x's device (a user's own
+            kernel set may not take the design; the values are the contract's either way).
     """
 
     def __init__(self, x: Tensor, sigma: Tensor, seed: int, noise: str,

@@ -3,7 +3,9 @@
 Same counters as :func:`smoothkern.ops.perturb.perturb_reference`: ``tl.philox(seed, j, i, b, 0)``
 (b: ``example_index[b]`` when the caller gives the examples' indices),
 ``uint_to_uniform_float`` and Box-Muller's first output, so the raw integers match the reference
-exactly and the floats to rounding.
+exactly and the floats to rounding. The sampling designs are drawn in the kernel (``SAMPLING``,
+a :class:`~smoothkern.noise.sampling.Sampling`'s ``code``): antithetic negates sample 2k's
+i.i.d. draw for sample 2k + 1; stratified follows the chain of :mod:`.sampling`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from torch import Tensor
 
 from ...noise.kinds import NoiseKind
 from ...noise.philox import check_seed
+from ...noise.sampling import Sampling, parse_sampling
 from ..perturb import check_perturb_args
 from .launch import interpreted, on_device_of, perturb_grid
+from .sampling import bit_length, stratified_word, word_to_noise
 
 # Elements per program. GPU: 1024 with 4 warps (8 per thread in flight; benchmarks/gpu.py
 # reports the bandwidth). Interpreter: every program costs milliseconds, so one program covers
@@ -26,6 +30,8 @@ GPU_WARPS = 4
 INTERPRETER_MAX_BLOCK = 1 << 16
 SQRT3 = tl.constexpr(1.7320508075688772)  # a constexpr: jit code may not read plain globals
 GAUSSIAN = tl.constexpr(NoiseKind.GAUSSIAN.code)  # the NOISE constexpr's values
+ANTITHETIC = tl.constexpr(Sampling.ANTITHETIC.code)  # the SAMPLING constexpr's values
+STRATIFIED = tl.constexpr(Sampling.STRATIFIED.code)
 
 
 def block_size(n: int) -> int:
@@ -56,12 +62,31 @@ def standard_noise(seed, element, sample, example, NOISE: tl.constexpr):
     return z
 
 
+@triton.jit
+def sampled_noise(seed, element, sample, example, NOISE: tl.constexpr, SAMPLING: tl.constexpr):
+    """z(seed, b, i, j) in float32 under a sampling design (``SAMPLING``: a
+    :class:`~smoothkern.noise.sampling.Sampling`'s ``code``); i.i.d. is :func:`standard_noise`.
+
+    ``element`` is a vector, ``sample`` and ``example`` uint32 scalars.
+    """
+    if SAMPLING == STRATIFIED:
+        steps = (bit_length(sample) + 1).to(tl.int32)        # the longest chain
+        z = word_to_noise(stratified_word(seed, element.to(tl.uint32), sample, example, steps),
+                          NOISE == GAUSSIAN)
+    elif SAMPLING == ANTITHETIC:
+        z = standard_noise(seed, element, (sample >> 1) << 1, example, NOISE)
+        z = tl.where((sample & 1) == 1, -z, z)
+    else:
+        z = standard_noise(seed, element, sample, example, NOISE)
+    return z
+
+
 # start, seed and the sizes vary between calls of one run: no specialisation on their value
 # (== 1, divisible by 16), which would recompile the kernel when a chunk starts elsewhere.
 @triton.jit(do_not_specialize=["n", "batch", "levels", "rows", "seed", "start"])
 def _perturb_kernel(x_ptr, sigma_ptr, index_ptr, out_ptr, n, batch, levels, rows, seed, start,
                     BLOCK: tl.constexpr, NOISE: tl.constexpr, PER_ELEMENT: tl.constexpr,
-                    HAS_INDEX: tl.constexpr):
+                    HAS_INDEX: tl.constexpr, SAMPLING: tl.constexpr):
     # Grid: (element blocks, min(rows, 65535)); rows r = i * batch + b strided along y.
     # All offsets are int64: batch * n and the element index itself can pass 2**31.
     # HAS_INDEX: row b draws as example index_ptr[b] (int64, < 2**32), else as example b.
@@ -79,7 +104,7 @@ def _perturb_kernel(x_ptr, sigma_ptr, index_ptr, out_ptr, n, batch, levels, rows
             example = tl.load(index_ptr + b).to(tl.uint32)
         else:
             example = b.to(tl.uint32)
-        z = standard_noise(seed, offs, (start + i).to(tl.uint32), example, NOISE)
+        z = sampled_noise(seed, offs, (start + i).to(tl.uint32), example, NOISE, SAMPLING)
         out_row = out_ptr + (i * levels * batch64 + b) * n64 + offs
         for s in range(levels):
             if PER_ELEMENT:  # sigma[s, b, j]
@@ -108,7 +133,8 @@ def _philox_bits_kernel(example_ptr, sample_ptr, element_ptr, out_ptr, total, se
 
 def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
             noise: NoiseKind | str = NoiseKind.GAUSSIAN, *,
-            example_index: Tensor | None = None) -> Tensor:
+            example_index: Tensor | None = None,
+            sampling: Sampling | str = Sampling.IID) -> Tensor:
     """Noisy copies; the contract of :mod:`smoothkern.ops.perturb`.
 
     Args:
@@ -119,11 +145,17 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         example_index (Tensor[B] int64 or None): the examples' indices in the caller's data
             (counter word 2 of row b, taken modulo 2**32; values not checked here), on x's
             device. None: the position in the batch.
+        sampling: the design, as :func:`~smoothkern.ops.perturb.perturb_reference`: "iid",
+            "antithetic" or "stratified" (a :class:`~smoothkern.noise.sampling.Sampling`).
 
     Returns:
         Tensor[count * S * B, ...] in ``x.dtype``, row ``(i * S + s) * B + b``.
+
+    Raises:
+        ValueError: :func:`~smoothkern.ops.perturb.check_perturb_args`, or an unknown design.
     """
     kind = check_perturb_args(x, sigma, start, count, noise, example_index)
+    design = parse_sampling(sampling)
     seed = check_seed(seed)
     batch = x.shape[0]
     levels = sigma.shape[0]
@@ -143,7 +175,7 @@ def perturb(x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
         _perturb_kernel[grid](x, sigma, index, out, n, batch, levels, count * batch, seed, start,
                               BLOCK=block, NOISE=kind.code,
                               PER_ELEMENT=sigma.dim() == 3, HAS_INDEX=has_index,
-                              num_warps=GPU_WARPS, enable_fp_fusion=False)
+                              SAMPLING=design.code, num_warps=GPU_WARPS, enable_fp_fusion=False)
     return out
 
 
