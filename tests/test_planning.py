@@ -174,6 +174,41 @@ def test_reduced_precision_passes_are_sized_from_the_bytes_a_bf16_row_saves(monk
     assert 0.3 * fp32 < bf16 < 0.8 * fp32
 
 
+def test_a_bf16_row_does_not_count_the_weights_casts():
+    # Under autocast the weights' bf16 copies are saved for backward once per pass; counted on a
+    # one-row probe they outweighed a ResNet18's activations tenfold and sized passes at one
+    # sample. Here 4 MiB of float32 weights (2 MiB as bf16) against 4 KiB of activations a row.
+    from smoothkern.core.plan import _reduced_precision_row_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 10)).eval()
+    x = torch.rand(3, 1024)
+    row = _reduced_precision_row_bytes(model, x, torch.bfloat16, None)
+    assert 1024 * 2 <= row < 64 * 1024
+
+
+def test_the_drop_in_sizes_bf16_passes_as_smooth_grad(monkeypatch):
+    import smoothkern.captum as skc
+    from smoothkern.core import engine
+
+    seen = []
+    original = engine.run
+
+    def recording(model, job, *args, **kwargs):
+        seen.append(job.samples_per_pass)
+        return original(model, job, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", recording)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 10)).eval()
+    x = torch.rand(2, 1024)
+    for dtype in (None, torch.bfloat16):
+        sk.smooth_grad(model, x, 0, n_samples=50, stdevs=0.1, compute_dtype=dtype)
+        skc.NoiseTunnel(skc.Saliency(model)).attribute(x, target=0, nt_samples=50, stdevs=0.1,
+                                                       compute_dtype=dtype)
+    assert seen[0] == seen[1] and seen[2] == seen[3], seen
+
+
 def test_the_cpu_row_cap_grows_with_the_reduced_precision_row():
     # CPU_ROWS is a cache limit in float32 rows; a bf16 row is about half of one.
     x = torch.rand(8, 3, 8, 8)

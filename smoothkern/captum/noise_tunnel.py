@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from ..core import engine
 from ..core.builder import Options, build_job, check_options, model_session
 from ..core.checks import check_strategy
-from ..core.planning import choose_samples_per_pass, forward_measuring_saved_bytes
+from ..core.plan import planned_samples_per_pass
+from ..core.planning import forward_measuring_saved_bytes
 from ..model_cache import (
     check_preparations,
     clean_forward,
@@ -204,7 +205,7 @@ class NoiseTunnel(_captum.NoiseTunnel):
             draws = BaselineDraws(drawn, problem.inputs, problem.layout, checked.seed, chunks)
             source = DrawnBaselines(source, draws.rows)
 
-        per_pass = batch_size or (chunks[0] if chunks else run.samples_per_pass(nt_samples))
+        per_pass = batch_size or (chunks[0] if chunks else run.samples_per_pass(checked))
         aggregates = tuple(dict.fromkeys(AGGREGATE_OF[t] for t in types
                                          if rng == "smoothkern" or t not in CAPTUM_TYPES)
                            ) or ("mean",)
@@ -295,9 +296,10 @@ class _NativeRun:
             return list(self.problem.layout.shapes)
         return [self.method.output_shape(self.problem.model, self.problem.x[:1])]
 
-    def samples_per_pass(self, nt_samples: int) -> int:
-        return choose_samples_per_pass(self.method.rows_per_sample, self.problem.x,
-                                       self.row_bytes, 1, nt_samples)
+    def samples_per_pass(self, options: Options) -> int:
+        """Sized as ``smooth_grad`` sizes its passes (bf16 rows from bf16 bytes)."""
+        return planned_samples_per_pass(self.problem.model, self.problem.x, self.row_bytes,
+                                        self.method.rows_per_sample, 1, options)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:
         if input_shaped(self.name):
@@ -341,10 +343,10 @@ class _GenericRun:
         assert self.method.structure is not None
         return list(self.method.structure[1])
 
-    def samples_per_pass(self, nt_samples: int) -> int:
+    def samples_per_pass(self, options: Options) -> int:
         _, row_bytes = forward_measuring_saved_bytes(self.problem.model, self.problem.x)
-        return choose_samples_per_pass(self.method.rows_per_sample, self.problem.x,
-                                       row_bytes, 1, nt_samples)
+        return planned_samples_per_pass(self.problem.model, self.problem.x, row_bytes,
+                                        self.method.rows_per_sample, 1, options)
 
     def split(self, flat: Tensor) -> tuple[Tensor, ...]:
         return self.method.split_result(flat)

@@ -99,14 +99,26 @@ def plan_input_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
         classes = logits.shape[1]
     target = check_target(logits.argmax(dim=1) if target is None else target, x.shape[0],
                           classes, x.device)
+    per_pass = options.samples_per_pass or planned_samples_per_pass(
+        call, x, row_bytes, method.rows_per_sample, sigma.shape[0], options, state)
+    return Plan(method, options.input_noise(x, sigma), target, per_pass, call, x, logits, state)
+
+
+def planned_samples_per_pass(call: nn.Module, x: Tensor, row_bytes: int, rows_per_sample: int,
+                             levels: int, options: Options, state: tuple | None = None) -> int:
+    """Samples per pass for ``options`` (:func:`~smoothkern.core.planning.choose_samples_per_pass`
+    from the float32 bytes a row saves, ``row_bytes``); with a ``compute_dtype``, from the bytes
+    a row saves under autocast, measured on ``call`` (Tensor[B, ...] ``x``).
+
+    Args:
+        state: the model's fingerprint when taken already (``call`` is then the model).
+    """
     row_scale = 1.0
-    if options.compute_dtype is not None and options.samples_per_pass is None:
+    if options.compute_dtype is not None:
         reduced = _reduced_precision_row_bytes(call, x, options.compute_dtype, state)
         row_scale, row_bytes = max(1.0, row_bytes / max(1, reduced)), reduced
-    per_pass = options.samples_per_pass or choose_samples_per_pass(
-        method.rows_per_sample, x, row_bytes, sigma.shape[0], options.n_samples,
-        options.memory_limit, row_scale)
-    return Plan(method, options.input_noise(x, sigma), target, per_pass, call, x, logits, state)
+    return choose_samples_per_pass(rows_per_sample, x, row_bytes, levels, options.n_samples,
+                                   options.memory_limit, row_scale)
 
 
 def plan_layer_noise(model: nn.Module, call: nn.Module, x: Tensor, target: Any,
@@ -150,4 +162,5 @@ def _measured(call: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     return out.detach(), row_bytes
 
 
-__all__ = ["Plan", "plan_input_noise", "plan_layer_noise", "prepared_call"]
+__all__ = ["Plan", "plan_input_noise", "plan_layer_noise", "planned_samples_per_pass",
+           "prepared_call"]
