@@ -105,14 +105,13 @@ def run(name, model, x, y, levels, seeds, reference, sem_only=False):
         ref_a = saliency(model, x, y, draws(10**6, batch, n, reference, Sampling.IID), sigma)
         refs = {agg: aggregate(ref_a, agg) for agg in AGGREGATES}
         for sampling in Sampling:
-            errs = {(agg, m): [] for agg in AGGREGATES for m in MS}
+            errs = {(agg, m): [] for agg in AGGREGATES for m in ((), MS)[not sem_only]}
             means, predicted = [], []
             for seed in range(seeds):
                 a = saliency(model, x, y, draws(seed, batch, n, 64 if sem_only else max(MS),
                                                 sampling), sigma)
-                for m in () if sem_only else MS:
-                    for agg in AGGREGATES:
-                        errs[agg, m].append(rel_err(aggregate(a[:m], agg), refs[agg]))
+                for agg, m in errs:
+                    errs[agg, m].append(rel_err(aggregate(a[:m], agg), refs[agg]))
                 tracker = DesignError(sampling, (batch, n))
                 tracker.update(a[:64], 0)
                 predicted.append(tracker.standard_error().pow(2).sum(1))
