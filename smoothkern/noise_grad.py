@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import engine
-from .core.builder import build_job, check_options, finish, model_session
+from .core.builder import Options, build_job, check_options, finish, model_session
 from .core.checks import (
     check_count,
     check_inputs,
@@ -32,6 +32,7 @@ from .core.state import check_eval_mode
 from .methods import AttributionMethod, resolve_method
 from .model_cache import clean_forward, returns_tensor, serialised
 from .model_io import ModelCall, OutputSpec, adapt
+from .noise.sampling import Sampling
 from .noise.sigma import plan_sigma
 from .noise.sources.weights import WeightNoiseSource
 from .noise.weights.draws import WEIGHT_NOISE_KINDS, WeightDraws
@@ -61,6 +62,7 @@ def noise_grad(
     stdevs: float | Sequence[float] | Tensor | None = None,
     noise: str = "gaussian",
     sampling: str = "iid",
+    weight_sampling: str = "iid",
     aggregate: str | Sequence[str] = "mean",
     method: str | AttributionMethod = "gradient",
     samples_per_pass: int | None = None,
@@ -106,8 +108,14 @@ def noise_grad(
         stdevs: absolute input σ instead: float, Tensor[B], sequence (sweep) or Tensor[S, B].
         noise: the input noise, "gaussian" or "uniform" (the weight noise is Gaussian).
         sampling: how the input noise's draws spread over the samples, as in
-            :func:`smoothkern.smooth_grad` ("iid", "antithetic", "stratified"); the weight
-            draws are i.i.d.
+            :func:`smoothkern.smooth_grad` ("iid", "antithetic", "stratified").
+        weight_sampling: how each weight's draws spread over the model draws: "iid" (the
+            draws of before, bit for bit), "antithetic" (draw 2k+1 negates draw 2k's ε) or
+            "stratified" (draws 0 .. 2**k - 1 of every weight hold each of 2**k strata of its
+            Gaussian once). The designs lower the error of the mean map at equal n_models
+            (docs/sampling.md); VarGrad ("var") gains nothing and can lose. With a design
+            other than "iid", "sem" is the design's error over the draws and needs
+            ``n_samples=1``.
         aggregate: "mean" (NoiseGrad/FusionGrad), "abs", "sq", "var", "geomean", "sem",
             "count" (LongTensor[B], n_models · n_samples), or a tuple of them (returns a dict).
         method: "gradient", "saliency", "input_x_gradient", "integrated_gradients",
@@ -154,7 +162,8 @@ def noise_grad(
     n_samples = check_count(n_samples, "n_samples")
     options = check_options(
         inputs, n_samples=n_models, snapshots=snapshots, aggregate=aggregate, seed=seed,
-        noise=noise, sampling=sampling, eps=eps, backend=backend,
+        noise=noise, sampling=sampling, weight_sampling=weight_sampling, eps=eps,
+        backend=backend,
         accumulator_dtype=accumulator_dtype,
         compute_dtype=compute_dtype, memory_limit=memory_limit,
         samples_per_pass=samples_per_pass, example_index=example_index, progress=progress,
@@ -172,7 +181,9 @@ def noise_grad(
     method_obj = resolve_method(method, **method_options)
     check_eval_mode(model)
     call = adapt(model, output, forward_args, forward_kwargs, x.shape[0])
-    draws = WeightDraws(call, weight_noise, noise_kind, seed, options.choice.kernels.perturb)
+    error_design = _error_design(options, n_samples)
+    draws = WeightDraws(call, weight_noise, noise_kind, seed, options.choice.kernels.perturb,
+                        sampling=options.weight_sampling)
     _check_devices(draws, x.device)
     wrapped = OnDrawnWeights(method_obj, call, draws)
     with model_session(model, wrapped, inputs):
@@ -192,7 +203,8 @@ def noise_grad(
             batch_models=wrapped.vmap_draws and batch_draws_on(x.device))
         job = build_job(options, method=wrapped,
                         source=WeightNoiseSource(options.input_noise(x, sigma), n_samples),
-                        target=target, samples_per_pass=per_pass, per_snapshot=n_samples)
+                        target=target, samples_per_pass=per_pass, per_snapshot=n_samples,
+                        error_design=error_design)
         try:
             results = engine.run(call, job, options.progress)
         finally:
@@ -212,6 +224,25 @@ def check_weight_noise(value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"weight_noise must be finite and >= 0, got {value!r}")
     return float(value)
+
+
+def _error_design(options: Options, n_samples: int) -> Sampling:
+    """The design "sem" reads over the engine's sample index t = d·n_samples + i: the weight
+    draws' when not i.i.d. (then t = d: one attribution per draw), else the input noise's.
+
+    Raises:
+        ValueError: "sem" under a non-i.i.d. weight design with several input samples per draw
+            (a draw's samples share its weights; that error is not implemented).
+    """
+    if options.weight_sampling is Sampling.IID:
+        return options.sampling
+    if n_samples == 1:
+        return options.weight_sampling
+    if "sem" in options.aggregates:
+        raise ValueError(f"aggregate 'sem' with weight_sampling={options.weight_sampling.value!r}"
+                         f" needs n_samples=1 (got {n_samples}): the design's error is over the "
+                         "model draws; use weight_sampling='iid' or leave out 'sem'")
+    return options.sampling          # not read: no "sem", and noise_grad takes no tolerance
 
 
 def _check_devices(draws: WeightDraws, device: torch.device) -> None:

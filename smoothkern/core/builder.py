@@ -52,6 +52,7 @@ class Options:
         aggregates, single: the aggregate names, and whether one name (not a tuple) was given.
         seed, noise, sampling: the noise stream, the draw's distribution, and how each
             element's draws spread over the sample index (iid, antithetic, stratified).
+        weight_sampling: the same for the weight draws over the model draws (noise_grad).
         eps, accumulator_dtype, compute_dtype, memory_limit, samples_per_pass, tolerance,
         progress: as the public functions document them.
         example_index (LongTensor[B] or None): the examples' indices in the noise stream.
@@ -66,6 +67,7 @@ class Options:
     seed: int
     noise: NoiseKind
     sampling: Sampling
+    weight_sampling: Sampling
     eps: float
     accumulator_dtype: torch.dtype
     compute_dtype: torch.dtype | None
@@ -88,7 +90,8 @@ class Options:
 
 def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
                   aggregate: str | Sequence[str] = "mean", seed: int = 0,
-                  noise: str = "gaussian", sampling: str = "iid", eps: float = 1e-10,
+                  noise: str = "gaussian", sampling: str = "iid",
+                  weight_sampling: str = "iid", eps: float = 1e-10,
                   backend: str | Backend = "auto",
                   accumulator_dtype: torch.dtype = torch.float32,
                   compute_dtype: torch.dtype | None = None, memory_limit: int | None = None,
@@ -113,7 +116,8 @@ def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
         n_samples=n_samples, snapshots=counts,
         returned_snapshots=0 if snapshots is None else len(counts),
         aggregates=names, single=single, seed=check_seed(seed), noise=parse_noise_kind(noise),
-        sampling=parse_sampling(sampling), eps=check_eps(eps),
+        sampling=parse_sampling(sampling),
+        weight_sampling=Sampling.parse(weight_sampling, "weight_sampling"), eps=check_eps(eps),
         accumulator_dtype=check_accumulator_dtype(accumulator_dtype),
         compute_dtype=check_compute_dtype(compute_dtype),
         memory_limit=check_memory_limit(memory_limit), samples_per_pass=samples_per_pass,
@@ -124,7 +128,8 @@ def check_options(inputs: Tensor, *, n_samples: int, snapshots: Any = None,
 
 def build_job(options: Options, *, method: Any, source: NoiseSource, target: Tensor,
               samples_per_pass: int, per_snapshot: int = 1, taps: tuple = (),
-              accumulator_dtype: torch.dtype | None = None) -> engine.Job:
+              accumulator_dtype: torch.dtype | None = None,
+              error_design: Sampling | None = None) -> engine.Job:
     """The engine job of a checked call.
 
     Args:
@@ -136,6 +141,8 @@ def build_job(options: Options, *, method: Any, source: NoiseSource, target: Ten
             snapshot k then ends after k · per_snapshot samples).
         taps: callables that see each chunk's attributions.
         accumulator_dtype: overrides the options' (the drop-in follows its inputs' dtype).
+        error_design: the design "sem" follows over the sample index, if not the input
+            noise's (noise_grad's weight draws).
     """
     total = options.n_samples * per_snapshot
     bounds = tuple(k * per_snapshot for k in options.snapshots)
@@ -147,7 +154,7 @@ def build_job(options: Options, *, method: Any, source: NoiseSource, target: Ten
         passes=options.passes, samples_per_pass=samples_per_pass,
         accumulator_dtype=accumulator_dtype or options.accumulator_dtype, eps=options.eps,
         taps=taps, compute_dtype=options.compute_dtype, tolerance=options.tolerance,
-        sampling=options.sampling)
+        sampling=error_design or options.sampling)
 
 
 @contextlib.contextmanager

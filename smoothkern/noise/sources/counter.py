@@ -15,6 +15,12 @@ from .base import Chunk, NoiseSource
 _TAKE_SAMPLING = tuple(backend.perturb for backend in KERNEL_SETS)
 
 
+def design_perturb(perturb: PerturbFn) -> PerturbFn:
+    """What draws a non-i.i.d. design for the kernel set whose perturb is ``perturb``: itself
+    when it takes ``sampling=``, else the pure-torch reference (the same values)."""
+    return perturb if perturb in _TAKE_SAMPLING else perturb_reference
+
+
 class CounterNoise(NoiseSource):
     """Gaussian or uniform noise added to the inputs, every level of a sweep from the same draws.
 
@@ -47,7 +53,7 @@ class CounterNoise(NoiseSource):
 
     def draw(self, start: int, count: int) -> Chunk:
         if self.sampling is not Sampling.IID:
-            draw = self.perturb if self.perturb in _TAKE_SAMPLING else perturb_reference
+            draw = design_perturb(self.perturb)
             rows = draw(self.x, self.sigma, self.seed, start, count, self.noise,
                         example_index=self.example_index, sampling=self.sampling)
         elif self.example_index is None:      # kernel sets of users may not take the keyword

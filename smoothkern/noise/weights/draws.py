@@ -11,7 +11,11 @@ contract's Gaussian (:mod:`smoothkern.noise`) with
     counter = (j, d, p, 0)                            (element, model draw, parameter)
 
 so drawn weights are exactly what any kernel set's ``perturb`` gives for ``x = w.view(1, -1)``,
-samples ``d``, example index ``p``. The drawn weight is
+samples ``d``, example index ``p``. ``noise_grad(weight_sampling=)`` picks how each element's
+draws spread over the model draws d (:mod:`smoothkern.noise.sampling`: the perturb's
+``sampling=``, with d as the sample index): "iid" is the draw above, bit for bit; "antithetic"
+negates draw 2k's ε in draw 2k+1; "stratified" puts draws 0 .. 2**k - 1 of every (p, j) in each
+of 2**k equal-probability strata once. The drawn weight is
 
     multiplicative:  w + (weight_noise · w) · ε       = w · (1 + weight_noise · ε)
     additive:        w + weight_noise · ε
@@ -31,7 +35,9 @@ from torch import Tensor, nn
 
 from ...ops.backends import PerturbFn
 from ...ops.perturb import perturb_reference
-from ..philox import MAX_COUNTER, standard_noise
+from ..philox import MAX_COUNTER
+from ..sampling import Sampling, parse_sampling, sampled_noise
+from ..sources.counter import design_perturb
 
 # How a weight's noise scales (σ_w·|w| or σ_w): noise_grad's noise_kind=, not the input
 # noise's distribution (smoothkern.noise.NoiseKind).
@@ -69,11 +75,15 @@ class WeightDraws:
         kind: "multiplicative" or "additive".
         seed: the call's seed (the weight key is :func:`weight_key` of it).
         perturb: a kernel set's ``perturb`` op.
+        sampling: how each element's draws spread over the model draws ("iid", "antithetic",
+            "stratified"; the draw index is the design's sample index).
     """
 
     def __init__(self, model: nn.Module, weight_noise: float, kind: str, seed: int,
-                 perturb: PerturbFn = perturb_reference) -> None:
+                 perturb: PerturbFn = perturb_reference, *,
+                 sampling: Sampling | str = Sampling.IID) -> None:
         self.weight_noise, self.kind, self.seed, self.perturb = weight_noise, kind, seed, perturb
+        self.sampling = parse_sampling(sampling)
         self.parameters = noised_parameters(model) if weight_noise > 0 else ()
         self._cached: tuple[int, int, dict[str, Tensor]] | None = None
         self._sigma: dict[str, Tensor] = {}       # σ per element, the same for every draw
@@ -123,9 +133,14 @@ class WeightDraws:
         if index is None:          # made once per parameter: not a host-to-device copy per draw
             index = self._index[param.name] = torch.tensor([param.index], dtype=torch.int64,
                                                            device=w.device)
+        key = weight_key(self.seed)
         with torch.no_grad():
-            rows = self.perturb(flat, sigma, weight_key(self.seed), start, count, "gaussian",
-                                example_index=index)
+            if self.sampling is Sampling.IID:       # kernel sets of users may not take sampling=
+                rows = self.perturb(flat, sigma, key, start, count, "gaussian",
+                                    example_index=index)
+            else:
+                rows = design_perturb(self.perturb)(flat, sigma, key, start, count, "gaussian",
+                                                    example_index=index, sampling=self.sampling)
         return rows.view(count, *w.shape)
 
 
@@ -149,21 +164,22 @@ def noised_parameters(model: nn.Module) -> tuple[NoisedParameter, ...]:
 
 
 def drawn_model(model: nn.Module, draw: int, *, weight_noise: float = 0.2,
-                noise_kind: str = "multiplicative", seed: int = 0) -> nn.Module:
+                noise_kind: str = "multiplicative", seed: int = 0,
+                sampling: Sampling | str = Sampling.IID) -> nn.Module:
     """A deep copy of ``model`` holding the weights of model draw ``draw``, pure torch.
 
-    The reference of the weight-noise contract (``noise.standard_noise``, no kernel set), and a
-    way to look at one member of the ensemble ``noise_grad`` averages over. The caller's model
-    is not changed.
+    The reference of the weight-noise contract (:func:`~smoothkern.noise.sampling.sampled_noise`
+    under ``sampling``, no kernel set), and a way to look at one member of the ensemble
+    ``noise_grad`` averages over. The caller's model is not changed.
     """
     copied = copy.deepcopy(model)
     with torch.no_grad():
         for index, (_, param) in enumerate(copied.named_parameters()):
             element = torch.arange(param.numel(), dtype=torch.int64, device=param.device)
-            z = standard_noise(weight_key(seed),
-                               torch.tensor(index, dtype=torch.int64, device=param.device),
-                               torch.tensor(draw, dtype=torch.int64, device=param.device),
-                               element).view(param.shape)
+            z = sampled_noise(weight_key(seed),
+                              torch.tensor(index, dtype=torch.int64, device=param.device),
+                              torch.tensor(draw, dtype=torch.int64, device=param.device),
+                              element, "gaussian", sampling).view(param.shape)
             w = param.float()
             sigma = weight_noise * w if noise_kind == "multiplicative" else weight_noise
             param.copy_((w + sigma * z).to(param.dtype))
