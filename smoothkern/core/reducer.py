@@ -13,6 +13,11 @@ from ..noise.sources import Chunk
 from .job import Job
 from .stats import PER_EXAMPLE_AGGREGATES, StreamingStats
 
+# The stopping rule tests an example from this many samples on: with fewer, its error bar has so
+# few degrees of freedom (antithetic: pairs less one; stratified: one per element and doubling)
+# that a lucky low estimate stops it early, far above the tolerance (benchmarks/RESULTS.md).
+MIN_SAMPLES_TO_STOP = 16
+
 
 class Reducer:
     """Streaming statistics of a job, created at the first chunk (its attribution shape).
@@ -59,7 +64,9 @@ class Reducer:
 
     def converged(self, active: Tensor, tolerance: float) -> Tensor:
         """BoolTensor[len(active)] (host): ‖sem_b‖₂ ≤ tolerance · ‖mean_b‖₂ over levels and
-        elements, for every active example at once."""
+        elements, for every active example at once; never before ``MIN_SAMPLES_TO_STOP``."""
+        if int(self.counts[active[0]]) < MIN_SAMPLES_TO_STOP:    # active examples share a count
+            return torch.zeros(len(active), dtype=torch.bool)
         stats = self._slice(active).finalize(("mean", "sem"))
         dims = [0] + list(range(2, stats["mean"].dim()))
         mean = stats["mean"].square().sum(dims).sqrt()
