@@ -85,16 +85,19 @@ SMOOTHKERN_HD uint32_t stratified_word(uint32_t element, uint32_t sample, uint32
   return word ^ flips;
 }
 
-// Inverse normal CDF on (0, 1/2] (Acklam's rational approximation, relative error 1.2e-9).
-SMOOTHKERN_HD double lower_normal_quantile(double t) {
-  if (t < 0.02425) {
-    const double q = sqrt(-2.0 * log(t));
-    return (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00)
-              * q - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q
-            + 2.938163982698783e+00)
-           / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00)
-               * q + 3.754408661907416e+00) * q + 1.0);
-  }
+// Inverse normal CDF on (0, 1/2] (Acklam's rational approximation, relative error 1.2e-9):
+// lower_normal_quantile below, from two parts so that the CPU op can run the central one over
+// many draws at once (csrc/cpu/strata.h).
+SMOOTHKERN_HD double acklam_tail(double t) {
+  const double q = sqrt(-2.0 * log(t));
+  return (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00)
+            * q - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q
+          + 2.938163982698783e+00)
+         / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00)
+             * q + 3.754408661907416e+00) * q + 1.0);
+}
+
+SMOOTHKERN_HD double acklam_central(double t) {
   const double q = t - 0.5;
   const double r = q * q;
   return (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02)
@@ -104,12 +107,23 @@ SMOOTHKERN_HD double lower_normal_quantile(double t) {
               * r + 6.680131188771972e+01) * r - 1.328068155288572e+01) * r + 1.0);
 }
 
+SMOOTHKERN_HD bool acklam_in_tail(double t) { return t < 0.02425; }
+
+SMOOTHKERN_HD double lower_normal_quantile(double t) {
+  return acklam_in_tail(t) ? acklam_tail(t) : acklam_central(t);
+}
+
+// The lower tail t = min(u, 1 - u) of the word's u = (U + 1/2) / 2**32 (exact in double).
+SMOOTHKERN_HD double word_lower_tail(uint32_t word) {
+  const uint32_t low = word >= 0x80000000u ? ~word : word;
+  return (2.0 * static_cast<double>(low) + 1.0) * 0x1p-33;
+}
+
 // z from a uniform 32-bit word, u = (U + 1/2) / 2**32, through the lower tail t = min(u, 1 - u)
 // so that U and ~U give z and -z exactly.
 SMOOTHKERN_HD float word_to_noise(uint32_t word, bool gaussian) {
   const bool upper = word >= 0x80000000u;
-  const uint32_t low = upper ? ~word : word;
-  const double t = (2.0 * static_cast<double>(low) + 1.0) * 0x1p-33;
+  const double t = word_lower_tail(word);
   const double mag = gaussian ? -lower_normal_quantile(t) : 1.7320508075688772 * (1.0 - 2.0 * t);
   return static_cast<float>(upper ? mag : -mag);
 }

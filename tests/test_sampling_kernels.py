@@ -74,6 +74,70 @@ def test_cpp_perturb_refuses_an_unknown_design():
         torch.ops.smoothkern.perturb(x, sigma, 0, 0, 1, 0, None, 7)
 
 
+# The CPU op draws a call's stratified samples together per block of 64 elements: the words of
+# a prefix of samples built level by level, the samples past it walked down their parent chains
+# (csrc/cpu/strata.h), the prefix's size chosen per call. Calls that start anywhere (at 0, inside
+# a level, on and across powers of two, past the largest prefix kept, near 2**32), one sample or
+# many, partial element blocks. Uniform draws of x = 0, sigma = 1 are the exact image of the
+# words, so those compare bit for bit.
+STRATA_CALLS = [(0, 1), (1, 1), (3, 1), (0, 2), (2, 2), (7, 2), (8, 1), (15, 3), (31, 2),
+                (32, 1), (40, 10), (63, 3), (100, 40), (1000, 50), (1023, 3), (2**20 - 3, 7),
+                (2**31 - 1, 2), (2**32 - 3, 3), (0, 1100), (900, 300)]
+STRATA_SHAPES = [(1, 1), (2, 65), (1, 130)]
+
+
+@needs_ext
+@pytest.mark.parametrize("start,count", STRATA_CALLS)
+def test_cpp_stratified_words_equal_the_reference(start, count):
+    for batch, n in STRATA_SHAPES:
+        index = torch.tensor([2**32 - 1, 5]) if batch == 2 else None
+        x, sigma = torch.zeros(batch, n), torch.ones(1, batch)
+        got = _op()(x, sigma, 2**63 + 7, start, count, "uniform", example_index=index,
+                    sampling="stratified")
+        want = perturb_reference(x, sigma, 2**63 + 7, start, count, "uniform",
+                                 example_index=index, sampling="stratified")
+        assert torch.equal(got, want), (batch, n)
+
+
+@needs_ext
+@pytest.mark.parametrize("start,count", [(0, 1), (5, 11), (30, 20), (1000, 9)])
+@pytest.mark.parametrize("per_element", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_stratified_levels_and_dtypes_match_the_reference(start, count, per_element, dtype):
+    x = torch.randn(3, 2, 37).to(dtype)
+    sigma = torch.rand(3, 3, 74) if per_element else torch.rand(3, 3)
+    index = torch.tensor([9, 2**31, 0])
+    got = _op()(x, sigma, 11, start, count, "gaussian", example_index=index,
+                sampling="stratified")
+    want = perturb_reference(x, sigma, 11, start, count, "gaussian", example_index=index,
+                             sampling="stratified")
+    _close(got, want, dtype)
+
+
+@needs_ext
+def test_cpp_stratified_chunks_across_levels_equal_one_call():
+    x, sigma = torch.randn(2, 65), torch.rand(2, 2)
+    whole = _op()(x, sigma, 3, 0, 1100, "gaussian", sampling="stratified")
+    splits = [(0, 1), (1, 2), (3, 5), (8, 9), (17, 47), (64, 1), (65, 200), (265, 835)]
+    parts = torch.cat([_op()(x, sigma, 3, s, c, "gaussian", sampling="stratified")
+                       for s, c in splits])
+    assert torch.equal(whole, parts)
+
+
+@needs_ext
+def test_cpp_stratified_draws_do_not_depend_on_threads():
+    x, sigma = torch.randn(3, 200), torch.rand(1, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _op()(x, sigma, 8, 20, 30, "gaussian", sampling="stratified")
+        torch.set_num_threads(max(2, threads))
+        many = _op()(x, sigma, 8, 20, 30, "gaussian", sampling="stratified")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
 @pytest.mark.cuda
 @needs_ext
 @pytest.mark.parametrize("design", DESIGNS)

@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "../checks.h"
 #include "../philox.h"
 #include "../sampling.h"
+#include "strata.h"
 #include "vec_math.h"
 
 namespace smoothkern {
@@ -22,12 +24,39 @@ namespace {
 constexpr int64_t kBlock = 1024;
 // Tasks below ~16k elements cost more to hand to a thread than to run.
 constexpr int64_t kGrainElements = 16384;
+// A stratified draw costs about as much as this many i.i.d. ones (benchmarks/RESULTS.md).
+constexpr int64_t kStrataCost = 2;
 
-// One task: elements [j0, j0 + len) of (sample i, example b), drawn once, written for every
-// level. Both loops of the draw vectorise: Philox into z / u2, then Box-Muller with the
-// straight-line log and cos of vec_math.h (std::log/std::cos kept the Gaussian path scalar).
-// sigma_b points at sigma[0, b] (per example) or sigma[0, b, j0] (per element); one level
-// further is `level_stride` floats on.
+// Writes z to every level's row: out_b points at row (i * S + 0) * B + b, element j0; one level
+// further is `row_stride` values on. float32 product then sum, as the reference:
+// noisy = float(x) + sigma * z. sigma_b as in perturb_block.
+template <typename scalar_t>
+SMOOTHKERN_VEC_INLINE void write_levels(const float* z, const scalar_t* xb, const float* sigma_b,
+                                        int64_t level_stride, bool per_element, scalar_t* out_b,
+                                        int64_t row_stride, int64_t levels, int64_t len) {
+  for (int64_t s = 0; s < levels; ++s) {
+    const float* sd = sigma_b + s * level_stride;
+    scalar_t* row = out_b + s * row_stride;
+    if (per_element) {
+      for (int64_t j = 0; j < len; ++j) {
+        const float scaled = sd[j] * z[j];
+        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+      }
+    } else {
+      const float sd0 = sd[0];
+      for (int64_t j = 0; j < len; ++j) {
+        const float scaled = sd0 * z[j];
+        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+      }
+    }
+  }
+}
+
+// One i.i.d. or antithetic task: elements [j0, j0 + len) of (sample i, example b), drawn once,
+// written for every level. Both loops of the draw vectorise: Philox into z / u2, then
+// Box-Muller with the straight-line log and cos of vec_math.h (std::log/std::cos kept the
+// Gaussian path scalar). sigma_b points at sigma[0, b] (per example) or sigma[0, b, j0] (per
+// element); one level further is `level_stride` floats on.
 template <typename scalar_t>
 SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_b,
                                          int64_t level_stride, bool per_element,
@@ -36,12 +65,6 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
                                          uint32_t example, uint32_t k0, uint32_t k1,
                                          NoiseKind kind, Sampling sampling) {
   alignas(64) float z[kBlock], u2[kBlock];
-  if (sampling == Sampling::kStratified) {  // the chain of csrc/sampling.h, element by element
-    for (int64_t j = 0; j < len; ++j) {
-      z[j] = word_to_noise(stratified_word(static_cast<uint32_t>(j0 + j), sample, example, k0, k1),
-                           kind == NoiseKind::kGaussian);
-    }
-  } else {
   // antithetic: sample 2k + 1 draws sample 2k's i.i.d. z, negated below
   const bool negate = sampling == Sampling::kAntithetic && (sample & 1u);
   if (sampling == Sampling::kAntithetic) sample &= ~1u;
@@ -64,23 +87,80 @@ SMOOTHKERN_CPU_CLONES void perturb_block(const scalar_t* xb, const float* sigma_
   if (negate) {
     for (int64_t j = 0; j < len; ++j) z[j] = -z[j];
   }
-  }
-  for (int64_t s = 0; s < levels; ++s) {
-    const float* sd = sigma_b + s * level_stride;
-    scalar_t* row = out_b + s * batch * n;    // row (i * S + s) * B + b
-    // float32 product then sum, as the reference: noisy = float(x) + sigma * z.
-    if (per_element) {
-      for (int64_t j = 0; j < len; ++j) {
-        const float scaled = sd[j] * z[j];
-        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
-      }
+  write_levels(z, xb, sigma_b, level_stride, per_element, out_b, batch * n, levels, len);
+}
+
+// Per-thread scratch of the stratified tasks: the prefix words and every level's round keys.
+struct StrataScratch {
+  std::vector<uint32_t> words;
+  std::vector<strata::LevelKeys> keys;
+};
+
+// One stratified task: elements [j0, j0 + len) (len <= strata::kLanes) of example b, every
+// sample start .. start + count - 1 (strata.h). out_b points at row b (sample start, level 0),
+// element j0; one sample further is levels * batch * n values on.
+template <typename scalar_t>
+SMOOTHKERN_CPU_CLONES void perturb_strata(const scalar_t* xb, const float* sigma_b,
+                                          int64_t level_stride, bool per_element,
+                                          scalar_t* out_b, int64_t batch, int64_t n,
+                                          int64_t levels, int len, uint32_t j0, int64_t start,
+                                          int64_t count, int64_t prefix, uint32_t example,
+                                          uint32_t k0, uint32_t k1, NoiseKind kind,
+                                          StrataScratch& scratch) {
+  using namespace strata;
+  const int64_t end = start + count;
+  const int top = bit_length32(static_cast<uint32_t>(end - 1));
+  const int low_levels = bit_length32(static_cast<uint32_t>(prefix - 1));  // levels below P
+  LevelKeys* keys = scratch.keys.data();
+  for (int level = 2; level <= top; ++level) {
+    if (level == 2) {
+      level_keys<1>(keys[level], level, len, j0, example, k0, k1);
     } else {
-      const float sd0 = sd[0];
-      for (int64_t j = 0; j < len; ++j) {
-        const float scaled = sd0 * z[j];
-        row[j] = static_cast<scalar_t>(static_cast<float>(xb[j]) + scaled);
+      level_keys<kSwapRounds>(keys[level], level, len, j0, example, k0, k1);
+    }
+  }
+  uint32_t* words = scratch.words.data();
+  alignas(64) uint32_t zeros[kLanes];
+  fill(zeros, 0, len);
+  own_words(words, zeros, len, j0, example, k0, k1);
+  for (int level = 1; level <= low_levels; ++level) {
+    const int64_t half = int64_t{1} << (level - 1);
+    const int64_t ranks = std::min(half, prefix - half);
+    switch (level_rounds(level)) {
+      case 0: extend_prefix<0>(words, keys[level], level, 0, ranks, len, j0, example, k0, k1);
+              break;
+      case 1: extend_prefix<1>(words, keys[level], level, 0, ranks, len, j0, example, k0, k1);
+              break;
+      default: extend_prefix<kSwapRounds>(words, keys[level], level, 0, ranks, len, j0, example,
+                                          k0, k1);
+    }
+  }
+  const bool gaussian = kind == NoiseKind::kGaussian;
+  alignas(64) float z[kLanes];
+  alignas(64) uint32_t chained[kLanes];
+  Chains chains;
+  for (int64_t i = start; i < end; ++i) {
+    const uint32_t* word = i < prefix ? words + i * kLanes : chained;
+    if (i >= prefix) {  // prefix = 2**low_levels: walk down to a point below it
+      for (int j = 0; j < len; ++j) {
+        chains.point[j] = static_cast<uint32_t>(i);
+        chains.taken[j] = chains.covered[j] = chains.flips[j] = 0;
+      }
+      for (int level = bit_length32(static_cast<uint32_t>(i)); level > low_levels; --level) {
+        switch (level_rounds(level)) {
+          case 0: chain_level<0>(chains, keys[level], level, len, j0, example, k0, k1); break;
+          case 1: chain_level<1>(chains, keys[level], level, len, j0, example, k0, k1); break;
+          default: chain_level<kSwapRounds>(chains, keys[level], level, len, j0, example, k0, k1);
+        }
+      }
+      for (int j = 0; j < len; ++j) {
+        const uint32_t rest = words[static_cast<int>(chains.point[j]) * kLanes + j];
+        chained[j] = (chains.taken[j] | (rest & ~chains.covered[j])) ^ chains.flips[j];
       }
     }
+    words_to_noise(word, z, len, gaussian);
+    write_levels(z, xb, sigma_b, level_stride, per_element,
+                 out_b + (i - start) * levels * batch * n, batch * n, levels, len);
   }
 }
 
@@ -95,6 +175,35 @@ void perturb_impl(const scalar_t* x, const float* sigma, bool per_element, scala
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int64_t grain = std::max<int64_t>(1, kGrainElements / kBlock);
   const int64_t level_stride = per_element ? batch * n : batch;
+  if (sampling == Sampling::kStratified) {
+    // Tasks of (example, kLanes elements) x all samples: each shares its levels' round keys
+    // and its prefix words among the samples (strata.h).
+    constexpr int64_t lanes = strata::kLanes;
+    const int64_t lane_blocks = (n + lanes - 1) / lanes;
+    const int64_t prefix = strata::prefix_size(start, start + count);
+    const int top = bit_length32(static_cast<uint32_t>(start + count - 1));
+    // The same least work per thread as below, counting a stratified draw as kStrataCost
+    // i.i.d. ones.
+    const int64_t strata_grain =
+        std::max<int64_t>(1, kGrainElements / (lanes * count * kStrataCost));
+    at::parallel_for(0, batch * lane_blocks, strata_grain, [&](int64_t lo, int64_t hi) {
+      StrataScratch scratch;
+      scratch.words.resize(prefix * lanes);
+      scratch.keys.resize(top + 1);
+      for (int64_t task = lo; task < hi; ++task) {
+        const int64_t block = task % lane_blocks;
+        const int64_t b = task / lane_blocks;
+        const int64_t j0 = block * lanes;
+        const float* sigma_b = per_element ? sigma + b * n + j0 : sigma + b;
+        perturb_strata(x + b * n + j0, sigma_b, level_stride, per_element, out + b * n + j0,
+                       batch, n, levels, static_cast<int>(std::min(lanes, n - j0)),
+                       static_cast<uint32_t>(j0), start, count, prefix,
+                       static_cast<uint32_t>(example_index ? example_index[b] : b), k0, k1, kind,
+                       scratch);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, count * batch * blocks, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t block = task % blocks;
