@@ -41,21 +41,21 @@ def test_auto_chunking_is_balanced():
 
 
 def test_cpu_planning_splits_small_jobs_but_keeps_passes_efficient():
-    row_bytes = 4 << 20
+    row_bytes = 8 << 20
     rows = sk.methods.Gradient().rows_per_sample
     one, eight = torch.rand(1, 3, 8, 8), torch.rand(8, 3, 8, 8)
-    # 50 rows of 4 MiB: four passes of 13 rather than two of 25 (peak memory follows the pass)
+    # 50 rows of 8 MiB: four passes of 13 rather than two of 25 (peak memory follows the pass)
     assert choose_samples_per_pass(rows, one, row_bytes, 1, 50) == 13
     assert math.ceil(50 / 13) == CPU_MIN_PASSES
-    # ...but no pass below CPU_MIN_PASS_BYTES: 50 rows of 1 MiB in three passes, of 0.25 MiB in
+    # ...but no pass below CPU_MIN_PASS_BYTES: 50 rows of 4 MiB in three passes, of 1 MiB in
     # as few as CPU_ROWS allows (two of 25)
-    assert choose_samples_per_pass(rows, one, 1 << 20, 1, 50) == 17
-    assert 17 * (1 << 20) >= CPU_MIN_PASS_BYTES
-    assert choose_samples_per_pass(rows, one, 1 << 18, 1, 50) == 25
+    assert choose_samples_per_pass(rows, one, 4 << 20, 1, 50) == 17
+    assert 17 * (4 << 20) >= CPU_MIN_PASS_BYTES
+    assert choose_samples_per_pass(rows, one, 1 << 20, 1, 50) == 25
     # a job below the row floor stays one pass; a bigger one fills CPU_ROWS
     assert choose_samples_per_pass(rows, one, row_bytes, 1, CPU_MIN_ROWS) == CPU_MIN_ROWS
-    assert choose_samples_per_pass(rows, eight, row_bytes, 1, 50) * 8 <= CPU_ROWS
-    assert choose_samples_per_pass(rows, eight, row_bytes, 1, 50) == 6
+    assert choose_samples_per_pass(rows, eight, 4 << 20, 1, 50) * 8 <= CPU_ROWS
+    assert choose_samples_per_pass(rows, eight, 4 << 20, 1, 50) == 6
     # the memory budget still wins for huge rows
     assert choose_samples_per_pass(rows, eight, 1 << 40, 1, 50) == 1
 

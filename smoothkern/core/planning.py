@@ -31,8 +31,9 @@ CPU_MIN_PASSES = 4
 # ...of at least this many rows each: below it the time per row grows.
 CPU_MIN_ROWS = 12
 # ...and of at least this many saved bytes each: below it a pass's fixed work outweighs the
-# memory the split saves.
-CPU_MIN_PASS_BYTES = 16 * 1024**2
+# memory the split saves (16 MiB until ResNet18/CIFAR at B = 1 ran 14-17 % faster in one pass
+# of 50 than in four of 13, fp32 and bf16; benchmarks/RESULTS.md).
+CPU_MIN_PASS_BYTES = 64 * 1024**2
 
 
 def forward_measuring_saved_bytes(model: nn.Module, x: Tensor) -> tuple[Tensor, int]:
@@ -121,7 +122,7 @@ def choose_samples_per_pass(rows_per_sample: int, x: Tensor, row_bytes: int,
     Chunks are balanced so the last pass is not a sliver: 50 samples at a limit of 48 become
     two passes of 25, not 48 + 2. On a CPU a job of fewer than ``CPU_MIN_PASSES`` full passes is
     split into up to that many, none below ``CPU_MIN_ROWS`` rows nor ``CPU_MIN_PASS_BYTES``
-    saved bytes (50 rows of 4 MiB: four passes of 13; of 0.5 MiB: two of 25).
+    saved bytes (50 rows of 8 MiB: four passes of 13; of 4 MiB: three of 17).
 
     Args:
         x (Tensor[B, ...]): the clean inputs.
