@@ -54,6 +54,20 @@ def tabular_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, x[test[:10]], y[test[:10]]
 
 
+def trained_models() -> list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]:
+    """(name, model, inputs, labels) of the two trained models the sampling studies measure."""
+    digits_x, digits_y = digit_examples()
+    mlp, tab_x, tab_y = tabular_mlp()
+    return [("digits CNN", digits_cnn().eval(), digits_x, digits_y),
+            ("tabular MLP", mlp, tab_x, tab_y)]
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (errors, not times: one thread a process "
+                             "oversubscribes a shared machine least)")
+
+
 def draws(seed: int, batch: int, n: int, m: int, sampling: Sampling) -> torch.Tensor:
     example = torch.arange(batch).view(batch, 1)
     element = torch.arange(n).view(1, n)
@@ -163,11 +177,8 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    digits_x, digits_y = digit_examples()
-    mlp, tab_x, tab_y = tabular_mlp()
     table, sems = {}, []
-    for name, model, x, y in [("digits CNN", digits_cnn().eval(), digits_x, digits_y),
-                              ("tabular MLP", mlp, tab_x, tab_y)]:
+    for name, model, x, y in trained_models():
         t, s = run(name, model, x, y, args.levels, args.seeds, args.reference, args.sem_only)
         table.update(t)
         sems.extend(s)

@@ -28,14 +28,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from smoothkern.data import digit_examples
 from smoothkern.metrics import avg_sensitivity, infidelity, sensitivity_max
-from smoothkern.models import digits_cnn
 from smoothkern.noise.sampling import Sampling
 from smoothkern.ops.perturb import perturb
 
 from .common import machine
-from .sampling_error import tabular_mlp
+from .sampling_error import add_threads_option, trained_models
 
 NS = (10, 16, 32, 64)
 METRICS = ("avg_sensitivity", "infidelity", "sensitivity_max")
@@ -139,17 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--levels", type=float, nargs="+", default=[0.02, 0.1])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (errors, not times: one thread a process "
-                             "oversubscribes a shared machine least)")
+    add_threads_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(machine())
-    digits_x, digits_y = digit_examples()
-    mlp, tab_x, tab_y = tabular_mlp()
-    models = [("digits CNN", digits_cnn().eval(), digits_x, digits_y),
-              ("tabular MLP", mlp, tab_x, tab_y)]
+    models = trained_models()
     table = {}
     for name, model, x, y in models:
         table.update(run(name, model, x, y, args.levels, args.seeds))

@@ -23,15 +23,13 @@ import argparse
 import torch
 from torch import Tensor, nn
 
-from smoothkern.data import digit_examples
-from smoothkern.models import digits_cnn
 from smoothkern.noise.sampling import Sampling
 from smoothkern.noise.sampling_error import DesignError
 from smoothkern.noise.weights import weight_key
 from smoothkern.ops.perturb import perturb
 
 from .common import machine
-from .sampling_error import AGGREGATES, aggregate, tabular_mlp
+from .sampling_error import AGGREGATES, add_threads_option, aggregate, trained_models
 
 MS = (4, 8, 16, 32, 50, 64)
 REFERENCE_SEED = 10**6
@@ -117,19 +115,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--reference", type=int, default=2048)
     parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.2, 0.4])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (errors, not times: one thread a process "
-                             "oversubscribes a shared machine least)")
+    add_threads_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(machine())
-    digits_x, digits_y = digit_examples()
-    mlp, tab_x, tab_y = tabular_mlp()
     table, sem = {}, {}
     # the MLP's passes are cheap: a larger reference keeps its error below the designs'
-    models = [("digits CNN", digits_cnn().eval(), digits_x, digits_y, args.reference),
-              ("tabular MLP", mlp, tab_x, tab_y, 16 * args.reference)]
+    models = [(name, model, x, y, args.reference * (16 if name == "tabular MLP" else 1))
+              for name, model, x, y in trained_models()]
     for name, model, x, y, reference in models:
         errors, ratios = run(name, model, x, y, args.levels, args.seeds, reference)
         table.update(errors)
