@@ -110,8 +110,33 @@ def run(name: str, model: nn.Module, x: Tensor, y: Tensor, levels: list[float], 
     return table, sem
 
 
+def cost(repeats: int) -> None:
+    """Seconds of ``noise_grad`` on the digits CNN, 64 models, under each weight design
+    (interleaved medians)."""
+    import functools
+
+    import smoothkern as sk
+    from smoothkern.data import digit_examples
+    from smoothkern.models import digits_cnn
+
+    from .common import interleaved_medians
+
+    model = digits_cnn().eval()
+    x, y = digit_examples()
+    print("| B | iid s | antithetic s | stratified s |")
+    print("|---|---|---|---|")
+    for batch in (1, 10):
+        calls = {s.value: functools.partial(sk.noise_grad, model, x[:batch], y[:batch],
+                                            n_models=64, weight_sampling=s.value)
+                 for s in Sampling}
+        times = interleaved_medians(calls, repeats)
+        print(f"| {batch} | " + " | ".join(f"{times[s.value]:.3f}" for s in Sampling) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--cost", type=int, default=0, metavar="REPEATS",
+                        help="only time noise_grad under each design (REPEATS interleaved)")
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--reference", type=int, default=2048)
     parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.2, 0.4])
@@ -120,6 +145,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(machine())
+    if args.cost:
+        cost(args.cost)
+        return
     table, sem = {}, {}
     # the MLP's passes are cheap: a larger reference keeps its error below the designs'
     models = [(name, model, x, y, args.reference * (16 if name == "tabular MLP" else 1))
