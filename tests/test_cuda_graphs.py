@@ -127,13 +127,14 @@ def test_methods_share_graphs_by_their_configuration(cpu_graphs):
 
 def test_adaptive_counts_capture_each_shrinking_shape(cpu_graphs):
     model = tiny_resnet()
-    kw = dict(n_samples=12, samples_per_pass=2, tolerance=0.5, aggregate=["mean", "count"],
+    kw = dict(n_samples=30, samples_per_pass=2, tolerance=0.15, aggregate=["mean", "count"],
               seed=2)
     got = sk.smooth_grad(model, X, [1, 4], cuda_graphs=True, **kw)
     want = sk.smooth_grad(model, X, [1, 4], **kw)
     torch.testing.assert_close(got["mean"], want["mean"], rtol=0, atol=0)
     assert torch.equal(got["count"], want["count"])
-    assert {shape[0] for _, shape in cpu_graphs} <= {4, 2}
+    assert len(set(got["count"].tolist())) == 2             # one example stopped first
+    assert {shape[0] for _, shape in cpu_graphs} == {4, 2}
 
 
 def test_graphs_go_with_the_model(cpu_graphs):

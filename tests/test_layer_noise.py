@@ -181,10 +181,10 @@ def test_example_index_keys_the_layer_noise_by_example(model):
 def test_adaptive_counts_equal_fixed_runs_at_each_count(model):
     kw = dict(noise_at="embeddings", method="integrated_gradients", n_steps=3, baseline=0.0,
               samples_per_pass=2, seed=1)
-    got = sk.smooth_grad(model, IDS, n_samples=12, tolerance=0.35, aggregate=("mean", "count"),
+    got = sk.smooth_grad(model, IDS, n_samples=30, tolerance=0.2, aggregate=("mean", "count"),
                          **kw)
     counts = got["count"].tolist()
-    assert min(counts) < 12                                  # some example stopped early
+    assert min(counts) < 30                                  # some example stopped early
     for b, count in enumerate(counts):
         fixed = sk.smooth_grad(model, IDS, n_samples=count, **kw)
         torch.testing.assert_close(got["mean"][b], fixed[b], rtol=1e-5, atol=1e-7)
