@@ -183,7 +183,7 @@ def noise_grad(
     call = adapt(model, output, forward_args, forward_kwargs, x.shape[0])
     error_design = _error_design(options, n_samples)
     draws = WeightDraws(call, weight_noise, noise_kind, seed, options.choice.kernels.perturb,
-                        sampling=options.weight_sampling)
+                        sampling=options.weight_sampling, total=options.n_samples)
     _check_devices(draws, x.device)
     wrapped = OnDrawnWeights(method_obj, call, draws)
     with model_session(model, wrapped, inputs):

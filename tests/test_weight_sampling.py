@@ -114,6 +114,35 @@ def test_design_draws_are_the_reference_whatever_the_ranges(resnet, kernels, sam
             torch.testing.assert_close(value[d], model[name].detach(), rtol=1e-5, atol=1e-7)
 
 
+def test_stratified_draws_are_made_ahead_within_the_call_and_the_byte_cap(resnet, monkeypatch):
+    # One at a time, each draw walks its elements' parent chains; made together they share them.
+    from smoothkern.noise.weights import draws as draws_module
+
+    calls, draw = [], WeightDraws._draw
+
+    def counting(self, param, start, count):
+        calls.append((start, count))
+        return draw(self, param, start, count)
+
+    monkeypatch.setattr(WeightDraws, "_draw", counting)
+    params = len(list(resnet.parameters()))
+    ahead = WeightDraws(resnet, 0.2, "multiplicative", seed=3, sampling="stratified", total=10)
+    one_by_one = [ahead.stacked(d, 1) for d in range(10)]
+    assert calls == [(0, 10)] * params                     # one call, bounded by the total
+    alone = WeightDraws(resnet, 0.2, "multiplicative", seed=3, sampling="stratified")
+    for d, got in enumerate(one_by_one):
+        for p in alone.parameters:                         # draw d made by itself
+            want = draw(alone, p, d, 1)
+            assert got[p.name].shape == want.shape and torch.equal(got[p.name], want)
+    calls.clear()
+    monkeypatch.setattr(draws_module, "DRAW_AHEAD_BYTES", ahead.bytes_per_draw * 3)
+    WeightDraws(resnet, 0.2, "multiplicative", seed=3, sampling="stratified").stacked(0, 1)
+    assert calls == [(0, 3)] * params                      # three draws' bytes held at most
+    calls.clear()
+    WeightDraws(resnet, 0.2, "multiplicative", seed=3, sampling="antithetic").stacked(0, 1)
+    assert calls == [(0, 1)] * params                      # other designs draw what is asked
+
+
 def test_a_kernel_set_without_sampling_draws_the_design_with_the_reference(resnet):
     def users_perturb(x, sigma, seed, start, count, noise, example_index=None):
         return sk.perturb_reference(x, sigma, seed, start, count, noise,

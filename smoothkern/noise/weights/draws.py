@@ -66,6 +66,14 @@ class NoisedParameter:
     value: Tensor
 
 
+# Stratified draws made one at a time walk each element's parent chain; made together they share
+# their prefix (64 draws of the digits CNN's 117 k weights, one thread: 402 ms one by one, 155 ms
+# in eights, 66 ms at once). So stratified draws are made this many ahead, within this many
+# bytes held beyond what the pass planner counts.
+DRAW_AHEAD = 16
+DRAW_AHEAD_BYTES = 32 * 1024**2
+
+
 class WeightDraws:
     """Draws the noisy parameters of model draws ``start .. start+count-1``.
 
@@ -77,13 +85,16 @@ class WeightDraws:
         perturb: a kernel set's ``perturb`` op.
         sampling: how each element's draws spread over the model draws ("iid", "antithetic",
             "stratified"; the draw index is the design's sample index).
+        total: the draws the call will take (stratified draws are made ahead up to it); None:
+            no bound beyond ``DRAW_AHEAD``.
     """
 
     def __init__(self, model: nn.Module, weight_noise: float, kind: str, seed: int,
                  perturb: PerturbFn = perturb_reference, *,
-                 sampling: Sampling | str = Sampling.IID) -> None:
+                 sampling: Sampling | str = Sampling.IID, total: int | None = None) -> None:
         self.weight_noise, self.kind, self.seed, self.perturb = weight_noise, kind, seed, perturb
         self.sampling = parse_sampling(sampling)
+        self.total = total
         self.parameters = noised_parameters(model) if weight_noise > 0 else ()
         self._cached: tuple[int, int, dict[str, Tensor]] | None = None
         self._sigma: dict[str, Tensor] = {}       # σ per element, the same for every draw
@@ -108,9 +119,20 @@ class WeightDraws:
                 lo = start - first
                 return {name: value[lo:lo + count] for name, value in values.items()}
         self._cached = None                       # free the old draws before making new ones
-        values = {p.name: self._draw(p, start, count) for p in self.parameters}
-        self._cached = (start, count, values)
-        return values
+        span = self._span(start, count)
+        values = {p.name: self._draw(p, start, span) for p in self.parameters}
+        self._cached = (start, span, values)
+        return values if span == count else {name: v[:count] for name, v in values.items()}
+
+    def _span(self, start: int, count: int) -> int:
+        """Draws to make for a request of ``count`` from ``start``: more under the stratified
+        design (``DRAW_AHEAD``, within ``DRAW_AHEAD_BYTES`` and ``total``)."""
+        if self.sampling is not Sampling.STRATIFIED:
+            return count
+        ahead = min(DRAW_AHEAD, DRAW_AHEAD_BYTES // max(1, self.bytes_per_draw))
+        if self.total is not None:
+            ahead = min(ahead, self.total - start)
+        return max(count, min(ahead, MAX_COUNTER - start))
 
     def release(self) -> None:
         """Drops the kept draws and scales."""
