@@ -203,8 +203,8 @@ def saved_bytes_per_row(model: nn.Module, x: Tensor, state: tuple | None = None)
     Args:
         state: ``fingerprint(model)`` if the caller has taken it already."""
     # under autocast a row saves other bytes (bf16 activations): the dtype is part of the key
-    reduced = autocast_dtype(x.device) is not None
-    key, tree = (*_shape_key(x), autocast_dtype(x.device)), _tree(model, state)
+    reduced = autocast_dtype(x.device)
+    key, tree = (*_shape_key(x), reduced), _tree(model, state)
     probes = entry(model).probes
     cached = probes.get(key)
     if cached is None or cached[0] != tree:
@@ -215,7 +215,7 @@ def saved_bytes_per_row(model: nn.Module, x: Tensor, state: tuple | None = None)
                 raise
             _, row_bytes = forward_measuring_saved_bytes(model, x)
         else:
-            if reduced:
+            if reduced is not None:
                 row_bytes = _growth_per_row(model, x, row_bytes)
         cached = probes[key] = (tree, row_bytes)
     return cached[1]

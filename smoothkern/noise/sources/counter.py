@@ -15,10 +15,19 @@ from .base import Chunk, NoiseSource
 _TAKE_SAMPLING = tuple(backend.perturb for backend in KERNEL_SETS)
 
 
-def design_perturb(perturb: PerturbFn) -> PerturbFn:
-    """What draws a non-i.i.d. design for the kernel set whose perturb is ``perturb``: itself
-    when it takes ``sampling=``, else the pure-torch reference (the same values)."""
-    return perturb if perturb in _TAKE_SAMPLING else perturb_reference
+def draw_rows(perturb: PerturbFn, x: Tensor, sigma: Tensor, seed: int, start: int, count: int,
+              noise: str, example_index: Tensor | None, sampling: Sampling) -> Tensor:
+    """``perturb(x, sigma, seed, start, count, noise)`` of a kernel set, passing only the
+    keywords it needs: a user's kernel set may take neither ``example_index`` nor ``sampling``,
+    so i.i.d. draws leave out what is not given, and a non-i.i.d. design is drawn by ``perturb``
+    when it is a built-in kernel set's, else by the pure-torch reference (the same values)."""
+    if sampling is not Sampling.IID:
+        draw = perturb if perturb in _TAKE_SAMPLING else perturb_reference
+        return draw(x, sigma, seed, start, count, noise, example_index=example_index,
+                    sampling=sampling)
+    if example_index is None:
+        return perturb(x, sigma, seed, start, count, noise)
+    return perturb(x, sigma, seed, start, count, noise, example_index=example_index)
 
 
 class CounterNoise(NoiseSource):
@@ -52,15 +61,8 @@ class CounterNoise(NoiseSource):
         self.levels, self.batch = sigma.shape[0], x.shape[0]
 
     def draw(self, start: int, count: int) -> Chunk:
-        if self.sampling is not Sampling.IID:
-            draw = design_perturb(self.perturb)
-            rows = draw(self.x, self.sigma, self.seed, start, count, self.noise,
-                        example_index=self.example_index, sampling=self.sampling)
-        elif self.example_index is None:      # kernel sets of users may not take the keyword
-            rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise)
-        else:
-            rows = self.perturb(self.x, self.sigma, self.seed, start, count, self.noise,
-                                example_index=self.example_index)
+        rows = draw_rows(self.perturb, self.x, self.sigma, self.seed, start, count, self.noise,
+                         self.example_index, self.sampling)
         return Chunk(start, count, rows)
 
     def subset(self, index: Tensor) -> CounterNoise:

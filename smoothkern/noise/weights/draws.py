@@ -37,7 +37,7 @@ from ...ops.backends import PerturbFn
 from ...ops.perturb import perturb_reference
 from ..philox import MAX_COUNTER
 from ..sampling import Sampling, parse_sampling, sampled_noise
-from ..sources.counter import design_perturb
+from ..sources.counter import draw_rows
 
 # How a weight's noise scales (σ_w·|w| or σ_w): noise_grad's noise_kind=, not the input
 # noise's distribution (smoothkern.noise.NoiseKind).
@@ -155,14 +155,9 @@ class WeightDraws:
         if index is None:          # made once per parameter: not a host-to-device copy per draw
             index = self._index[param.name] = torch.tensor([param.index], dtype=torch.int64,
                                                            device=w.device)
-        key = weight_key(self.seed)
         with torch.no_grad():
-            if self.sampling is Sampling.IID:       # kernel sets of users may not take sampling=
-                rows = self.perturb(flat, sigma, key, start, count, "gaussian",
-                                    example_index=index)
-            else:
-                rows = design_perturb(self.perturb)(flat, sigma, key, start, count, "gaussian",
-                                                    example_index=index, sampling=self.sampling)
+            rows = draw_rows(self.perturb, flat, sigma, weight_key(self.seed), start, count,
+                             "gaussian", index, self.sampling)
         return rows.view(count, *w.shape)
 
 
